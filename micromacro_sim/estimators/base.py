@@ -1,0 +1,296 @@
+"""Estimator interface, the immutable fit result, and the second-step OLS.
+
+An estimator's constructor only stores options; ``fit(data)`` returns a
+:class:`FitResult`. Two-step methods subclass :class:`TwoStepEstimator` and only
+compute group scores; the OLS of y on [1, Z, scores] with every SE type is shared.
+"""
+
+from __future__ import annotations
+
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+
+from ..dataset import Dataset
+
+__all__ = [
+    "SE_TYPES",
+    "Estimator",
+    "FitResult",
+    "NotApplicable",
+    "Scores",
+    "TwoStepEstimator",
+    "ols",
+]
+
+#: Standard-error types every two-step method reports ("classical" is the OLS one).
+SE_TYPES: tuple[str, ...] = ("classical", "HC0", "HC1", "HC2", "HC3")
+
+
+class NotApplicable(Exception):
+    """The method cannot be used on this dataset (for example it needs balanced groups)."""
+
+
+def _frozen_array(a: Any) -> np.ndarray:
+    arr = np.array(a, dtype=float, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Immutable result of one fit.
+
+    Attributes
+    ----------
+    method : str
+        Label of the method that produced it.
+    terms : tuple of str
+        Term names, in the order of ``params``.
+    params : ndarray
+        Estimates (NaN when the fit produced none).
+    bse : mapping of str to ndarray
+        Standard errors per SE type (keys from :data:`SE_TYPES`; one-step models
+        only have ``classical``, their model-based SE).
+    df_resid : float or None
+        Residual degrees of freedom for t-based inference; None means normal-based.
+    converged : bool
+        The optimizer (if any) reported and passed convergence checks.
+    admissible : bool
+        The solution is proper (positive variances, positive definite matrices, and it
+        agrees with a closed form where one exists).
+    reason : str
+        Why the fit is flagged; empty when converged and admissible.
+    two_step : bool
+        Scores estimated first, then treated as known: SEs ignore first-step
+        uncertainty.
+    extras : mapping
+        Method-specific details (group scores, variance components, ...).
+    """
+
+    method: str
+    terms: tuple[str, ...]
+    params: np.ndarray
+    bse: Mapping[str, np.ndarray]
+    df_resid: float | None = None
+    converged: bool = True
+    admissible: bool = True
+    reason: str = ""
+    two_step: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", _frozen_array(self.params))
+        object.__setattr__(
+            self, "bse", MappingProxyType({k: _frozen_array(v) for k, v in self.bse.items()})
+        )
+        object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
+        if self.params.shape != (len(self.terms),):
+            raise ValueError("params must have one value per term")
+
+    @property
+    def ok(self) -> bool:
+        """Converged, admissible and with finite estimates."""
+        return self.converged and self.admissible and bool(np.all(np.isfinite(self.params)))
+
+    def se(self, cov_type: str = "classical") -> np.ndarray:
+        """Standard errors of one type (NaN where the method does not provide it)."""
+        if cov_type not in SE_TYPES:
+            raise ValueError(f"cov_type: unknown SE type {cov_type!r} (known: {SE_TYPES})")
+        return self.bse.get(cov_type, np.full(len(self.terms), np.nan))
+
+    def critical_value(self, alpha: float = 0.05) -> float:
+        """Two-sided critical value: t with ``df_resid`` df, or normal."""
+        if self.df_resid is None:
+            return float(stats.norm.ppf(1 - alpha / 2))
+        return float(stats.t.ppf(1 - alpha / 2, self.df_resid))
+
+    def conf_int(self, alpha: float = 0.05, cov_type: str = "classical") -> np.ndarray:
+        """(k, 2) confidence limits."""
+        half = self.critical_value(alpha) * self.se(cov_type)
+        return np.column_stack([self.params - half, self.params + half])
+
+    def pvalues(self, cov_type: str = "classical") -> np.ndarray:
+        """Two-sided p-values of H0: coefficient = 0."""
+        t = np.abs(self.params / self.se(cov_type))
+        if self.df_resid is None:
+            return 2 * stats.norm.sf(t)
+        return 2 * stats.t.sf(t, self.df_resid)
+
+    @classmethod
+    def failed(
+        cls,
+        method: str,
+        terms: tuple[str, ...],
+        reason: str,
+        *,
+        converged: bool = False,
+        two_step: bool = False,
+    ) -> FitResult:
+        """A result without estimates, recording why."""
+        nan = np.full(len(terms), np.nan)
+        return cls(
+            method=method,
+            terms=terms,
+            params=nan,
+            bse={},
+            converged=converged,
+            admissible=False,
+            reason=reason,
+            two_step=two_step,
+        )
+
+
+def ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """OLS with classical and HC0-HC3 standard errors (statsmodels).
+
+    Returns
+    -------
+    params, bse, df_resid
+    """
+    import statsmodels.api as sm
+
+    res = sm.OLS(np.asarray(y, dtype=float), np.asarray(X, dtype=float)).fit()
+    bse = {
+        "classical": np.asarray(res.bse),
+        "HC0": np.asarray(res.HC0_se),
+        "HC1": np.asarray(res.HC1_se),
+        "HC2": np.asarray(res.HC2_se),
+        "HC3": np.asarray(res.HC3_se),
+    }
+    return np.asarray(res.params), bse, float(res.df_resid)
+
+
+class Estimator(ABC):
+    """Base class of every method.
+
+    Subclasses set :attr:`name` (the registry id) and :attr:`options` (option names
+    and defaults). The constructor validates and stores options; nothing else.
+
+    Parameters
+    ----------
+    label : str, optional
+        Name used in results (defaults to :attr:`name`); lets one method appear twice
+        with different options.
+    **options
+        Method options, see the subclass's :attr:`options`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    needs_balanced: ClassVar[bool] = False
+    needs_truth: ClassVar[bool] = False
+    two_step: ClassVar[bool] = False
+    max_x: ClassVar[int | None] = 1
+
+    def __init__(self, *, label: str | None = None, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: unknown option of method {self.name!r} "
+                f"(known: {', '.join(self.options) or 'none'})"
+            )
+        self.label = label or self.name
+        self.params = {**self.options, **options}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({opts})"
+
+    def check_applicable(self, data: Dataset) -> None:
+        """Raise :class:`NotApplicable` when the method cannot use ``data``."""
+        if self.needs_truth and data.xi is None:
+            raise NotApplicable("needs the true xi (simulation only)")
+        if self.needs_balanced and not data.balanced:
+            raise NotApplicable("needs balanced groups")
+        if self.max_x is not None and data.n_x > self.max_x:
+            raise NotApplicable(f"supports at most {self.max_x} x variable(s)")
+
+    def fit(self, data: Dataset) -> FitResult:
+        """Fit to one dataset; failures become a flagged result, never an exception.
+
+        Exceptions of the numerical code are recorded as reason ``error: ...``;
+        :class:`NotApplicable` as ``not applicable: ...``.
+        """
+        try:
+            self.check_applicable(data)
+            return self._fit(data)
+        except NotApplicable as exc:
+            return FitResult.failed(
+                self.label, data.terms, f"not applicable: {exc}", two_step=self.two_step
+            )
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError) as exc:
+            return FitResult.failed(
+                self.label, data.terms, f"error: {type(exc).__name__}: {exc}",
+                two_step=self.two_step,
+            )
+
+    @abstractmethod
+    def _fit(self, data: Dataset) -> FitResult:
+        """Method-specific fit (may raise; :meth:`fit` records failures)."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """First-step output of a two-step method.
+
+    Attributes
+    ----------
+    values : ndarray (G,) or (G, p)
+        Group scores that replace xi in the second step.
+    converged, admissible, reason
+        Status of the first step (see :class:`FitResult`).
+    extras : dict
+        Details of the first step (variance components, loadings, ...).
+    """
+
+    values: np.ndarray
+    converged: bool = True
+    admissible: bool = True
+    reason: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TwoStepEstimator(Estimator):
+    """A method that scores each group, then runs OLS of y on [1, Z, scores].
+
+    When the first step is inadmissible the second step still runs on its scores (so
+    the estimate is recorded) but the result is flagged; when there are no usable
+    scores (NaN) the result has no estimates.
+    """
+
+    two_step = True
+
+    @abstractmethod
+    def scores(self, data: Dataset) -> Scores:
+        """Group scores of ``data`` (may raise; see :meth:`Estimator.fit`)."""
+
+    def _fit(self, data: Dataset) -> FitResult:
+        sc = self.scores(data)
+        values = np.asarray(sc.values, dtype=float)
+        if not np.all(np.isfinite(values)):
+            return FitResult(
+                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
+                bse={}, converged=sc.converged, admissible=False,
+                reason=sc.reason or "non-finite scores", two_step=True, extras=sc.extras,
+            )
+        params, bse, df = ols(data.y, data.design(values))
+        return FitResult(
+            method=self.label,
+            terms=data.terms,
+            params=params,
+            bse=bse,
+            df_resid=df,
+            converged=sc.converged,
+            admissible=sc.admissible,
+            reason=sc.reason,
+            two_step=True,
+            extras={**sc.extras, "scores": values},
+        )

@@ -1,0 +1,21 @@
+"""Oracle: OLS of y on [1, Z, xi] with the true latent group means (simulation only)."""
+
+from __future__ import annotations
+
+from ..dataset import Dataset
+from .base import Scores, TwoStepEstimator
+
+
+class TrueScore(TwoStepEstimator):
+    """The true xi as the score; the benchmark every method is measured against.
+
+    Reference: R ``lm(y ~ z + xi)``.
+    """
+
+    name = "true"
+    description = "OLS on the true latent group means (oracle, simulation only)"
+    needs_truth = True
+    max_x = None
+
+    def scores(self, data: Dataset) -> Scores:
+        return Scores(values=data.xi)

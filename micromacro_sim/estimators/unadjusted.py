@@ -1,0 +1,20 @@
+"""Group means: OLS of y on [1, Z, xbar] (attenuated when reliability is low)."""
+
+from __future__ import annotations
+
+from ..dataset import Dataset
+from .base import Scores, TwoStepEstimator
+
+
+class Unadjusted(TwoStepEstimator):
+    """Plain group means of x as the score (any number of x, any group sizes).
+
+    Reference: R ``lm(y ~ z + xbar)``; HC SEs as ``sandwich::vcovHC``.
+    """
+
+    name = "unadjusted"
+    description = "OLS on observed group means"
+    max_x = None
+
+    def scores(self, data: Dataset) -> Scores:
+        return Scores(values=data.xbar)
