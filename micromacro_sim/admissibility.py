@@ -1,0 +1,140 @@
+"""The inadmissible-solution policy: when a dataset is redrawn, and when it is kept.
+
+SPEC section 3.3: the seed study regenerates a dataset while its free-loading CFA fails
+(not converged, a negative variance, a non-positive-definite matrix), which conditions
+the study on admissible samples. Here that is explicit:
+
+- ``policy: redraw`` regenerates the dataset while the ``gate`` fails, up to
+  ``max_redraws`` times (the redraw count lands in the ``datasets`` table);
+- ``policy: flag`` never redraws; the gate's verdict is still recorded.
+
+Either way every method's own failures are recorded per method and replication
+(admissible flag and reason); a method failure never triggers a redraw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .dataset import Dataset
+from .dgp import generate
+from .errors import ConfigError
+from .scenario import Scenario
+from .seeding import replication_rng
+
+__all__ = ["GATES", "Draw", "Policy", "draw"]
+
+
+def _gate_none(data: Dataset) -> str:
+    return ""
+
+
+def _gate_cfa(data: Dataset) -> str:
+    """The seed's check: the free-loading one-factor CFA must be a proper solution."""
+    from .estimators.factor_score import fit_cfa
+
+    fit = fit_cfa(data.wide(0))
+    if not fit.converged:
+        return f"cfa: {fit.reason or 'not converged'}"
+    if not fit.admissible:
+        return f"cfa: {fit.reason or 'inadmissible'}"
+    return ""
+
+
+#: Gate name -> (function returning a failure reason or "", needs balanced groups).
+GATES: dict[str, tuple[Callable[[Dataset], str], bool]] = {
+    "none": (_gate_none, False),
+    "cfa": (_gate_cfa, True),
+}
+MODES = ("redraw", "flag")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Inadmissible-solution policy.
+
+    Parameters
+    ----------
+    mode : {"redraw", "flag"}
+    gate : str
+        A key of :data:`GATES`; ``cfa`` (default) is the seed study's check.
+    max_redraws : int
+        Redraw limit per replication; when reached the last dataset is kept and its
+        gate failure recorded.
+    """
+
+    mode: str = "redraw"
+    gate: str = "cfa"
+    max_redraws: int = 100
+
+    @classmethod
+    def from_config(cls, value: Any) -> Policy:
+        """Parse the ``admissibility`` block (None gives the defaults)."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ConfigError(f"admissibility: expected a mapping, got {value!r}")
+        unknown = sorted(set(value) - {"policy", "gate", "max_redraws"})
+        if unknown:
+            raise ConfigError(
+                f"admissibility.{unknown[0]}: unknown key (known: gate, max_redraws, policy)"
+            )
+        mode = value.get("policy", cls.mode)
+        if mode not in MODES:
+            raise ConfigError(f"admissibility.policy: expected redraw or flag, got {mode!r}")
+        gate = value.get("gate", cls.gate)
+        if gate is None:
+            gate = "none"
+        if gate not in GATES:
+            raise ConfigError(
+                f"admissibility.gate: unknown gate {gate!r} (known: {', '.join(GATES)})"
+            )
+        mr = value.get("max_redraws", cls.max_redraws)
+        if not isinstance(mr, int) or isinstance(mr, bool) or mr < 0:
+            raise ConfigError(f"admissibility.max_redraws: expected an integer >= 0, got {mr!r}")
+        return cls(mode=mode, gate=gate, max_redraws=mr)
+
+    def to_config(self) -> dict[str, Any]:
+        """Config-file form."""
+        return {"policy": self.mode, "gate": self.gate, "max_redraws": self.max_redraws}
+
+    def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
+        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups)."""
+        _, needs_balanced = GATES[self.gate]
+        if needs_balanced:
+            for sc in scenarios:
+                if not sc.group_size.balanced:
+                    raise ConfigError(
+                        f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
+                        f"group_size {sc.group_size.label()} (use gate: none)"
+                    )
+
+    def gate_reason(self, data: Dataset) -> str:
+        """Why ``data`` fails the gate, or "" when it passes."""
+        return GATES[self.gate][0](data)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One replication's dataset with its redraw history."""
+
+    data: Dataset
+    redraws: int
+    gate_reason: str
+
+
+def draw(scenario: Scenario, root: int, replication: int, policy: Policy) -> Draw:
+    """Generate replication ``replication`` of ``scenario`` under ``policy``.
+
+    Attempt ``a`` uses the stream ``(root, scenario key, replication, a)``, so a
+    replication's final dataset is reproducible on its own.
+    """
+    attempt = 0
+    while True:
+        data = generate(scenario, replication_rng(root, scenario, replication, attempt))
+        reason = policy.gate_reason(data)
+        if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
+            return Draw(data=data, redraws=attempt, gate_reason=reason)
+        attempt += 1

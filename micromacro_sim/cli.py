@@ -1,0 +1,133 @@
+"""Command line: ``micromacro run | summarize | grid | methods``.
+
+User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
+stderr and exit with status 2, having written nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import MicroMacroError
+
+__all__ = ["main"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run
+
+    cfg = load_config(args.config, n_jobs=args.n_jobs, chunk_size=args.chunk_size,
+                      replications=args.replications, output=args.output)
+    res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None)
+    print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
+          f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
+          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}")
+    if args.summarize:
+        return _summarize(res.run_dir, args)
+    return 0
+
+
+def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
+    from .summarize import format_summary, summarize_run
+
+    s = summarize_run(run_dir, alpha=args.alpha, include_flagged=args.include_flagged)
+    out = Path(args.summary_dir) if getattr(args, "summary_dir", None) else Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("summary", s.performance), ("flags", s.flags),
+                        ("reliability", s.datasets)):
+        frame.to_csv(out / f"{name}.csv", index=False)
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    print(format_summary(s, se_type=args.se_type))
+    print(f"\nwrote summary, flags and reliability tables (CSV and Parquet) to {out}")
+    return 0
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    return _summarize(Path(args.run_dir), args)
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    frame = pd.DataFrame([sc.describe() for sc in cfg.scenarios])
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .estimators import registry
+
+    for name, cls in registry().items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in cls.options.items())
+        flags = [f for f, on in (("two-step", cls.two_step), ("balanced only", cls.needs_balanced),
+                                 ("simulation only", cls.needs_truth)) if on]
+        print(f"{name:14s} {cls.description}" + (f" [{'; '.join(flags)}]" if flags else "")
+              + (f"  options: {opts}" if opts else ""))
+    return 0
+
+
+def _add_summary_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
+    p.add_argument("--include-flagged", action="store_true",
+                   help="also use flagged fits that have estimates")
+    p.add_argument("--se-type", default="HC3", choices=["HC0", "HC1", "HC2", "HC3"],
+                   help="robust SE type shown beside the classical one in the printed table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``micromacro``."""
+    parser = argparse.ArgumentParser(
+        prog="micromacro", description="Monte Carlo studies of micro-macro multilevel models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run (or resume) the simulation of a config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--output", help="run folder (default: the config's output)")
+    p.add_argument("--n-jobs", type=int, help="parallel workers (overrides the config)")
+    p.add_argument("--chunk-size", type=int, help="replications per task")
+    p.add_argument("--replications", type=int, help="replications per scenario")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an existing run of a different config in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--summarize", action="store_true", help="summarize when done")
+    _add_summary_options(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("summarize", help="performance measures of a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--output", dest="summary_dir", help="folder for the tables (default RUN_DIR)")
+    _add_summary_options(p)
+    p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("grid", help="list the scenarios of a config with derived values")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_grid)
+
+    p = sub.add_parser("methods", help="list the registered methods")
+    p.set_defaults(func=_cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MicroMacroError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

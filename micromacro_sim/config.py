@@ -1,0 +1,258 @@
+"""Run configuration: a YAML file with a scenario grid, methods, seed and policy.
+
+Example
+-------
+.. code-block:: yaml
+
+    name: clark2020
+    seed: 20200831
+    replications: 1000
+    methods: [true, unadjusted]
+    fixed: {n_groups: 100, group_size: 10, r_zxi: 0.3}
+    grid: {sigma2_nu: [9, 1]}
+
+Every list in ``grid`` is a factor whose levels expand into the full product; values
+in ``fixed`` are taken as they are (so ``fixed: {group_size: [5, 30]}`` is one
+unbalanced design, while ``grid: {group_size: [10, 40]}`` is two balanced cells).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .admissibility import Policy
+from .errors import ConfigError
+from .estimators import Estimator, registry
+from .scenario import Scenario
+
+__all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
+
+_TOP_KEYS = {
+    "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
+    "output", "admissibility", "fixed", "grid", "backend",
+}
+BACKENDS = ("loky", "threading", "sequential")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the config names it: a label, a registered id and options."""
+
+    label: str
+    method: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self) -> Estimator:
+        """Instantiate the estimator."""
+        return registry()[self.method](label=self.label, **dict(self.options))
+
+    def to_config(self) -> Any:
+        """Config-file form."""
+        if self.label == self.method and not self.options:
+            return self.method
+        return {self.label: {"method": self.method, **dict(self.options)}}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run configuration.
+
+    Attributes
+    ----------
+    name : str
+    scenarios : tuple of Scenario
+        Cells of the expanded grid, in grid order.
+    methods : tuple of MethodSpec
+    seed : int
+        Root seed of every random stream.
+    replications : int
+    policy : Policy
+        Inadmissible-solution policy (see :mod:`micromacro_sim.admissibility`).
+    n_jobs, chunk_size, backend, output
+        Execution options: they do not change results.
+    raw : dict
+        The config as read (stored in the manifest).
+    """
+
+    name: str
+    scenarios: tuple[Scenario, ...]
+    methods: tuple[MethodSpec, ...]
+    seed: int
+    replications: int
+    policy: Policy
+    n_jobs: int = 1
+    chunk_size: int | None = None
+    backend: str = "loky"
+    output: str | None = None
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def result_identity(self) -> dict[str, Any]:
+        """Everything that determines the numbers (excluding the list of scenarios)."""
+        from . import __version__
+
+        return {
+            "seed": self.seed,
+            "replications": self.replications,
+            "methods": [m.to_config() for m in self.methods],
+            "admissibility": self.policy.to_config(),
+            "package": __version__,
+        }
+
+    @property
+    def result_hash(self) -> str:
+        """Hash of :meth:`result_identity`: runs with equal hashes may share a folder."""
+        text = json.dumps(self.result_identity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def resolved_chunk_size(self) -> int:
+        """Replications per task: the configured value, or about 4 tasks per worker."""
+        if self.chunk_size:
+            return self.chunk_size
+        total = self.replications * len(self.scenarios)
+        per = max(1, total // max(1, 4 * max(1, self.n_jobs)))
+        return int(min(self.replications, max(10, min(per, 250))))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _parse_methods(value: Any) -> tuple[MethodSpec, ...]:
+    reg = registry()
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"methods: expected a non-empty list of method names, got {value!r}")
+    specs: list[MethodSpec] = []
+    for item in value:
+        if item is True:  # YAML 1.1 reads an unquoted `true` as a boolean
+            item = "true"
+        if isinstance(item, str):
+            label, method, opts = item, item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            label, body = next(iter(item.items()))
+            if not isinstance(body, dict):
+                raise ConfigError(f"methods.{label}: expected a mapping of options, got {body!r}")
+            opts = dict(body)
+            method = opts.pop("method", label)
+        else:
+            raise ConfigError(f"methods: expected a name or {{label: {{options}}}}, got {item!r}")
+        if method not in reg:
+            raise ConfigError(f"methods: unknown method {method!r} (known: {', '.join(reg)})")
+        try:
+            reg[method](label=str(label), **opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"methods.{label}: {exc}") from None
+        specs.append(MethodSpec(str(label), method, tuple(sorted(opts.items()))))
+    labels = [s.label for s in specs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"methods: label {dup[0]!r} appears more than once")
+    return tuple(specs)
+
+
+def _expand(fixed: dict[str, Any], grid: dict[str, Any]) -> tuple[Scenario, ...]:
+    both = sorted(set(fixed) & set(grid))
+    if both:
+        raise ConfigError(f"grid.{both[0]}: appears in both grid and fixed")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"grid.{k}: expected a non-empty list of levels, got {v!r}")
+    names = list(grid)
+    cells: list[Scenario] = []
+    seen: set[str] = set()
+    for levels in itertools.product(*(grid[k] for k in names)):
+        params = {**fixed, **dict(zip(names, levels, strict=True))}
+        sc = Scenario.from_params(params)
+        if sc.key in seen:
+            raise ConfigError(f"grid: two cells are the same scenario ({sc.label()})")
+        seen.add(sc.key)
+        cells.append(sc)
+    return tuple(cells)
+
+
+def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
+    """Validate a config mapping.
+
+    Raises
+    ------
+    ConfigError
+        A one-line message naming the field and the value.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown config key (known: {', '.join(sorted(_TOP_KEYS))})"
+        )
+    seed = raw.get("seed")
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    reps = raw.get("replications")
+    if not _is_int(reps) or reps < 1:
+        raise ConfigError(f"replications: expected an integer >= 1, got {reps!r}")
+    n_jobs = raw.get("n_jobs", 1)
+    if not _is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"n_jobs: expected a positive integer or -1, got {n_jobs!r}")
+    chunk = raw.get("chunk_size")
+    if chunk is not None and (not _is_int(chunk) or chunk < 1):
+        raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk!r}")
+    backend = raw.get("backend", "loky")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    output = raw.get("output")
+    if output is not None and not isinstance(output, str):
+        raise ConfigError(f"output: expected a folder path, got {output!r}")
+    name = raw.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name: expected a non-empty string, got {name!r}")
+    fixed = raw.get("fixed", {}) or {}
+    grid = raw.get("grid", {}) or {}
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"fixed: expected a mapping, got {fixed!r}")
+    if not isinstance(grid, dict):
+        raise ConfigError(f"grid: expected a mapping, got {grid!r}")
+    methods = _parse_methods(raw.get("methods"))
+    scenarios = _expand(fixed, grid)
+    policy = Policy.from_config(raw.get("admissibility"))
+    policy.check_scenarios(scenarios)
+    return RunConfig(
+        name=name,
+        description=str(raw.get("description", "")),
+        scenarios=scenarios,
+        methods=methods,
+        seed=seed,
+        replications=reps,
+        policy=policy,
+        n_jobs=n_jobs,
+        chunk_size=chunk,
+        backend=backend,
+        output=output,
+        raw=raw,
+    )
+
+
+def load_config(path: str | Path, **overrides: Any) -> RunConfig:
+    """Read and validate a YAML config; ``overrides`` replace top-level keys."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {str(path)!r} ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config: YAML syntax error in {str(path)!r}{where}: {problem}") from None
+    if isinstance(raw, dict):
+        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_config(raw, source=str(path))

@@ -1,0 +1,290 @@
+"""Run a config: generate, analyse, write shards; resume what is missing.
+
+The steps are separate and pure until the last: :func:`simulate_chunk` draws each
+replication's dataset (under the admissibility policy) and applies every method to
+that one dataset, returning two tables; :func:`run_task` writes them as shards;
+:func:`run` enumerates the missing (scenario, replication range) tasks and hands them
+to joblib.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .admissibility import Policy, draw
+from .config import MethodSpec, RunConfig
+from .errors import ConfigError
+from .estimators import SE_TYPES, FitResult
+from .progress import Progress
+from .reliability import reliability_row
+from .scenario import Scenario
+from .storage import (
+    clear_run,
+    completed_ranges,
+    read_manifest,
+    write_json_atomic,
+    write_shard,
+)
+
+__all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
+
+SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
+
+
+def _estimate_rows(results: list[FitResult], key: str, rep: int, cols: dict[str, list]) -> None:
+    for m_idx, res in enumerate(results):
+        for t_idx, term in enumerate(res.terms):
+            cols["scenario"].append(key)
+            cols["replication"].append(rep)
+            cols["method"].append(res.method)
+            cols["method_index"].append(m_idx)
+            cols["term"].append(term)
+            cols["term_index"].append(t_idx)
+            cols["estimate"].append(float(res.params[t_idx]))
+            for se_type, col in SE_COLUMNS.items():
+                cols[col].append(float(res.se(se_type)[t_idx]))
+            cols["df_resid"].append(np.nan if res.df_resid is None else res.df_resid)
+            cols["converged"].append(bool(res.converged))
+            cols["admissible"].append(bool(res.admissible))
+            cols["reason"].append(res.reason)
+            cols["two_step"].append(bool(res.two_step))
+
+
+_EST_COLUMNS = [
+    "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
+    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "reason", "two_step",
+]
+
+
+def simulate_chunk(
+    scenario: Scenario,
+    replications: range,
+    methods: tuple[MethodSpec, ...],
+    seed: int,
+    policy: Policy,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Generate and analyse a range of replications of one scenario (no I/O).
+
+    Returns
+    -------
+    estimates, datasets : DataFrame
+        One row per (replication, method, term), and one per replication.
+    """
+    estimators = [m.build() for m in methods]
+    key = scenario.key
+    cols: dict[str, list] = {c: [] for c in _EST_COLUMNS}
+    ds_rows = []
+    for rep in replications:
+        d = draw(scenario, seed, rep, policy)
+        results = [est.fit(d.data) for est in estimators]
+        _estimate_rows(results, key, rep, cols)
+        ds_rows.append(
+            {
+                "scenario": key,
+                "replication": rep,
+                "redraws": d.redraws,
+                "gate_passed": not d.gate_reason,
+                "gate_reason": d.gate_reason,
+                "n_groups": d.data.n_groups,
+                "n_persons": d.data.n_persons,
+                **reliability_row(d.data),
+            }
+        )
+    est = pd.DataFrame(cols, columns=_EST_COLUMNS)
+    est = est.astype({"replication": "int64", "method_index": "int16", "term_index": "int16"})
+    return est, pd.DataFrame(ds_rows)
+
+
+def run_task(run_dir: str, scenario: Scenario, start: int, stop: int,
+             methods: tuple[MethodSpec, ...], seed: int, policy: Policy) -> tuple[str, int, int]:
+    """Simulate replications [start, stop) of ``scenario`` and write both shards.
+
+    The datasets shard is written first and the estimates shard last, so the
+    estimates shard marks a finished task.
+    """
+    est, ds = simulate_chunk(scenario, range(start, stop), methods, seed, policy)
+    write_shard(Path(run_dir), "datasets", scenario.key, start, stop, ds)
+    write_shard(Path(run_dir), "estimates", scenario.key, start, stop, est)
+    return scenario.key, start, stop
+
+
+def _missing(done: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    covered = np.zeros(total, dtype=bool)
+    for a, b in done:
+        covered[a : min(b, total)] = True
+    gaps, i = [], 0
+    while i < total:
+        if covered[i]:
+            i += 1
+            continue
+        j = i
+        while j < total and not covered[j]:
+            j += 1
+        gaps.append((i, j))
+        i = j
+    return gaps
+
+
+def plan_tasks(config: RunConfig, run_dir: Path) -> list[tuple[Scenario, int, int]]:
+    """(scenario, start, stop) tasks for every replication not yet finished in ``run_dir``."""
+    size = config.resolved_chunk_size()
+    tasks = []
+    for sc in config.scenarios:
+        for a, b in _missing(completed_ranges(run_dir, sc.key), config.replications):
+            for s in range(a, b, size):
+                tasks.append((sc, s, min(s + size, b)))
+    return tasks
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("micromacro-sim", "numpy", "scipy", "pandas", "statsmodels", "semopy",
+                "joblib", "pyarrow", "PyYAML"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _prepare(config: RunConfig, run_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """Check the folder's previous run (if any) and return the manifest to write."""
+    old = read_manifest(run_dir)
+    keys = [sc.key for sc in config.scenarios]
+    if old is not None and not overwrite and old.get("result_hash") != config.result_hash:
+        raise ConfigError(
+            f"output: {str(run_dir)!r} holds a run of a different config "
+            f"(result hash {old.get('result_hash')} != {config.result_hash}); "
+            "choose another output folder or pass --overwrite"
+        )
+    if old is not None and overwrite:
+        clear_run(run_dir)
+        old = None
+    previous = [] if old is None else list(old.get("scenarios", []))
+    all_keys = previous + [k for k in keys if k not in previous]
+    return {
+        "name": config.name,
+        "description": config.description,
+        "status": "running",
+        "result_hash": config.result_hash,
+        "result_identity": config.result_identity(),
+        "config": config.raw,
+        "seed": config.seed,
+        "replications": config.replications,
+        "scenarios": all_keys,
+        "methods": [m.label for m in config.methods],
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "created": old.get("created") if old else _now(),
+        "runs": (old.get("runs", []) if old else []),
+    }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` did."""
+
+    run_dir: Path
+    tasks_run: int
+    tasks_skipped: int
+    replications_run: int
+    seconds: float
+
+
+def _scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> None:
+    path = run_dir / "scenarios.parquet"
+    rows = {sc.key: sc.describe() for sc in config.scenarios}
+    if path.is_file():
+        old = pd.read_parquet(path)
+        for row in old.to_dict("records"):
+            rows.setdefault(row["scenario"], row)
+    frame = pd.DataFrame([rows[k] for k in keys if k in rows])
+    tmp = run_dir / ".scenarios.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run(
+    config: RunConfig,
+    *,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    max_tasks: int | None = None,
+) -> RunResult:
+    """Run (or resume) every missing task of ``config``.
+
+    Parameters
+    ----------
+    config : RunConfig
+    run_dir : path, optional
+        Output folder (default: the config's ``output``, else ``results/<name>``).
+    overwrite : bool
+        Discard an existing run of a different config in ``run_dir``.
+    progress : bool, optional
+        Show a progress line on stderr (default: when stderr is a terminal).
+    max_tasks : int, optional
+        Stop after this many tasks (used to test interruption and resume).
+
+    Returns
+    -------
+    RunResult
+    """
+    from joblib import Parallel, delayed, parallel_config
+
+    run_dir = Path(run_dir or config.output or Path("results") / config.name)
+    manifest = _prepare(config, run_dir, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _scenarios_table(run_dir, config, manifest["scenarios"])
+    tasks = plan_tasks(config, run_dir)
+    total_tasks = sum(
+        -(-config.replications // config.resolved_chunk_size()) for _ in config.scenarios
+    )
+    if max_tasks is not None:
+        tasks = tasks[:max_tasks]
+    started = time.perf_counter()
+    manifest["runs"].append({"started": _now(), "n_jobs": config.n_jobs,
+                             "chunk_size": config.resolved_chunk_size(),
+                             "backend": config.backend, "tasks": len(tasks)})
+    write_json_atomic(run_dir / "manifest.json", manifest)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = Progress(total=sum(b - a for _, a, b in tasks), unit="reps", enabled=show)
+    calls = (
+        delayed(run_task)(str(run_dir), sc, a, b, config.methods, config.seed, config.policy)
+        for sc, a, b in tasks
+    )
+    n_jobs = 1 if len(tasks) <= 1 else config.n_jobs
+    with parallel_config(backend=config.backend, n_jobs=n_jobs):
+        for _key, a, b in Parallel(return_as="generator_unordered")(calls):
+            bar.update(b - a)
+    bar.close()
+
+    seconds = time.perf_counter() - started
+    remaining = plan_tasks(config, run_dir)
+    manifest["status"] = "complete" if not remaining else "partial"
+    manifest["runs"][-1].update(finished=_now(), seconds=round(seconds, 3))
+    manifest["finished"] = _now()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return RunResult(
+        run_dir=run_dir,
+        tasks_run=len(tasks),
+        tasks_skipped=max(0, total_tasks - len(tasks) - len(remaining)),
+        replications_run=sum(b - a for _, a, b in tasks),
+        seconds=seconds,
+    )

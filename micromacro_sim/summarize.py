@@ -1,0 +1,283 @@
+"""Performance measures with Monte Carlo SEs (Morris, White & Crowther 2019, Table 6).
+
+:func:`performance` turns one estimator's replications of one term into every measure
+of SPEC section 4; :func:`summarize_run` applies it per scenario x method x term of a
+run folder and adds reliability, failure and redraw summaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .errors import ConfigError
+from .estimators import SE_TYPES
+from .storage import read_manifest, read_table
+
+__all__ = ["RunSummary", "performance", "summarize_run"]
+
+SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
+
+
+def performance(
+    est: np.ndarray,
+    theta: float,
+    ses: dict[str, np.ndarray] | None = None,
+    df: np.ndarray | None = None,
+    *,
+    alpha: float = 0.05,
+    trim: float = 0.1,
+) -> dict[str, float]:
+    """Every SPEC section 4 measure for K estimates of one parameter.
+
+    Parameters
+    ----------
+    est : ndarray (K,)
+        Estimates (NaN rows are dropped along with their SEs).
+    theta : float
+        True value.
+    ses : dict of SE type -> ndarray (K,), optional
+        Model standard errors for coverage, rejection and model-SE measures.
+    df : ndarray (K,), optional
+        Residual df per replication for t-based intervals (NaN: normal-based).
+    alpha : float
+        Nominal level of intervals and tests.
+    trim : float
+        Proportion cut from each tail for the trimmed mean.
+
+    Returns
+    -------
+    dict
+        ``k``, mean, bias, bias_mcse, pct_bias, pct_bias_mcse, median, median_bias,
+        trimmed_mean, trimmed_bias, empse, empse_mcse, mse, mse_mcse, rmse, rmse_mcse,
+        and per SE type ``T``: modse_T, modse_T_mcse, relerr_T, relerr_T_mcse, cover_T,
+        cover_T_mcse, becover_T (bias-eliminated), reject_T, reject_T_mcse.
+    """
+    est = np.asarray(est, dtype=float)
+    keep = np.isfinite(est)
+    x = est[keep]
+    k = int(x.size)
+    out: dict[str, float] = {"k": k}
+    nan = float("nan")
+    if k == 0:
+        return out
+    mean = float(x.mean())
+    sd = float(x.std(ddof=1)) if k > 1 else nan
+    bias = mean - theta
+    out.update(mean=mean, bias=bias, bias_mcse=sd / np.sqrt(k))
+    if theta != 0:
+        out.update(pct_bias=100 * (mean / theta - 1), pct_bias_mcse=100 * out["bias_mcse"] / abs(theta))
+    else:
+        out.update(pct_bias=nan, pct_bias_mcse=nan)
+    med = float(np.median(x))
+    tmean = float(stats.trim_mean(x, trim))
+    out.update(median=med, median_bias=med - theta, trimmed_mean=tmean, trimmed_bias=tmean - theta)
+    sq = (x - theta) ** 2
+    mse = float(sq.mean())
+    mse_mcse = float(np.sqrt(np.sum((sq - mse) ** 2) / (k * (k - 1)))) if k > 1 else nan
+    rmse = float(np.sqrt(mse))
+    out.update(
+        empse=sd,
+        empse_mcse=sd / np.sqrt(2 * (k - 1)) if k > 1 else nan,
+        mse=mse,
+        mse_mcse=mse_mcse,
+        rmse=rmse,
+        rmse_mcse=mse_mcse / (2 * rmse) if rmse > 0 else nan,
+    )
+    if not ses:
+        return out
+    dfk = np.full(k, np.nan) if df is None else np.asarray(df, dtype=float)[keep]
+    crit = np.where(
+        np.isfinite(dfk), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(dfk), dfk, 1.0)),
+        stats.norm.ppf(1 - alpha / 2),
+    )
+    for name, se_all in ses.items():
+        se = np.asarray(se_all, dtype=float)[keep]
+        ok = np.isfinite(se)
+        m = int(ok.sum())
+        if m == 0:
+            continue
+        s, xe, c = se[ok], x[ok], crit[ok]
+        v2 = s**2
+        modse = float(np.sqrt(v2.mean()))
+        var_v2 = float(v2.var(ddof=1)) if m > 1 else nan
+        modse_mcse = float(np.sqrt(var_v2 / (4 * m * modse**2))) if modse > 0 else nan
+        rel = 100 * (modse / sd - 1) if sd > 0 else nan
+        rel_mcse = (
+            100 * (modse / sd) * np.sqrt(var_v2 / (4 * m * modse**4) + 1 / (2 * (k - 1)))
+            if sd > 0 and modse > 0 else nan
+        )
+        half = c * s
+        cover = float(np.mean((xe - half <= theta) & (theta <= xe + half)))
+        becover = float(np.mean((xe - half <= mean) & (mean <= xe + half)))
+        reject = float(np.mean(np.abs(xe / s) >= c))
+        out.update(
+            {
+                f"modse_{name}": modse,
+                f"modse_{name}_mcse": modse_mcse,
+                f"relerr_{name}": rel,
+                f"relerr_{name}_mcse": rel_mcse,
+                f"cover_{name}": cover,
+                f"cover_{name}_mcse": float(np.sqrt(cover * (1 - cover) / m)),
+                f"becover_{name}": becover,
+                f"reject_{name}": reject,
+                f"reject_{name}_mcse": float(np.sqrt(reject * (1 - reject) / m)),
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Tables summarizing one run folder.
+
+    Attributes
+    ----------
+    performance : DataFrame
+        One row per scenario x method x term.
+    flags : DataFrame
+        Per scenario x method: replications, flagged and failed counts and reasons.
+    datasets : DataFrame
+        Per scenario: reliability (alpha, ICC) and redraw counts.
+    partial : bool
+        The run is not finished: counts are below the configured replications.
+    """
+
+    performance: pd.DataFrame
+    flags: pd.DataFrame
+    datasets: pd.DataFrame
+    partial: bool
+
+
+def _theta(scen: pd.Series, term: str) -> float:
+    if term == "intercept":
+        return float(scen["beta0"])
+    if term == "xi":
+        return float(scen["beta_xi"])
+    return float(scen[f"beta_{term}"])
+
+
+def _reasons(s: pd.Series) -> str:
+    counts = s[s != ""].value_counts()
+    return "; ".join(f"{r} ({n})" for r, n in counts.items())
+
+
+def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
+                  include_flagged: bool = False) -> RunSummary:
+    """Summarize every scenario x method x term of a run folder.
+
+    Parameters
+    ----------
+    run_dir : path
+    alpha : float
+        Nominal level for coverage and rejection rates.
+    include_flagged : bool
+        Use flagged (non-converged or inadmissible) replications that have estimates
+        too; by default only proper fits are summarized and the rest are counted.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
+    scen = pd.read_parquet(run_dir / "scenarios.parquet").set_index("scenario")
+    keys = [k for k in manifest["scenarios"] if k in scen.index]
+    est = read_table(run_dir, "estimates", keys)
+    ds = read_table(run_dir, "datasets", keys)
+    if est.empty:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
+    reps = int(manifest["replications"])
+    est["ok"] = est["converged"] & est["admissible"] & np.isfinite(est["estimate"])
+    rows = []
+    for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
+        used = g if include_flagged else g[g["ok"]]
+        theta = _theta(scen.loc[key], term)
+        ses = {t: used[c].to_numpy() for t, c in SE_COLUMNS.items() if used[c].notna().any()}
+        perf = performance(used["estimate"].to_numpy(), theta, ses,
+                           used["df_resid"].to_numpy(), alpha=alpha)
+        rows.append({
+            "scenario": key,
+            "label": scen.loc[key, "label"],
+            "method": method,
+            "term": term,
+            "theta": theta,
+            "n_reps": len(g),
+            "n_flagged": int((~g["ok"]).sum()),
+            "n_no_estimate": int((~np.isfinite(g["estimate"])).sum()),
+            **perf,
+        })
+    perf_df = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(manifest["methods"])}
+    perf_df["_m"] = perf_df["method"].map(order)
+    perf_df["_s"] = perf_df["scenario"].map({k: i for i, k in enumerate(keys)})
+    perf_df = perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
+
+    first = est.drop_duplicates(["scenario", "replication", "method"])
+    flags = (
+        first.groupby(["scenario", "method"], sort=False)
+        .agg(
+            n_reps=("ok", "size"),
+            n_flagged=("ok", lambda s: int((~s).sum())),
+            n_not_converged=("converged", lambda s: int((~s).sum())),
+            n_inadmissible=("admissible", lambda s: int((~s).sum())),
+            reasons=("reason", _reasons),
+        )
+        .reset_index()
+    )
+    flags["flag_rate"] = flags["n_flagged"] / flags["n_reps"]
+    dsum = (
+        ds.groupby("scenario", sort=False)
+        .agg(
+            n_reps=("replication", "size"),
+            redraws=("redraws", "sum"),
+            reps_redrawn=("redraws", lambda s: int((s > 0).sum())),
+            gate_failed_kept=("gate_passed", lambda s: int((~s).sum())),
+            alpha_raw_mean=("alpha_raw", "mean"),
+            alpha_std_mean=("alpha_std", "mean"),
+            alpha_std_min=("alpha_std", "min"),
+            alpha_std_max=("alpha_std", "max"),
+            icc1_mean=("icc1", "mean"),
+            icc2_mean=("icc2", "mean"),
+        )
+        .reset_index()
+    )
+    dsum["redraw_rate"] = dsum["reps_redrawn"] / dsum["n_reps"]
+    dsum = dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
+                      right_index=True, how="left")
+    partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
+    return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
+                      datasets=dsum, partial=partial)
+
+
+def format_summary(summary: RunSummary, se_type: str = "HC3") -> str:
+    """A readable text rendering of the main columns."""
+    p = summary.performance
+    cols = {
+        "label": "scenario", "method": "method", "term": "term", "k": "K", "theta": "true",
+        "mean": "mean", "pct_bias": "%bias", "pct_bias_mcse": "(mcse)", "median": "median",
+        "empse": "empSE", "modse_classical": "modSE", f"modse_{se_type}": f"modSE.{se_type}",
+        "cover_classical": "cover", f"cover_{se_type}": f"cover.{se_type}",
+        "reject_classical": "reject", f"reject_{se_type}": f"reject.{se_type}",
+        "rmse": "RMSE", "n_flagged": "flagged",
+    }
+    cols = {k: v for k, v in cols.items() if k in p.columns}
+    lines = []
+    if summary.partial:
+        lines.append("PARTIAL RUN: some replications are not finished; figures cover those done.")
+    lines.append(p[list(cols)].rename(columns=cols).to_string(
+        index=False, float_format=lambda v: f"{v:.4g}"))
+    lines.append("")
+    d = summary.datasets[["label", "n_reps", "reliability", "alpha_std_mean", "alpha_std_min",
+                          "alpha_std_max", "icc1_mean", "icc2_mean", "redraw_rate", "redraws"]]
+    lines.append(d.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    f = summary.flags[summary.flags["n_flagged"] > 0]
+    lines.append("")
+    if f.empty:
+        lines.append("No flagged fits.")
+    else:
+        lines.append(f[["scenario", "method", "n_reps", "n_flagged", "flag_rate", "reasons"]]
+                     .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return "\n".join(lines)
