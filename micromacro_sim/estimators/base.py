@@ -281,7 +281,29 @@ class TwoStepEstimator(Estimator):
                 bse={}, converged=sc.converged, admissible=False,
                 reason=sc.reason or "non-finite scores", two_step=True, extras=sc.extras,
             )
-        params, bse, df = ols(data.y, data.design(values))
+        X = data.design(values)
+        if data.n_groups <= X.shape[1]:
+            return FitResult(
+                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
+                bse={}, converged=sc.converged, admissible=False,
+                reason=f"too few groups for the second step (G={data.n_groups}, "
+                f"k={X.shape[1]})", two_step=True, extras=sc.extras,
+            )
+        if np.linalg.matrix_rank(X) < X.shape[1]:
+            return FitResult(
+                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
+                bse={}, converged=sc.converged, admissible=False,
+                reason="rank-deficient second-step design (constant or collinear scores)",
+                two_step=True, extras=sc.extras,
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            params, bse, df = ols(data.y, X)
+        reason = sc.reason
+        admissible = sc.admissible
+        bad_se = [t for t, v in bse.items() if not np.all(np.isfinite(v))]
+        if bad_se and admissible:
+            admissible = False
+            reason = f"non-finite {', '.join(bad_se)} standard errors (a leverage of 1)"
         return FitResult(
             method=self.label,
             terms=data.terms,
@@ -289,8 +311,8 @@ class TwoStepEstimator(Estimator):
             bse=bse,
             df_resid=df,
             converged=sc.converged,
-            admissible=sc.admissible,
-            reason=sc.reason,
+            admissible=admissible,
+            reason=reason,
             two_step=True,
             extras={**sc.extras, "scores": values},
         )
