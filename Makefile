@@ -1,0 +1,33 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+CONFIG ?= configs/clark2020.yaml
+
+.PHONY: install install-dev run test test-slow lint fixtures clean
+
+install:
+	$(PIP) install -q -e .
+
+install-dev:
+	$(PIP) install -q -e '.[dev]'
+
+## Install, run the seed study on the default config and print its summary.
+run: install
+	micromacro run $(CONFIG) --summarize
+
+## Install with the test extras and run the default (fast) test suite.
+test: install-dev
+	$(PYTHON) -m pytest
+
+## The slow Monte Carlo cross-checks (minutes).
+test-slow: install-dev
+	$(PYTHON) -m pytest -m slow
+
+lint:
+	ruff check micromacro_sim tests tools
+
+## Regenerate the R reference fixtures (needs Rscript with lavaan, lme4, glmmTMB, sandwich).
+fixtures:
+	for f in tools/make_*_fixtures.py; do $(PYTHON) $$f || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
