@@ -186,7 +186,9 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
         A one-line message naming the field and the value.
     """
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ConfigError(

@@ -70,12 +70,14 @@ def performance(
     bias = mean - theta
     out.update(mean=mean, bias=bias, bias_mcse=sd / np.sqrt(k))
     if theta != 0:
-        out.update(pct_bias=100 * (mean / theta - 1), pct_bias_mcse=100 * out["bias_mcse"] / abs(theta))
+        out.update(pct_bias=100 * (mean / theta - 1),
+                   pct_bias_mcse=100 * out["bias_mcse"] / abs(theta))
     else:
         out.update(pct_bias=nan, pct_bias_mcse=nan)
     med = float(np.median(x))
     tmean = float(stats.trim_mean(x, trim))
-    out.update(median=med, median_bias=med - theta, trimmed_mean=tmean, trimmed_bias=tmean - theta)
+    out.update(median=med, median_bias=med - theta, trimmed_mean=tmean,
+               trimmed_bias=tmean - theta)
     sq = (x - theta) ** 2
     mse = float(sq.mean())
     mse_mcse = float(np.sqrt(np.sum((sq - mse) ** 2) / (k * (k - 1)))) if k > 1 else nan

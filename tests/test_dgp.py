@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from micromacro_sim.dgp import generate
 from micromacro_sim.reliability import anova
 from micromacro_sim.scenario import Scenario

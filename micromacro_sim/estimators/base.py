@@ -7,7 +7,6 @@ compute group scores; the OLS of y on [1, Z, scores] with every SE type is share
 
 from __future__ import annotations
 
-
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
