@@ -1,4 +1,4 @@
-"""Command line: ``micromacro run | summarize | grid | methods``.
+"""Command line: ``micromacro run | summarize | fit | grid | methods``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, having written nothing.
@@ -72,6 +72,30 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .api import fit_frame
+    from .userdata import read_table_file
+
+    frame = read_table_file(args.data)
+    methods = [m.strip() for m in args.method.split(",")] if args.method else None
+    table, notes = fit_frame(frame, group=args.group, x=args.x, y=args.y, z=args.z,
+                             methods=methods)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(f".{out.name}.tmp")
+        table.to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"wrote {len(table)} rows to {out}")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}", na_rep=""))
+    return 0
+
+
 def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
@@ -105,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", dest="summary_dir", help="folder for the tables (default RUN_DIR)")
     _add_summary_options(p)
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("fit", help="fit the methods to one long-format dataset")
+    p.add_argument("data", help="CSV (or Parquet) file, one row per member")
+    p.add_argument("--group", required=True, help="group identifier column")
+    p.add_argument("--x", required=True, help="member-level column(s), comma-separated")
+    p.add_argument("--y", required=True, help="group-level outcome column")
+    p.add_argument("--z", help="group-level covariate column(s), comma-separated")
+    p.add_argument("--method", help="method(s), comma-separated (default: all for real data)")
+    p.add_argument("--output", help="write the table to this CSV instead of printing it")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("grid", help="list the scenarios of a config with derived values")
     p.add_argument("config")

@@ -1,0 +1,71 @@
+"""User data: conversion, checks and the `fit` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from micromacro_sim.cli import main
+from micromacro_sim.errors import DataError
+from micromacro_sim.estimators import get_estimator
+from micromacro_sim.userdata import prepare
+from tests.conftest import make_data
+
+
+@pytest.fixture
+def frame():
+    return make_data(seed=8, group_size={"uniform": [3, 9]}).to_frame()
+
+
+def test_shuffled_rows_and_string_labels_give_same_dataset(frame):
+    d = make_data(seed=8, group_size={"uniform": [3, 9]})
+    f = frame.assign(group=frame["group"].map(lambda g: f"team-{g:03d}"))
+    p = prepare(f.sample(frac=1, random_state=3), group="group", x="x", y="y", z="z")
+    assert np.allclose(p.data.xbar, d.xbar) and np.allclose(p.data.y, d.y)
+    assert np.allclose(p.data.z, d.z)
+    a = get_estimator("unadjusted").fit(p.data).params
+    assert np.allclose(a, get_estimator("unadjusted").fit(d).params)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.assign(y=np.where(f.index == 1, 9.0, f["y"])), "y: not constant within group 0"),
+        (lambda f: f.drop(columns="z"), "z: no such column"),
+        (lambda f: f.assign(x=f["x"].astype(object).where(f.index != 2, "abc")), "x: non-numeric"),
+        (lambda f: f.assign(x=np.where(f.index == 4, np.inf, f["x"])), "x: infinite value"),
+        (lambda f: f[f["group"] < 2], "group: need at least 3 groups"),
+        (lambda f: f.drop_duplicates("group"), "group: every group has a single member"),
+    ],
+)
+def test_bad_data_is_named(frame, mutate, message):
+    with pytest.raises(DataError, match="^" + message.replace("(", r"\(")):
+        prepare(mutate(frame), group="group", x="x", y="y", z="z")
+
+
+def test_missing_values_are_dropped_with_notes(frame):
+    f = frame.copy()
+    f.loc[0, "x"] = np.nan
+    f.loc[f["group"] == 5, "y"] = np.nan
+    p = prepare(f, group="group", x="x", y="y", z="z")
+    assert p.data.n_groups == frame["group"].nunique() - 1
+    assert any("missing x" in n for n in p.notes) and any("missing y" in n for n in p.notes)
+
+
+def test_fit_command_writes_csv(tmp_path, frame, capsys):
+    src = tmp_path / "d.csv"
+    frame.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    rc = main(["fit", str(src), "--group", "group", "--x", "x", "--y", "y", "--z", "z",
+               "--method", "unadjusted,croon", "--output", str(out)])
+    assert rc == 0
+    table = pd.read_csv(out)
+    assert list(table["term"].unique()) == ["intercept", "z", "x"]
+    assert set(table["method"]) == {"unadjusted", "croon"}
+    for col in ("estimate", "se", "se_HC0", "se_HC1", "se_HC2", "se_HC3", "admissible", "reason"):
+        assert col in table.columns
+    rc = main(["fit", str(src), "--group", "group", "--x", "x", "--y", "nope", "--output",
+               str(tmp_path / "none.csv")])
+    assert rc == 2 and not (tmp_path / "none.csv").exists()
+    assert capsys.readouterr().err.strip().startswith("error: nope: no such column")
