@@ -31,7 +31,8 @@ def test_shuffled_rows_and_string_labels_give_same_dataset(frame):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda f: f.assign(y=np.where(f.index == 1, 9.0, f["y"])), "y: not constant within group 0"),
+        (lambda f: f.assign(y=np.where(f.index == 1, 9.0, f["y"])),
+         "y: not constant within group 0"),
         (lambda f: f.drop(columns="z"), "z: no such column"),
         (lambda f: f.assign(x=f["x"].astype(object).where(f.index != 2, "abc")), "x: non-numeric"),
         (lambda f: f.assign(x=np.where(f.index == 4, np.inf, f["x"])), "x: infinite value"),
