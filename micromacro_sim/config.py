@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .admissibility import Policy
+from .backends import BACKENDS
 from .errors import ConfigError
 from .estimators import Estimator, registry
 from .scenario import Scenario
@@ -36,9 +37,8 @@ __all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
 
 _TOP_KEYS = {
     "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
-    "output", "admissibility", "fixed", "grid", "backend",
+    "output", "admissibility", "fixed", "grid", "backend", "address",
 }
-BACKENDS = ("loky", "threading", "sequential")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class RunConfig:
     replications : int
     policy : Policy
         Inadmissible-solution policy (see :mod:`micromacro_sim.admissibility`).
-    n_jobs, chunk_size, backend, output
+    n_jobs, chunk_size, backend, address, output
         Execution options: they do not change results.
     raw : dict
         The config as read (stored in the manifest).
@@ -90,6 +90,7 @@ class RunConfig:
     n_jobs: int = 1
     chunk_size: int | None = None
     backend: str = "loky"
+    address: str | None = None
     output: str | None = None
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -209,6 +210,11 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     backend = raw.get("backend", "loky")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    address = raw.get("address")
+    if address is not None and (not isinstance(address, str) or not address):
+        raise ConfigError(f"address: expected a scheduler address string, got {address!r}")
+    if address is not None and backend not in ("dask", "ray"):
+        raise ConfigError(f"address: only used with backend dask or ray, got backend {backend!r}")
     output = raw.get("output")
     if output is not None and not isinstance(output, str):
         raise ConfigError(f"output: expected a folder path, got {output!r}")
@@ -236,6 +242,7 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
         n_jobs=n_jobs,
         chunk_size=chunk,
         backend=backend,
+        address=address,
         output=output,
         raw=raw,
     )

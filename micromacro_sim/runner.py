@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .admissibility import Policy, draw
+from .backends import backend_context
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
 from .estimators import SE_TYPES, FitResult
@@ -245,7 +246,7 @@ def run(
     -------
     RunResult
     """
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import Parallel, delayed
 
     run_dir = Path(run_dir or config.output or Path("results") / config.name)
     manifest = _prepare(config, run_dir, overwrite)
@@ -269,10 +270,17 @@ def run(
         delayed(run_task)(str(run_dir), sc, a, b, config.methods, config.seed, config.policy)
         for sc, a, b in tasks
     )
-    n_jobs = 1 if len(tasks) <= 1 else config.n_jobs
-    with parallel_config(backend=config.backend, n_jobs=n_jobs):
-        for _key, a, b in Parallel(return_as="generator_unordered")(calls):
-            bar.update(b - a)
+    if tasks:
+        single = len(tasks) == 1 and config.backend in ("loky", "threading")
+        n_jobs = 1 if single else config.n_jobs
+        backend = "sequential" if n_jobs == 1 and config.backend == "loky" else config.backend
+        with backend_context(backend, n_jobs=n_jobs, scratch=run_dir / ".scratch",
+                             address=config.address):
+            # Ray's joblib backend returns all results at once (no generators): its
+            # progress line moves at the end only.
+            order = "list" if backend == "ray" else "generator_unordered"
+            for _key, a, b in Parallel(return_as=order)(calls):
+                bar.update(b - a)
     bar.close()
 
     seconds = time.perf_counter() - started
