@@ -274,35 +274,26 @@ class TwoStepEstimator(Estimator):
     def _fit(self, data: Dataset) -> FitResult:
         sc = self.scores(data)
         values = np.asarray(sc.values, dtype=float)
-        if not np.all(np.isfinite(values)):
+        X = data.design(values) if np.all(np.isfinite(values)) else None
+        if X is None:  # the first step's reason already says why, if it has one
+            problem = "" if sc.reason else "non-finite scores"
+        elif data.n_groups <= X.shape[1]:
+            problem = f"too few groups for the second step (G={data.n_groups}, k={X.shape[1]})"
+        elif np.linalg.matrix_rank(X) < X.shape[1]:
+            problem = "rank-deficient second-step design (constant or collinear scores)"
+        else:
+            problem = ""
+        if X is None or problem:
             return FitResult(
                 method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
                 bse={}, converged=sc.converged, admissible=False,
-                reason=sc.reason or "non-finite scores", two_step=True, extras=sc.extras,
-            )
-        X = data.design(values)
-        if data.n_groups <= X.shape[1]:
-            return FitResult(
-                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
-                bse={}, converged=sc.converged, admissible=False,
-                reason=f"too few groups for the second step (G={data.n_groups}, "
-                f"k={X.shape[1]})", two_step=True, extras=sc.extras,
-            )
-        if np.linalg.matrix_rank(X) < X.shape[1]:
-            return FitResult(
-                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
-                bse={}, converged=sc.converged, admissible=False,
-                reason="rank-deficient second-step design (constant or collinear scores)",
-                two_step=True, extras=sc.extras,
+                reason=_join(sc.reason, problem), two_step=True, extras=sc.extras,
             )
         with np.errstate(divide="ignore", invalid="ignore"):
             params, bse, df = ols(data.y, X)
-        reason = sc.reason
-        admissible = sc.admissible
         bad_se = [t for t, v in bse.items() if not np.all(np.isfinite(v))]
-        if bad_se and admissible:
-            admissible = False
-            reason = f"non-finite {', '.join(bad_se)} standard errors (a leverage of 1)"
+        problem = (f"non-finite {', '.join(bad_se)} standard errors (a leverage of 1)"
+                   if bad_se else "")
         return FitResult(
             method=self.label,
             terms=data.terms,
@@ -310,8 +301,13 @@ class TwoStepEstimator(Estimator):
             bse=bse,
             df_resid=df,
             converged=sc.converged,
-            admissible=admissible,
-            reason=reason,
+            admissible=sc.admissible and not problem,
+            reason=_join(sc.reason, problem),
             two_step=True,
             extras={**sc.extras, "scores": values},
         )
+
+
+def _join(*reasons: str) -> str:
+    """Several failure reasons in one field; the first-step reason comes first."""
+    return "; ".join(r for r in reasons if r)
