@@ -1,4 +1,4 @@
-"""Command line: ``micromacro run | summarize | fit | grid | methods``.
+"""Command line: ``micromacro run | summarize | fit | demo | grid | methods``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, having written nothing.
@@ -97,6 +97,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import bfi_demo
+
+    print(bfi_demo(with_semopy=not args.no_semopy).format())
+    return 0
+
+
 def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
@@ -142,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="method(s), comma-separated (default: all for real data)")
     p.add_argument("--output", help="write the table to this CSV instead of printing it")
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("demo", help="real-data demonstrations (bfi: factor model = mixed model)")
+    p.add_argument("name", choices=["bfi"])
+    p.add_argument("--no-semopy", action="store_true", help="skip the semopy fit")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("grid", help="list the scenarios of a config with derived values")
     p.add_argument("config")
