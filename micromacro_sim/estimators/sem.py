@@ -1,0 +1,272 @@
+"""Single-step SEM on the wide data, in closed form (balanced groups, one x).
+
+The model (lavaan syntax, members x1..xn as indicators)::
+
+    lv =~ 1*x1 + ... + 1*xn        # loadings fixed at 1
+    x1 ~~ v*x1; ...; xn ~~ v*xn     # equal residual variances
+    lv ~~ z
+    y ~ z + lv                      # with intercepts (meanstructure)
+
+fitted by ML. Because z covaries with the latent variable, lavaan does not treat z as a
+fixed exogenous covariate here (``fixed.x`` has no effect): the mean and variance of z
+are free parameters, estimated by their sample values. Writing each row of x as its mean
+xbar_g plus n - 1 orthonormal contrasts, the contrasts carry only v (and the free item
+intercepts) and the joint law of (z, xbar, y) is saturated in the remaining parameters.
+So the ML solution, when it is admissible, is
+
+* v = sum of squares of the member-position-centred within deviations / (G (n - 1)),
+* the moments of (z, xbar, y) with denominator G, Var(lv) = Var(xbar) - v / n,
+  Cov(lv, z) = Cov(xbar, z),
+* (b_z, b_xi) the regression of y on (z, lv) computed from those moments, residual
+  variance likewise, intercept mean(y) - b_z mean(z) (lv has mean 0),
+
+as SPEC section 3.1 (last paragraph) states. Standard errors are lavaan's default for
+this model: the inverse of the expected (structured) information of the joint normal
+likelihood of (x1..xn, y, z) in all free parameters, evaluated at the estimates.
+
+Reference: R ``lavaan::sem(model, data = wide, meanstructure = TRUE)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dataset import Dataset
+from .base import Estimator, FitResult
+
+__all__ = ["SEM", "SEMSolution", "sem_closed_form", "sem_expected_information"]
+
+
+@dataclass(frozen=True)
+class SEMSolution:
+    """Closed-form ML solution of the single-step SEM (one z or several).
+
+    Attributes
+    ----------
+    nu : ndarray (n,)
+        Item intercepts (sample means of the columns).
+    b0 : float
+        Intercept of y.
+    b_z : ndarray (q,)
+        Coefficients of z.
+    b_xi : float
+        Coefficient of lv.
+    v : float
+        Common residual variance of the indicators.
+    phi : float
+        Var(lv).
+    c : ndarray (q,)
+        Cov(lv, z).
+    sigma2 : float
+        Residual variance of y.
+    mu_z : ndarray (q,)
+        Mean of z (its sample mean).
+    s_zz : ndarray (q, q)
+        Covariance of z (sample covariance, denominator G).
+    """
+
+    nu: np.ndarray
+    b0: float
+    b_z: np.ndarray
+    b_xi: float
+    v: float
+    phi: float
+    c: np.ndarray
+    sigma2: float
+    mu_z: np.ndarray
+    s_zz: np.ndarray
+
+    @property
+    def residual_phi(self) -> float:
+        """Residual variance of lv given z: phi - c' S_zz^-1 c."""
+        return float(self.phi - self.c @ np.linalg.solve(self.s_zz, self.c))
+
+    def problems(self) -> list[str]:
+        """Reasons the solution is not a proper ML solution (empty when admissible)."""
+        out = []
+        if not (self.v > 0 and self.phi > 0 and self.residual_phi > 0 and self.sigma2 > 0):
+            out.append("negative variance")
+        return out
+
+
+def sem_closed_form(wide: np.ndarray, y: np.ndarray, z: np.ndarray) -> SEMSolution:
+    """ML estimates of the single-step SEM from the moments of the wide data.
+
+    Parameters
+    ----------
+    wide : ndarray (G, n)
+        Members' x, one row per group.
+    y : ndarray (G,)
+    z : ndarray (G, q)
+
+    Returns
+    -------
+    SEMSolution
+        The unconstrained stationary point; check :meth:`SEMSolution.problems`.
+    """
+    X = np.asarray(wide, dtype=float)
+    G, n = X.shape
+    z = np.asarray(z, dtype=float).reshape(G, -1)
+    y = np.asarray(y, dtype=float)
+    nu = X.mean(axis=0)
+    xbar = X.mean(axis=1)
+    resid = X - xbar[:, None] - (nu - nu.mean())[None, :]
+    v = float(np.sum(resid**2) / (G * (n - 1)))
+    W = np.column_stack([z, xbar, y])
+    mw = W.mean(axis=0)
+    D = W - mw
+    M = D.T @ D / G
+    q = z.shape[1]
+    sxx = M[: q + 1, : q + 1].copy()
+    sxx[q, q] -= v / n  # Var(lv)
+    sxy = M[: q + 1, q + 1]
+    beta = np.linalg.solve(sxx, sxy)
+    sigma2 = float(M[q + 1, q + 1] - sxy @ beta)
+    mu_z = mw[:q]
+    return SEMSolution(
+        nu=nu,
+        b0=float(mw[q + 1] - beta[:q] @ mu_z),
+        b_z=beta[:q],
+        b_xi=float(beta[q]),
+        v=v,
+        phi=float(sxx[q, q]),
+        c=sxx[:q, q].copy(),
+        sigma2=sigma2,
+        mu_z=mu_z,
+        s_zz=M[:q, :q].copy(),
+    )
+
+
+def _implied(sol: SEMSolution, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of (x1..xn, y, z) implied by a solution."""
+    q = len(sol.b_z)
+    k = n + 1 + q
+    # (lv, z) covariance and the loadings of every observed variable on (lv, z)
+    C = np.zeros((q + 1, q + 1))
+    C[0, 0] = sol.phi
+    C[0, 1:] = C[1:, 0] = sol.c
+    C[1:, 1:] = sol.s_zz
+    L = np.zeros((k, q + 1))
+    L[:n, 0] = 1.0
+    L[n, 0] = sol.b_xi
+    L[n, 1:] = sol.b_z
+    L[n + 1 :, 1:] = np.eye(q)
+    sigma = L @ C @ L.T
+    sigma[np.arange(n), np.arange(n)] += sol.v
+    sigma[n, n] += sol.sigma2
+    mu = np.concatenate([sol.nu, [sol.b0 + sol.b_z @ sol.mu_z], sol.mu_z])
+    return mu, sigma
+
+
+def _pack(sol: SEMSolution) -> np.ndarray:
+    iu = np.triu_indices(len(sol.mu_z))
+    return np.concatenate(
+        [sol.nu, [sol.b0], sol.b_z, [sol.b_xi, sol.v, sol.phi], sol.c, [sol.sigma2],
+         sol.mu_z, sol.s_zz[iu]]
+    )
+
+
+def _unpack(theta: np.ndarray, template: SEMSolution) -> SEMSolution:
+    n, q = len(template.nu), len(template.b_z)
+    i = 0
+    nu = theta[i : i + n]
+    i += n
+    b0 = theta[i]
+    i += 1
+    b_z = theta[i : i + q]
+    i += q
+    b_xi, v, phi = theta[i : i + 3]
+    i += 3
+    c = theta[i : i + q]
+    i += q
+    sigma2 = theta[i]
+    i += 1
+    mu_z = theta[i : i + q]
+    i += q
+    iu = np.triu_indices(q)
+    s_zz = np.zeros((q, q))
+    s_zz[iu] = theta[i : i + len(iu[0])]
+    s_zz = s_zz + np.triu(s_zz, 1).T
+    return SEMSolution(
+        nu=nu, b0=float(b0), b_z=b_z, b_xi=float(b_xi), v=float(v), phi=float(phi), c=c,
+        sigma2=float(sigma2), mu_z=mu_z, s_zz=s_zz,
+    )
+
+
+def sem_expected_information(sol: SEMSolution, n: int, n_groups: int) -> np.ndarray:
+    """Expected information of the free parameters (order of ``_pack``), all G groups.
+
+    The free parameters are nu, b0, b_z, b_xi, v, phi, Cov(lv, z), sigma2, the mean of z
+    and the upper triangle of Var(z).
+
+    I_ab = G [ tr(Sigma^-1 dSigma_a Sigma^-1 dSigma_b) / 2 + dmu_a' Sigma^-1 dmu_b ],
+    with the model-implied moments (lavaan's ``information = "expected"``,
+    ``h1.information = "structured"``). The implied moments are polynomial in the
+    parameters, so their derivatives are taken by exact-enough central differences.
+    """
+    theta = _pack(sol)
+    k = len(theta)
+    mu0, sigma0 = _implied(sol, n)
+    inv = np.linalg.inv(sigma0)
+    dmu = np.empty((k, len(mu0)))
+    dsig = np.empty((k, *sigma0.shape))
+    for a in range(k):
+        h = 1e-4 * max(1.0, abs(theta[a]))
+        tp, tm = theta.copy(), theta.copy()
+        tp[a] += h
+        tm[a] -= h
+        mp, sp = _implied(_unpack(tp, sol), n)
+        mm, sm = _implied(_unpack(tm, sol), n)
+        dmu[a] = (mp - mm) / (2 * h)
+        dsig[a] = (sp - sm) / (2 * h)
+    m = np.einsum("ij,ajk->aik", inv, dsig)
+    info = 0.5 * np.einsum("aij,bji->ab", m, m) + dmu @ inv @ dmu.T
+    return n_groups * info
+
+
+class SEM(Estimator):
+    """Single-step SEM on the wide data (closed-form ML with lavaan's expected-information SE).
+
+    Balanced groups, one x, any number of z. Terms: intercept, each z, xi. The standard
+    errors are model-based ("classical" only) and normal-based (``df_resid`` None). When
+    the closed form is not an admissible ML solution (Var(lv), the residual variance of
+    lv given z, or a residual variance is <= 0) its estimates are still recorded, flagged
+    with reason "negative variance" and without standard errors.
+
+    Reference: R ``lavaan::sem()`` with loadings ``1*``, residual variances ``v*``,
+    ``lv ~~ z``, ``y ~ z + lv`` and ``meanstructure = TRUE``.
+    """
+
+    name = "sem"
+    description = "single-step SEM on the wide data (ML, closed form)"
+    needs_balanced = True
+    max_x = 1
+
+    def _fit(self, data: Dataset) -> FitResult:
+        wide = data.wide(0)
+        G, n = wide.shape
+        if n < 2:
+            raise ValueError("the single-step SEM needs at least 2 members per group")
+        sol = sem_closed_form(wide, data.y, data.z)
+        q = data.n_z
+        params = np.concatenate([[sol.b0], sol.b_z, [sol.b_xi]])
+        extras = {
+            "v": sol.v, "phi": sol.phi, "cov_lv_z": sol.c, "sigma2": sol.sigma2,
+            "residual_phi": sol.residual_phi,
+        }
+        problems = sol.problems()
+        if problems:
+            return FitResult(
+                method=self.label, terms=data.terms, params=params, bse={}, df_resid=None,
+                converged=True, admissible=False, reason=", ".join(problems), extras=extras,
+            )
+        info = sem_expected_information(sol, n, G)
+        cov = np.linalg.inv(info)
+        idx = np.concatenate([[n], n + 1 + np.arange(q), [n + 1 + q]])
+        se = np.sqrt(np.diag(cov)[idx])
+        return FitResult(
+            method=self.label, terms=data.terms, params=params, bse={"classical": se},
+            df_resid=None, converged=True, admissible=True, reason="", extras=extras,
+        )
