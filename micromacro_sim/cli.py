@@ -21,7 +21,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, n_jobs=args.n_jobs, chunk_size=args.chunk_size,
                       replications=args.replications, output=args.output,
-                      backend=args.backend, address=args.address)
+                      backend=args.backend, address=args.address, engine=args.engine)
     res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None)
     print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
           f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", type=int, help="parallel workers (overrides the config)")
     p.add_argument("--chunk-size", type=int, help="replications per task")
     p.add_argument("--replications", type=int, help="replications per scenario")
+    p.add_argument("--engine", help="auto (default), fast or reference")
     p.add_argument("--backend", help="loky (default), threading, sequential, dask or ray")
     p.add_argument("--address", help="Dask scheduler or Ray address (default: start a local one)")
     p.add_argument("--overwrite", action="store_true",

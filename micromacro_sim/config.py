@@ -31,6 +31,7 @@ from .admissibility import Policy
 from .backends import BACKENDS
 from .errors import ConfigError
 from .estimators import Estimator, registry
+from .estimators.base import ENGINES
 from .scenario import Scenario
 
 __all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
@@ -38,6 +39,7 @@ __all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
 _TOP_KEYS = {
     "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
     "output", "admissibility", "fixed", "grid", "backend", "address",
+    "engine",
 }
 
 
@@ -75,6 +77,9 @@ class RunConfig:
     replications : int
     policy : Policy
         Inadmissible-solution policy (see :mod:`micromacro_sim.admissibility`).
+    engine : str
+        ``auto`` (default), ``fast`` or ``reference`` (see
+        :data:`~micromacro_sim.estimators.base.ENGINES`).
     n_jobs, chunk_size, backend, address, output
         Execution options: they do not change results.
     raw : dict
@@ -89,6 +94,7 @@ class RunConfig:
     policy: Policy
     n_jobs: int = 1
     chunk_size: int | None = None
+    engine: str = "auto"
     backend: str = "loky"
     address: str | None = None
     output: str | None = None
@@ -104,6 +110,7 @@ class RunConfig:
             "replications": self.replications,
             "methods": [m.to_config() for m in self.methods],
             "admissibility": self.policy.to_config(),
+            "engine": self.engine,
             "package": __version__,
         }
 
@@ -210,6 +217,9 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     backend = raw.get("backend", "loky")
     if backend not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    engine = raw.get("engine", "auto")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     address = raw.get("address")
     if address is not None and (not isinstance(address, str) or not address):
         raise ConfigError(f"address: expected a scheduler address string, got {address!r}")
@@ -231,6 +241,15 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     scenarios = _expand(fixed, grid)
     policy = Policy.from_config(raw.get("admissibility"))
     policy.check_scenarios(scenarios)
+    if engine == "fast":
+        for spec in methods:
+            cls = registry()[spec.method]
+            for sc in scenarios:
+                if not cls.has_batch(sc.group_size.balanced):
+                    raise ConfigError(
+                        f"engine: method {spec.method!r} has no fast implementation for "
+                        f"group_size {sc.group_size.label()} (use engine: auto)"
+                    )
     return RunConfig(
         name=name,
         description=str(raw.get("description", "")),
@@ -241,6 +260,7 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
         policy=policy,
         n_jobs=n_jobs,
         chunk_size=chunk,
+        engine=engine,
         backend=backend,
         address=address,
         output=output,

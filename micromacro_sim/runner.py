@@ -26,7 +26,9 @@ from .admissibility import Policy, draw
 from .backends import backend_context
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
-from .estimators import SE_TYPES, FitResult
+from .batch import Batch
+from .estimators import SE_TYPES
+from .estimators.base import BatchResult
 from .progress import Progress
 from .reliability import reliability_row
 from .scenario import Scenario
@@ -43,29 +45,39 @@ __all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
 SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
 
-def _estimate_rows(results: list[FitResult], key: str, rep: int, cols: dict[str, list]) -> None:
-    for m_idx, res in enumerate(results):
-        for t_idx, term in enumerate(res.terms):
-            cols["scenario"].append(key)
-            cols["replication"].append(rep)
-            cols["method"].append(res.method)
-            cols["method_index"].append(m_idx)
-            cols["term"].append(term)
-            cols["term_index"].append(t_idx)
-            cols["estimate"].append(float(res.params[t_idx]))
-            for se_type, col in SE_COLUMNS.items():
-                cols[col].append(float(res.se(se_type)[t_idx]))
-            cols["df_resid"].append(np.nan if res.df_resid is None else res.df_resid)
-            cols["converged"].append(bool(res.converged))
-            cols["admissible"].append(bool(res.admissible))
-            cols["reason"].append(res.reason)
-            cols["two_step"].append(bool(res.two_step))
-
-
 _EST_COLUMNS = [
     "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
-    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "reason", "two_step",
+    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "reason", "two_step", "engine",
 ]
+
+
+def _estimate_frame(results: list[BatchResult], key: str, reps: np.ndarray) -> pd.DataFrame:
+    """Rows ordered by replication, method, term."""
+    R = len(reps)
+    parts = []
+    for m_idx, res in enumerate(results):
+        k = len(res.terms)
+        cols = {
+            "replication": np.repeat(reps, k),
+            "method_index": np.full(R * k, m_idx, dtype=np.int16),
+            "method": np.full(R * k, res.method, dtype=object),
+            "term": np.tile(np.array(res.terms, dtype=object), R),
+            "term_index": np.tile(np.arange(k, dtype=np.int16), R),
+            "estimate": res.params.reshape(-1),
+            **{col: res.bse[t].reshape(-1) for t, col in SE_COLUMNS.items()},
+            "df_resid": np.repeat(res.df_resid, k),
+            "converged": np.repeat(res.converged, k),
+            "admissible": np.repeat(res.admissible, k),
+            "reason": np.repeat(res.reason, k).astype(object),
+            "two_step": np.full(R * k, res.two_step),
+            "engine": np.full(R * k, res.engine, dtype=object),
+        }
+        parts.append(pd.DataFrame(cols))
+    est = pd.concat(parts, ignore_index=True)
+    est.insert(0, "scenario", key)
+    est = est.sort_values(["replication", "method_index", "term_index"], kind="stable")
+    est = est.astype({"replication": "int64", "converged": bool, "admissible": bool})
+    return est[_EST_COLUMNS].reset_index(drop=True)
 
 
 def simulate_chunk(
@@ -74,8 +86,12 @@ def simulate_chunk(
     methods: tuple[MethodSpec, ...],
     seed: int,
     policy: Policy,
+    engine: str = "auto",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate and analyse a range of replications of one scenario (no I/O).
+
+    Every method sees the same datasets. With the fast engine each method fits the
+    whole range at once; the reference engine fits one dataset at a time.
 
     Returns
     -------
@@ -84,37 +100,35 @@ def simulate_chunk(
     """
     estimators = [m.build() for m in methods]
     key = scenario.key
-    cols: dict[str, list] = {c: [] for c in _EST_COLUMNS}
-    ds_rows = []
-    for rep in replications:
-        d = draw(scenario, seed, rep, policy)
-        results = [est.fit(d.data) for est in estimators]
-        _estimate_rows(results, key, rep, cols)
-        ds_rows.append(
-            {
-                "scenario": key,
-                "replication": rep,
-                "redraws": d.redraws,
-                "gate_passed": not d.gate_reason,
-                "gate_reason": d.gate_reason,
-                "n_groups": d.data.n_groups,
-                "n_persons": d.data.n_persons,
-                **reliability_row(d.data),
-            }
-        )
-    est = pd.DataFrame(cols, columns=_EST_COLUMNS)
-    est = est.astype({"replication": "int64", "method_index": "int16", "term_index": "int16"})
+    draws = [draw(scenario, seed, rep, policy) for rep in replications]
+    batch = Batch.from_datasets([d.data for d in draws])
+    results = [est.fit_batch(batch, engine) for est in estimators]
+    est = _estimate_frame(results, key, np.asarray(replications, dtype=np.int64))
+    ds_rows = [
+        {
+            "scenario": key,
+            "replication": rep,
+            "redraws": d.redraws,
+            "gate_passed": not d.gate_reason,
+            "gate_reason": d.gate_reason,
+            "n_groups": d.data.n_groups,
+            "n_persons": d.data.n_persons,
+            **reliability_row(d.data),
+        }
+        for rep, d in zip(replications, draws, strict=True)
+    ]
     return est, pd.DataFrame(ds_rows)
 
 
 def run_task(run_dir: str, scenario: Scenario, start: int, stop: int,
-             methods: tuple[MethodSpec, ...], seed: int, policy: Policy) -> tuple[str, int, int]:
+             methods: tuple[MethodSpec, ...], seed: int, policy: Policy,
+             engine: str = "auto") -> tuple[str, int, int]:
     """Simulate replications [start, stop) of ``scenario`` and write both shards.
 
     The datasets shard is written first and the estimates shard last, so the
     estimates shard marks a finished task.
     """
-    est, ds = simulate_chunk(scenario, range(start, stop), methods, seed, policy)
+    est, ds = simulate_chunk(scenario, range(start, stop), methods, seed, policy, engine)
     write_shard(Path(run_dir), "datasets", scenario.key, start, stop, ds)
     write_shard(Path(run_dir), "estimates", scenario.key, start, stop, est)
     return scenario.key, start, stop
@@ -267,7 +281,8 @@ def run(
     show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(total=sum(b - a for _, a, b in tasks), unit="reps", enabled=show)
     calls = (
-        delayed(run_task)(str(run_dir), sc, a, b, config.methods, config.seed, config.policy)
+        delayed(run_task)(str(run_dir), sc, a, b, config.methods, config.seed, config.policy,
+                          config.engine)
         for sc, a, b in tasks
     )
     if tasks:

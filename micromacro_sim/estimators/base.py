@@ -16,10 +16,15 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
+from ..batch import Batch
 from ..dataset import Dataset
 
 __all__ = [
+    "ENGINES",
     "SE_TYPES",
+    "BatchResult",
+    "BatchScores",
+    "ols_batch",
     "Estimator",
     "FitResult",
     "NotApplicable",
@@ -30,6 +35,12 @@ __all__ = [
 
 #: Standard-error types every two-step method reports ("classical" is the OLS one).
 SE_TYPES: tuple[str, ...] = ("classical", "HC0", "HC1", "HC2", "HC3")
+
+
+#: Engines: ``fast`` (batch implementations over all replications at once),
+#: ``reference`` (one dataset at a time through the library path) or ``auto`` (fast
+#: where a method has a batch implementation for the design, reference otherwise).
+ENGINES: tuple[str, ...] = ("auto", "fast", "reference")
 
 
 class NotApplicable(Exception):
@@ -166,6 +177,132 @@ def ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]
     return np.asarray(res.params), bse, float(res.df_resid)
 
 
+def ols_batch(
+    y: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """OLS of many replications at once, with classical and HC0-HC3 SEs.
+
+    Parameters
+    ----------
+    y : ndarray (R, G)
+    X : ndarray (R, G, k)
+
+    Returns
+    -------
+    params : ndarray (R, k)
+    bse : dict of SE type -> ndarray (R, k)
+    df_resid : ndarray (R,)
+
+    Notes
+    -----
+    HC0 is White's sandwich, HC1 = HC0 G / (G - k), HC2 weights squared residuals by
+    1 / (1 - h), HC3 by 1 / (1 - h)^2, with h the hat values; the definitions of
+    statsmodels and R ``sandwich::vcovHC`` (checked in the tests to 1e-10).
+    """
+    R, G, k = X.shape
+    xtx = np.einsum("rgi,rgj->rij", X, X)
+    inv = np.linalg.inv(xtx)
+    params = np.einsum("rij,rgj,rg->ri", inv, X, y)
+    e = y - np.einsum("rgi,ri->rg", X, params)
+    df = G - k
+    s2 = np.einsum("rg,rg->r", e, e) / df
+    bse = {"classical": np.sqrt(s2[:, None] * np.diagonal(inv, axis1=1, axis2=2))}
+    h = np.einsum("rgi,rij,rgj->rg", X, inv, X)
+    e2 = e * e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = {"HC0": e2, "HC2": e2 / (1 - h), "HC3": e2 / (1 - h) ** 2}
+    for name, w in weights.items():
+        meat = np.einsum("rgi,rg,rgj->rij", X, w, X)
+        cov = np.einsum("rij,rjk,rkl->ril", inv, meat, inv)
+        bse[name] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
+    return params, {t: bse[t] for t in SE_TYPES}, np.full(R, float(df))
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """Results of one method on every replication of a batch (arrays over R).
+
+    Attributes
+    ----------
+    method : str
+    terms : tuple of str
+    params : ndarray (R, k)
+    bse : dict of SE type -> ndarray (R, k)
+    df_resid : ndarray (R,)
+        NaN where inference is normal-based.
+    converged, admissible : ndarray of bool (R,)
+    reason : ndarray of str (R,)
+    two_step : bool
+    engine : str
+        ``fast`` (batch implementation) or ``reference`` (one fit per dataset).
+    """
+
+    method: str
+    terms: tuple[str, ...]
+    params: np.ndarray
+    bse: Mapping[str, np.ndarray]
+    df_resid: np.ndarray
+    converged: np.ndarray
+    admissible: np.ndarray
+    reason: np.ndarray
+    two_step: bool
+    engine: str
+
+    @classmethod
+    def from_results(cls, results: list[FitResult], terms: tuple[str, ...], method: str,
+                     two_step: bool) -> BatchResult:
+        """Stack per-dataset results of the reference path."""
+        k = len(terms)
+        nan = np.full(k, np.nan)
+        return cls(
+            method=method,
+            terms=terms,
+            params=np.stack([r.params for r in results]),
+            bse={t: np.stack([r.bse.get(t, nan) for r in results]) for t in SE_TYPES},
+            df_resid=np.array([np.nan if r.df_resid is None else r.df_resid for r in results]),
+            converged=np.array([r.converged for r in results]),
+            admissible=np.array([r.admissible for r in results]),
+            reason=np.array([r.reason for r in results], dtype=object),
+            two_step=two_step,
+            engine="reference",
+        )
+
+    def result(self, r: int) -> FitResult:
+        """Replication ``r`` as a :class:`FitResult`."""
+        bse = {t: v[r] for t, v in self.bse.items() if np.any(np.isfinite(v[r]))}
+        df = self.df_resid[r]
+        return FitResult(
+            method=self.method, terms=self.terms, params=self.params[r], bse=bse,
+            df_resid=None if np.isnan(df) else float(df), converged=bool(self.converged[r]),
+            admissible=bool(self.admissible[r]), reason=str(self.reason[r]),
+            two_step=self.two_step,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class BatchScores:
+    """First-step output of a two-step method for every replication of a batch.
+
+    Attributes
+    ----------
+    values : ndarray (R, G)
+    converged, admissible : ndarray of bool (R,)
+    reason : ndarray of str (R,)
+    """
+
+    values: np.ndarray
+    converged: np.ndarray
+    admissible: np.ndarray
+    reason: np.ndarray
+
+    @classmethod
+    def ok(cls, values: np.ndarray) -> BatchScores:
+        """Scores with no failure."""
+        R = values.shape[0]
+        return cls(values, np.ones(R, bool), np.ones(R, bool), np.full(R, "", dtype=object))
+
+
 class Estimator(ABC):
     """Base class of every method.
 
@@ -235,6 +372,32 @@ class Estimator(ABC):
     def _fit(self, data: Dataset) -> FitResult:
         """Method-specific fit (may raise; :meth:`fit` records failures)."""
 
+    @classmethod
+    def has_batch(cls, balanced: bool) -> bool:
+        """Whether the method has a batch implementation for this kind of design."""
+        return False
+
+    def _fit_batch(self, batch: Batch) -> BatchResult:
+        raise NotImplementedError
+
+    def fit_batch(self, batch: Batch, engine: str = "auto") -> BatchResult:
+        """Fit every replication of ``batch``.
+
+        ``engine="reference"`` loops :meth:`fit` over the datasets; ``fast`` and
+        ``auto`` use the batch implementation when :meth:`has_batch` says there is one
+        (``fast`` without one raises ``ValueError``).
+        """
+        if engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        native = engine != "reference" and self.has_batch(batch.balanced)
+        if engine == "fast" and not native:
+            raise ValueError(f"engine: method {self.name!r} has no fast implementation for "
+                             f"{'balanced' if batch.balanced else 'unbalanced'} designs")
+        if native:
+            return self._fit_batch(batch)
+        results = [self.fit(d) for d in batch.datasets]
+        return BatchResult.from_results(results, batch.terms, self.label, self.two_step)
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -266,10 +429,24 @@ class TwoStepEstimator(Estimator):
     """
 
     two_step = True
+    #: Designs for which :meth:`scores_batch` exists: () none, ("balanced",) or
+    #: ("balanced", "unbalanced").
+    batch_designs: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def scores(self, data: Dataset) -> Scores:
         """Group scores of ``data`` (may raise; see :meth:`Estimator.fit`)."""
+
+    def scores_batch(self, batch: Batch) -> BatchScores:
+        """Group scores of every replication (batch implementation; optional)."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_batch(cls, balanced: bool) -> bool:
+        return ("balanced" if balanced else "unbalanced") in cls.batch_designs
+
+    def _fit_batch(self, batch: Batch) -> BatchResult:
+        return _two_step_batch(self, batch)
 
     def _fit(self, data: Dataset) -> FitResult:
         sc = self.scores(data)
@@ -306,6 +483,47 @@ class TwoStepEstimator(Estimator):
             two_step=True,
             extras={**sc.extras, "scores": values},
         )
+
+
+def _two_step_batch(self: TwoStepEstimator, batch: Batch) -> BatchResult:
+    sc = self.scores_batch(batch)
+    R = batch.n_reps
+    values = np.asarray(sc.values, dtype=float)
+    finite = np.all(np.isfinite(values), axis=1)
+    X = batch.design(np.where(finite[:, None], values, 0.0))
+    k = X.shape[2]
+    problem = np.full(R, "", dtype=object)
+    problem[~finite & (sc.reason == "")] = "non-finite scores"
+    if batch.n_groups <= k:
+        problem[finite] = f"too few groups for the second step (G={batch.n_groups}, k={k})"
+    else:
+        # rank deficiency: the smallest singular value relative to the largest
+        sv = np.linalg.svd(X, compute_uv=False)
+        tol = sv[:, :1] * max(X.shape[1:]) * np.finfo(float).eps
+        deficient = finite & np.any(sv <= tol, axis=1)
+        problem[deficient] = "rank-deficient second-step design (constant or collinear scores)"
+    usable = finite & (problem == "")
+    params = np.full((R, k), np.nan)
+    bse = {t: np.full((R, k), np.nan) for t in SE_TYPES}
+    df = np.full(R, np.nan)
+    if usable.any():
+        p, b, d = ols_batch(batch.y[usable], X[usable])
+        params[usable], df[usable] = p, d
+        for t in SE_TYPES:
+            bse[t][usable] = b[t]
+        bad = usable & ~np.all(np.isfinite(np.concatenate([bse[t] for t in SE_TYPES], axis=1)),
+                               axis=1)
+        for r in np.flatnonzero(bad):
+            types = [t for t in SE_TYPES if not np.all(np.isfinite(bse[t][r]))]
+            problem[r] = f"non-finite {', '.join(types)} standard errors (a leverage of 1)"
+    reason = np.array([_join(a, b) for a, b in zip(sc.reason, problem, strict=True)],
+                      dtype=object)
+    return BatchResult(
+        method=self.label, terms=batch.terms, params=params, bse=bse, df_resid=df,
+        converged=np.asarray(sc.converged, bool),
+        admissible=np.asarray(sc.admissible, bool) & (problem == ""),
+        reason=reason, two_step=True, engine="fast",
+    )
 
 
 def _join(*reasons: str) -> str:

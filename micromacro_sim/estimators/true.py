@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..batch import Batch
 from ..dataset import Dataset
-from .base import Scores, TwoStepEstimator
+from .base import BatchScores, Scores, TwoStepEstimator
 
 
 class TrueScore(TwoStepEstimator):
@@ -16,6 +17,10 @@ class TrueScore(TwoStepEstimator):
     description = "OLS on the true latent group means (oracle, simulation only)"
     needs_truth = True
     max_x = None
+    batch_designs = ("balanced", "unbalanced")
 
     def scores(self, data: Dataset) -> Scores:
         return Scores(values=data.xi)
+
+    def scores_batch(self, batch: Batch) -> BatchScores:
+        return BatchScores.ok(batch.xi)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..batch import Batch
 from ..dataset import Dataset
-from .base import Scores, TwoStepEstimator
+from .base import BatchScores, Scores, TwoStepEstimator
 
 
 class Unadjusted(TwoStepEstimator):
@@ -15,6 +16,10 @@ class Unadjusted(TwoStepEstimator):
     name = "unadjusted"
     description = "OLS on observed group means"
     max_x = None
+    batch_designs = ("balanced", "unbalanced")
 
     def scores(self, data: Dataset) -> Scores:
         return Scores(values=data.xbar)
+
+    def scores_batch(self, batch: Batch) -> BatchScores:
+        return BatchScores.ok(batch.xbar)

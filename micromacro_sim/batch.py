@@ -1,0 +1,108 @@
+"""Many replications of one scenario as stacked arrays, for the fast engine.
+
+A :class:`Batch` holds R datasets of the same scenario. Balanced designs stack into
+``x`` of shape (R, G, n); unbalanced ones are padded to the largest group with a
+``mask``. The original :class:`~micromacro_sim.dataset.Dataset` objects are kept so a
+method without a batch implementation can loop over them (the reference path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .dataset import Dataset
+
+__all__ = ["Batch"]
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """R datasets with one x variable and equal G and q.
+
+    Attributes
+    ----------
+    datasets : tuple of Dataset
+    x : ndarray (R, G, m)
+        Member values, padded with 0 beyond each group's size (m = largest size).
+    mask : ndarray of bool (R, G, m)
+        True where a member exists.
+    sizes : ndarray (R, G)
+    y : ndarray (R, G)
+    z : ndarray (R, G, q)
+    xi : ndarray (R, G) or None
+    balanced : bool
+        Every group of every replication has the same size.
+    """
+
+    datasets: tuple[Dataset, ...]
+    x: np.ndarray = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+    sizes: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    z: np.ndarray = field(repr=False)
+    xi: np.ndarray | None = field(repr=False)
+    balanced: bool
+
+    @classmethod
+    def from_datasets(cls, datasets: Sequence[Dataset]) -> Batch:
+        """Stack datasets (same G, q and a single x)."""
+        ds = tuple(datasets)
+        if not ds:
+            raise ValueError("a batch needs at least one dataset")
+        G, q = ds[0].n_groups, ds[0].n_z
+        if any(d.n_groups != G or d.n_z != q or d.n_x != 1 for d in ds):
+            raise ValueError("datasets of a batch need equal G, q and a single x")
+        sizes = np.stack([d.sizes for d in ds])
+        m = int(sizes.max())
+        R = len(ds)
+        balanced = bool(np.all(sizes == sizes[0, 0]))
+        if balanced:
+            x = np.stack([d.x[:, 0].reshape(G, m) for d in ds])
+            mask = np.ones_like(x, dtype=bool)
+        else:
+            x = np.zeros((R, G, m))
+            mask = np.arange(m)[None, None, :] < sizes[:, :, None]
+            for r, d in enumerate(ds):
+                x[r][mask[r]] = d.x[:, 0]
+        xi = None
+        if all(d.xi is not None for d in ds):
+            xi = np.stack([d.xi[:, 0] for d in ds])
+        return cls(
+            datasets=ds,
+            x=x,
+            mask=mask,
+            sizes=sizes,
+            y=np.stack([d.y for d in ds]),
+            z=np.stack([d.z for d in ds]),
+            xi=xi,
+            balanced=balanced,
+        )
+
+    @property
+    def n_reps(self) -> int:
+        """Number of replications R."""
+        return len(self.datasets)
+
+    @property
+    def n_groups(self) -> int:
+        """Groups per replication G."""
+        return self.y.shape[1]
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Regression terms (as in every dataset)."""
+        return self.datasets[0].terms
+
+    @cached_property
+    def xbar(self) -> np.ndarray:
+        """Group means, shape (R, G)."""
+        return self.x.sum(axis=2) / self.sizes
+
+    def design(self, scores: np.ndarray) -> np.ndarray:
+        """Second-step design [1, Z, scores], shape (R, G, 1 + q + 1)."""
+        ones = np.ones(self.y.shape + (1,))
+        return np.concatenate([ones, self.z, np.asarray(scores, dtype=float)[..., None]], axis=2)
