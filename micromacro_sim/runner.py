@@ -24,9 +24,9 @@ import pandas as pd
 
 from .admissibility import Policy, draw
 from .backends import backend_context
+from .batch import Batch
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
-from .batch import Batch
 from .estimators import SE_TYPES
 from .estimators.base import BatchResult
 from .progress import Progress
