@@ -194,9 +194,8 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
         A one-line message naming the field and the value.
     """
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
-        )
+        what = "an empty file" if raw is None else type(raw).__name__
+        raise ConfigError(f"config: expected a mapping at the top level of {source!r}, got {what}")
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ConfigError(
