@@ -9,13 +9,14 @@ to the run folder themselves, so a remote cluster needs a file system shared wit
 from __future__ import annotations
 
 import contextlib
+import importlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["BACKENDS", "backend_context"]
+__all__ = ["BACKENDS", "backend_context", "require_backend"]
 
 BACKENDS = ("loky", "threading", "sequential", "dask", "ray")
 
@@ -25,6 +26,22 @@ def _missing(extra: str, module: str) -> ConfigError:
         f"backend: {extra} needs the optional package {module!r}; "
         f"install it with: pip install 'micromacro-sim[{extra}]'"
     )
+
+
+_PACKAGES = {"dask": "distributed", "ray": "ray"}
+
+
+def require_backend(name: str) -> None:
+    """Raise :class:`ConfigError` naming the extra when a backend's package is missing."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    module = _PACKAGES.get(name)
+    if module is None:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise _missing(name, module) from None
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from .admissibility import Policy
-from .backends import BACKENDS
+from .backends import require_backend
 from .errors import ConfigError
 from .estimators import Estimator, registry
 from .estimators.base import ENGINES
@@ -214,8 +214,7 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     if chunk is not None and (not _is_int(chunk) or chunk < 1):
         raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk!r}")
     backend = raw.get("backend", "loky")
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    require_backend(backend)
     engine = raw.get("engine", "auto")
     if engine not in ENGINES:
         raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
