@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CONFIG ?= configs/clark2020.yaml
 
-.PHONY: install install-dev run test test-slow lint fixtures clean
+.PHONY: install install-dev run test test-slow lint fixtures bench clean
 
 install:
 	$(PIP) install -q -e .
@@ -28,6 +28,10 @@ lint:
 ## Regenerate the R reference fixtures (needs Rscript with lavaan, lme4, glmmTMB, sandwich).
 fixtures:
 	for f in tools/make_*_fixtures.py; do $(PYTHON) $$f || exit 1; done
+
+## Time both engines, the CLI end to end and (when Rscript is installed) the R pipeline.
+bench: install
+	micromacro bench
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

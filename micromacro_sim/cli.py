@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=_cmd_methods)
+
+    from . import bench
+
+    bench.add_parser(sub)
     return parser
 
 

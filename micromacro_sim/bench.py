@@ -1,0 +1,231 @@
+"""``micromacro bench``: speed of both engines, the CLI end to end, and the R pipeline.
+
+Everything is measured in one run on this machine and printed with the machine's
+description, so ratios compare like with like. Timings are medians of repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .admissibility import Policy, draw
+from .batch import Batch
+from .estimators import available, get_estimator, registry
+from .scenario import Scenario
+
+__all__ = ["add_parser", "machine_info", "run_bench"]
+
+ROW16 = dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3)
+
+
+def machine_info() -> dict[str, Any]:
+    """Processor, cores, memory, Python and numpy/BLAS of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    blas = ""
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i['internal_api']} {i.get('version', '')} ({i['num_threads']} thr)"
+                         for i in threadpool_info())
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas}
+
+
+def _datasets(n: int, seed: int = 2026, **params: Any):
+    sc = Scenario.from_params({**ROW16, **params})
+    policy = Policy(mode="flag", gate="none")
+    return [draw(sc, seed, r, policy).data for r in range(n)]
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def bench_methods(n_fast: int = 1000, n_ref: int = 20, repeats: int = 3) -> pd.DataFrame:
+    """Per-replication milliseconds of every method on row 16, both engines."""
+    data = _datasets(max(n_fast, n_ref))
+    fast_batch = Batch.from_datasets(data[:n_fast])
+    ref_batch = Batch.from_datasets(data[:n_ref])
+    rows = []
+    for name in available():
+        est = get_estimator(name)
+        est.fit(data[0])  # warm-up (imports, caches)
+        ref = _median_time(lambda e=est: e.fit_batch(ref_batch, "reference"), repeats) / n_ref
+        fast = np.nan
+        if registry()[name].has_batch(True):
+            fast = _median_time(lambda e=est: e.fit_batch(fast_batch, "fast"), repeats) / n_fast
+        rows.append({"method": name, "reference_ms": 1000 * ref, "fast_ms": 1000 * fast,
+                     "speedup": ref / fast if fast == fast else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _cli_run(config: dict[str, Any], workdir: Path, extra: list[str] | None = None
+             ) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB, largest process) of ``micromacro run`` on a config."""
+    cfg = workdir / f"cfg-{time.monotonic_ns()}.yaml"
+    out = workdir / f"out-{time.monotonic_ns()}"
+    cfg.write_text(yaml.safe_dump({**config, "output": str(out)}))
+    code = (
+        "import resource, sys, time; t = time.perf_counter(); "
+        "from micromacro_sim.cli import main; rc = main(sys.argv[1:]); "
+        "w = time.perf_counter() - t; "
+        "m = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "print('BENCH', w, m, rc)"
+    )
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(cfg), "--quiet",
+                           *(extra or [])], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"benchmark run failed: {proc.stderr.strip()[-500:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, int(line[0].split()[2])
+
+
+def bench_r(n: int, workdir: Path) -> pd.DataFrame | None:
+    """Seconds per replication of the R pipeline on ``n`` row-16 datasets (None without R)."""
+    rscript = shutil.which("Rscript")
+    script = Path(__file__).resolve().parents[1] / "tools" / "r" / "bench_pipeline.R"
+    if rscript is None or not script.is_file():
+        return None
+    check = subprocess.run([rscript, "-e", "library(lavaan); library(lme4); library(glmmTMB)"],
+                           capture_output=True)
+    if check.returncode != 0:
+        return None
+    frames = []
+    for i, d in enumerate(_datasets(n)):
+        f = d.to_frame()
+        f.insert(0, "dataset", i)
+        frames.append(f)
+    src, out = workdir / "r_datasets.csv", workdir / "r_times.csv"
+    pd.concat(frames).to_csv(src, index=False)
+    subprocess.run([rscript, str(script), str(src), str(out)], check=True, capture_output=True)
+    times = pd.read_csv(out)
+    return times.groupby("method", sort=False)["seconds"].median().rename("r_seconds").reset_index()
+
+
+def _config(name: str) -> dict[str, Any]:
+    from importlib import resources
+
+    return yaml.safe_load(resources.files("micromacro_sim").joinpath("configs", name).read_text())
+
+
+def run_bench(*, quick: bool = False, r_datasets: int = 20) -> dict[str, Any]:
+    """Run every benchmark; returns a dict of tables and figures (also printed)."""
+    info = machine_info()
+    out: dict[str, Any] = {"machine": info}
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, "
+          f"{info['platform']}, Python {info['python']}, numpy {info['numpy']}")
+    if info["blas"]:
+        print(f"BLAS: {info['blas']}")
+    methods = bench_methods(n_fast=200 if quick else 1000, n_ref=5 if quick else 20)
+    out["methods"] = methods
+    print("\nper replication, CV row 16 (G=100, n=10), milliseconds:")
+    print(methods.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    work = Path(tempfile.mkdtemp(prefix="mm-bench-"))
+    try:
+        clark = _config("clark2020.yaml")
+        row16 = {**clark, "grid": {"sigma2_nu": [9]}, "engine": "auto"}
+        reps = 200 if quick else 1000
+        wall, rss = _cli_run({**row16, "replications": reps}, work)
+        out["clark_row16_seconds"] = wall
+        print(f"\nCLI: clark2020 row 16, {reps} replications, every method, engine auto, "
+              f"n_jobs {row16.get('n_jobs', 1)}: {wall:.2f} s wall (peak RSS {rss / 1024:.0f} MiB)")
+        wall_all, _ = _cli_run({**clark, "engine": "auto", "replications": reps}, work)
+        out["clark_seconds"] = wall_all
+        print(f"CLI: clark2020 (both scenarios), {reps} replications: {wall_all:.2f} s wall")
+
+        r = bench_r(5 if quick else r_datasets, work)
+        if r is None:
+            print("R pipeline: Rscript with lavaan, lme4 and glmmTMB not available; skipped")
+        else:
+            per_rep = float(r["r_seconds"].sum())
+            out["r"] = r
+            print("\nR pipeline per replication (median seconds): "
+                  + ", ".join(f"{m} {s:.4f}" for m, s in zip(r["method"], r["r_seconds"],
+                                                              strict=True)))
+            r_total = per_rep * reps
+            out["r_ratio"] = r_total / wall
+            print(f"R pipeline for {reps} replications (one core): {r_total:.1f} s; "
+                  f"this CLI run is {r_total / wall:.0f}x faster")
+
+        cv = {**_config("cv2007.yaml"), "engine": "auto", "replications": 200 if quick else 1000}
+        wall_cv, _ = _cli_run(cv, work)
+        out["cv2007_seconds"] = wall_cv
+        print(f"\nCLI: cv2007, 16 cells x {cv['replications']} replications, "
+              f"{len(cv['methods'])} methods: {wall_cv:.2f} s wall")
+
+        ref = {**row16, "engine": "reference", "replications": 16 if quick else 60,
+               "admissibility": {"policy": "flag", "gate": "none"}, "chunk_size": 4}
+        w1, _ = _cli_run({**ref, "n_jobs": 1}, work)
+        w2, _ = _cli_run({**ref, "n_jobs": 2}, work)
+        out["parallel_speedup"] = w1 / w2
+        print(f"reference engine, {ref['replications']} replications: n_jobs=1 {w1:.2f} s, "
+              f"n_jobs=2 {w2:.2f} s, speed-up {w1 / w2:.2f}x")
+
+        small = {"name": "mem", "seed": 1, "replications": 20, "methods": ["unadjusted"],
+                 "admissibility": {"policy": "flag", "gate": "none"}, "n_jobs": 1,
+                 "fixed": {"group_size": 10, "icc": 0.1, "r_zxi": 0.3}}
+        _, m2 = _cli_run({**small, "grid": {"n_groups": [50, 51]}}, work)
+        _, m200 = _cli_run({**small, "grid": {"n_groups": list(range(50, 250))}}, work)
+        out["memory_ratio"] = m200 / m2
+        print(f"peak memory: 2-cell grid {m2 / 1024:.0f} MiB, 200-cell grid {m200 / 1024:.0f} MiB,"
+              f" ratio {m200 / m2:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``bench`` to the CLI."""
+    p = sub.add_parser("bench", help="time both engines, the CLI end to end and the R pipeline")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+
+    def _cmd(args: argparse.Namespace) -> int:
+        res = run_bench(quick=args.quick)
+        if args.json:
+            flat = {k: (v.to_dict("records") if isinstance(v, pd.DataFrame) else v)
+                    for k, v in res.items()}
+            Path(args.json).write_text(json.dumps(flat, indent=2, default=float) + "\n")
+        return 0
+
+    p.set_defaults(func=_cmd)
