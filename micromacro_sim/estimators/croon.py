@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batch import Batch
 from ..dataset import Dataset
 from ..reliability import anova
-from .base import Scores, TwoStepEstimator
+from .base import BatchScores, Scores, TwoStepEstimator
 
-__all__ = ["Croon", "croon_scores"]
+__all__ = ["Croon", "croon_scores", "croon_scores_batch"]
+
+#: Exceptions the reference path turns into an ``error: ...`` result (see Estimator.fit).
+_NUMERIC_ERRORS = (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError)
 
 
 def _is_pd(a: np.ndarray) -> bool:
@@ -91,6 +95,112 @@ def croon_scores(data: Dataset) -> Scores:
     return Scores(values=values, extras={**extras, "W": w})
 
 
+def solve_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve ``a[r] x = b[r]`` for every r; singular systems give NaN instead of raising.
+
+    Parameters
+    ----------
+    a : ndarray (R, k, k)
+    b : ndarray (R, k) or (R, k, j)
+
+    Returns
+    -------
+    x : ndarray shaped like ``b`` (NaN where ``a[r]`` is singular)
+    singular : ndarray of bool (R,)
+    """
+    vec = b.ndim == 2
+    rhs = b[..., None] if vec else b
+    singular = np.zeros(a.shape[0], dtype=bool)
+    try:
+        x = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:  # rare: find the singular systems one by one
+        x = np.full(rhs.shape, np.nan)
+        for r in range(a.shape[0]):
+            try:
+                x[r] = np.linalg.solve(a[r], rhs[r])
+            except np.linalg.LinAlgError:
+                singular[r] = True
+    return (x[..., 0] if vec else x), singular
+
+
+def croon_scores_batch(batch: Batch) -> tuple[BatchScores, np.ndarray]:
+    """CV adjusted group means of every replication of a one-x batch (vectorised).
+
+    The same computation as :func:`croon_scores` (one x, any q, any group sizes) with
+    padded members masked out.
+
+    Returns
+    -------
+    scores : BatchScores
+        ``values`` (R, G); NaN with ``admissible=False`` and reason ``"S_xixi <= 0"`` or
+        ``"R <= 0"`` exactly as the reference.
+    fallback : ndarray of bool (R,)
+        Replications the reference path would reject with an exception (N <= G, a
+        singular V_ZZ); their ``scores`` entries are placeholders.
+    """
+    R, G = batch.y.shape
+    q = batch.z.shape[2]
+    n = batch.sizes.astype(float)
+    N = n.sum(axis=1)
+    x, mask, xbar = batch.x, batch.mask, batch.xbar
+    fallback = (N <= G) | (G < 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = np.where(mask, x, 0.0).sum(axis=(1, 2)) / N
+        within = np.where(mask, x - xbar[:, :, None], 0.0)
+        mse = np.einsum("rgi,rgi->r", within, within) / (N - G)
+        dev = xbar - mu[:, None]
+        msa = np.einsum("rg,rg,rg->r", n, dev, dev) / (G - 1)
+        n0 = (N - np.sum(n**2, axis=1) / N) / (G - 1)
+        s_xixi = (msa - mse) / n0
+        if q > 0:
+            zc = batch.z - batch.z.mean(axis=1, keepdims=True)
+            xc = xbar - xbar.mean(axis=1, keepdims=True)
+            v_zz = np.einsum("rgi,rgj->rij", zc, zc) / (G - 1)
+            v_zx = np.einsum("rgi,rg->ri", zc, xc) / (G - 1)
+            b, singular = solve_batch(v_zz, v_zx)
+            fallback |= singular
+            r_var = s_xixi - np.einsum("ri,ri->r", v_zx, b)
+            pred = mu[:, None] + np.einsum("rgi,ri->rg", zc, b)
+        else:
+            r_var = s_xixi
+            pred = np.broadcast_to(mu[:, None], (R, G))
+        reason = np.full(R, "", dtype=object)
+        bad_s = ~(np.isfinite(s_xixi) & (s_xixi > 0))
+        bad_r = ~bad_s & ~(np.isfinite(r_var) & (r_var > 0))
+        reason[bad_s] = "S_xixi <= 0"
+        reason[bad_r] = "R <= 0"
+        ok = reason == ""
+        w = r_var[:, None] / (r_var[:, None] + mse[:, None] / n)
+        values = np.where(ok[:, None], xbar * w + pred * (1 - w), np.nan)
+    scores = BatchScores(values=values, converged=np.ones(R, bool), admissible=ok,
+                         reason=reason)
+    return scores, fallback
+
+
+def reference_fallback(
+    scores: BatchScores, fallback: np.ndarray, datasets: tuple[Dataset, ...], score_fn
+) -> BatchScores:
+    """Replace the replications flagged in ``fallback`` by the reference first step.
+
+    An exception of ``score_fn`` is recorded as the reference path records it (no
+    scores, not converged, reason ``error: ...``).
+    """
+    if not fallback.any():
+        return scores
+    values = scores.values.copy()
+    conv, adm, reason = scores.converged.copy(), scores.admissible.copy(), scores.reason.copy()
+    for r in np.flatnonzero(fallback):
+        try:
+            sc = score_fn(datasets[r])
+        except _NUMERIC_ERRORS as exc:
+            values[r], conv[r], adm[r] = np.nan, False, False
+            reason[r] = f"error: {type(exc).__name__}: {exc}"
+            continue
+        values[r] = np.asarray(sc.values, dtype=float).reshape(-1)
+        conv[r], adm[r], reason[r] = sc.converged, sc.admissible, sc.reason
+    return BatchScores(values, conv, adm, reason)
+
+
 class Croon(TwoStepEstimator):
     """Croon & van Veldhoven adjusted group means as the score, then OLS.
 
@@ -117,6 +227,11 @@ class Croon(TwoStepEstimator):
     name = "croon"
     description = "Croon & van Veldhoven adjusted group means, OLS (CV's SE: HC2)"
     max_x = None
+    batch_designs = ("balanced", "unbalanced")
 
     def scores(self, data: Dataset) -> Scores:
         return croon_scores(data)
+
+    def scores_batch(self, batch: Batch) -> BatchScores:
+        scores, fallback = croon_scores_batch(batch)
+        return reference_fallback(scores, fallback, batch.datasets, croon_scores)

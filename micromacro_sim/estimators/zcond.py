@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batch import Batch
 from ..dataset import Dataset
-from .base import Scores, TwoStepEstimator
-from .sam import ml_moments
+from .base import BatchScores, Scores, TwoStepEstimator
+from .croon import reference_fallback, solve_batch
+from .sam import ml_moments, ml_moments_batch
 
 __all__ = ["ZConditionalScore"]
 
@@ -38,12 +40,17 @@ class ZConditionalScore(TwoStepEstimator):
     the grand mean instead of toward Gamma'Z and leave Z's coefficient biased.
 
     Inadmissible: psi_r <= 0 gives NaN scores with reason "negative variance".
+
+    Fast engine (balanced): the same closed form vectorised over replications; Gamma
+    from the normal equations (a replication with a singular Z cross-product, where the
+    reference's least squares takes the minimum-norm solution, runs the reference).
     """
 
     name = "zcond_score"
     description = "Z-conditional regression factor scores (lv ~ Z), OLS"
     needs_balanced = True
     max_x = 1
+    batch_designs = ("balanced",)
 
     def scores(self, data: Dataset) -> Scores:
         mm = ml_moments(data)
@@ -63,3 +70,30 @@ class ZConditionalScore(TwoStepEstimator):
                           reason="negative variance", extras={**extras, "W": np.nan})
         w = psi_r / (psi_r + v / n)
         return Scores(values=m + w * resid, extras={**extras, "W": w})
+
+    def scores_batch(self, batch: Batch) -> BatchScores:
+        R, G = batch.y.shape
+        q = batch.z.shape[2]
+        if batch.x.shape[2] < 2:  # the reference raises for every replication
+            empty = BatchScores.ok(np.full((R, G), np.nan))
+            return reference_fallback(empty, np.ones(R, bool), batch.datasets, self.scores)
+        mm = ml_moments_batch(batch)
+        n, v, xbar, mu = mm["n"], mm["v"], mm["xbar"], mm["mu_x"]
+        fallback = np.zeros(R, dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if q:
+                zc = batch.z - batch.z.mean(axis=1, keepdims=True)
+                xc = xbar - xbar.mean(axis=1, keepdims=True)
+                gamma, fallback = solve_batch(np.einsum("rgi,rgj->rij", zc, zc),
+                                              np.einsum("rgi,rg->ri", zc, xc))
+                m = mu[:, None] + np.einsum("rgi,ri->rg", zc, gamma)
+            else:
+                m = np.broadcast_to(mu[:, None], (R, G))
+            resid = xbar - m
+            psi_r = np.sum(resid**2, axis=1) / G - v / n
+            ok = (psi_r > 0) & (v > 0)
+            w = psi_r / (psi_r + v / n)
+            values = np.where(ok[:, None], m + w[:, None] * resid, np.nan)
+        reason = np.where(ok, "", "negative variance").astype(object)
+        scores = BatchScores(values, np.ones(R, bool), ok, reason)
+        return reference_fallback(scores, fallback, batch.datasets, self.scores)
