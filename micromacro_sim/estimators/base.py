@@ -200,21 +200,22 @@ def ols_batch(
     statsmodels and R ``sandwich::vcovHC`` (checked in the tests to 1e-10).
     """
     R, G, k = X.shape
-    xtx = np.einsum("rgi,rgj->rij", X, X)
-    inv = np.linalg.inv(xtx)
-    params = np.einsum("rij,rgj,rg->ri", inv, X, y)
-    e = y - np.einsum("rgi,ri->rg", X, params)
+    Xt = X.transpose(0, 2, 1)
+    inv = np.linalg.inv(Xt @ X)
+    params = (inv @ (Xt @ y[:, :, None]))[:, :, 0]
+    e = y - (X @ params[:, :, None])[:, :, 0]
     df = G - k
-    s2 = np.einsum("rg,rg->r", e, e) / df
+    s2 = (e * e).sum(axis=1) / df
     bse = {"classical": np.sqrt(s2[:, None] * np.diagonal(inv, axis1=1, axis2=2))}
-    h = np.einsum("rgi,rij,rgj->rg", X, inv, X)
+    XA = X @ inv  # (R, G, k): row g is x_g' (X'X)^-1
+    h = np.einsum("rgk,rgk->rg", XA, X)
+    XA2 = XA * XA
     e2 = e * e
     with np.errstate(divide="ignore", invalid="ignore"):
         weights = {"HC0": e2, "HC2": e2 / (1 - h), "HC3": e2 / (1 - h) ** 2}
     for name, w in weights.items():
-        meat = np.einsum("rgi,rg,rgj->rij", X, w, X)
-        cov = np.einsum("rij,rjk,rkl->ril", inv, meat, inv)
-        bse[name] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        # diag of (X'X)^-1 X' W X (X'X)^-1 = column sums of w_g (x_g' (X'X)^-1)^2
+        bse[name] = np.sqrt(np.einsum("rg,rgk->rk", w, XA2))
     bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
     return params, {t: bse[t] for t in SE_TYPES}, np.full(R, float(df))
 
