@@ -25,7 +25,7 @@ __all__ = ["CFAFit", "FactorScore", "fit_cfa"]
 _GTOL = 1e-9
 #: ... or Newton decrement g' I^-1 g (the predicted drop of F, twice) below this.
 _DECREMENT_TOL = 1e-12
-_MAX_ITER = 500
+_MAX_ITER = 200
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _fisher_scoring(
         if it == max_iter:
             break
         t, moved = 1.0, False
-        while t > 1e-12:
+        while t > 1e-9:
             cand = theta.copy()
             cand[free] -= t * step
             fc = _discrepancy(cand, S, logdet_s)
@@ -174,15 +174,29 @@ def _fisher_scoring(
 def _grad_info(
     theta: np.ndarray, free: np.ndarray, S: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient of F and its expected Hessian tr(Sigma^-1 dSigma_a Sigma^-1 dSigma_b)."""
+    """Gradient of F and its expected Hessian tr(Sigma^-1 dSigma_a Sigma^-1 dSigma_b).
+
+    Closed forms for the one-factor model (A = Sigma^-1, u = A lambda, s = lambda' u):
+    lambda_i, lambda_j: 2 phi^2 (u_i u_j + s A_ij); lambda_i, psi_j: 2 phi A_ij u_j;
+    lambda_i, phi: 2 phi s u_i; psi_i, psi_j: A_ij^2; psi_j, phi: u_j^2; phi, phi: s^2.
+    """
     n = len(S)
+    lam, phi = theta[:n], theta[-1]
     sigma = _sigma(theta, n)
-    inv = np.linalg.inv(sigma)
-    D = inv @ (sigma - S) @ inv
-    deriv = _derivatives(theta, n)[free]
-    grad = np.einsum("ij,kji->k", D, deriv)
-    m = np.einsum("ij,kjl->kil", inv, deriv)
-    return grad, np.einsum("aij,bji->ab", m, m)
+    A = np.linalg.inv(sigma)
+    D = A @ (sigma - S) @ A
+    u = A @ lam
+    s = lam @ u
+    grad = np.concatenate([2 * phi * (D @ lam), np.diag(D), [lam @ D @ lam]])
+    info = np.empty((2 * n + 1, 2 * n + 1))
+    info[:n, :n] = 2 * phi**2 * (np.outer(u, u) + s * A)
+    info[:n, n : 2 * n] = 2 * phi * A * u[None, :]
+    info[n : 2 * n, :n] = info[:n, n : 2 * n].T
+    info[n : 2 * n, n : 2 * n] = A**2
+    info[:n, -1] = info[-1, :n] = 2 * phi * s * u
+    info[n : 2 * n, -1] = info[-1, n : 2 * n] = u**2
+    info[-1, -1] = s**2
+    return grad[free], info[np.ix_(free, free)]
 
 
 def _fabin3(S: np.ndarray) -> np.ndarray:

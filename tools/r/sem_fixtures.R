@@ -4,7 +4,8 @@
 # <name>.json with: the one-factor CFA (default identification, ML, meanstructure),
 # regression and Bartlett factor scores and lm(y ~ z + fs) with classical and HC0-HC3 SEs,
 # the single-step SEM (loadings fixed 1, equal residual variances, lv ~~ z, y ~ z + lv) and
-# the two-level SEM (level 1: x ~~ x; level 2: y ~ z + x; cluster = group). Balanced
+# the two-level SEM (level 1: x ~~ x; level 2: y ~ z + x; cluster = group; with lavaan's
+# default fixed.x = TRUE and with fixed.x = FALSE). Balanced
 # datasets get all three; unbalanced ones only the two-level model.
 suppressMessages({
   library(lavaan)
@@ -87,6 +88,10 @@ for (nm in names) {
                            information = lavInspect(ml_fit, "options")$information[1],
                            logl = unname(fitMeasures(ml_fit, "logl"))),
                       pe_list(ml_fit))
+  # the same with fixed.x = FALSE (moments of z and the between part of x free)
+  ml_free <- sem(ml_model, data = long, cluster = "group", fixed.x = FALSE)
+  res$sem_2level_free <- c(list(converged = lavInspect(ml_free, "converged")),
+                           pe_list(ml_free))
 
   writeLines(toJSON(res, digits = NA, auto_unbox = TRUE, pretty = TRUE),
              file.path(dir, paste0(nm, ".json")))
