@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .dataset import Dataset
 from .dgp import generate
 from .errors import ConfigError
 from .scenario import Scenario
 from .seeding import replication_rng
 
-__all__ = ["GATES", "Draw", "Policy", "draw"]
+__all__ = ["GATES", "Draw", "Gate", "Policy", "draw", "draw_many"]
 
 
 def _gate_none(data: Dataset) -> str:
@@ -43,10 +45,29 @@ def _gate_cfa(data: Dataset) -> str:
     return ""
 
 
-#: Gate name -> (function returning a failure reason or "", needs balanced groups).
-GATES: dict[str, tuple[Callable[[Dataset], str], bool]] = {
-    "none": (_gate_none, False),
-    "cfa": (_gate_cfa, True),
+def _gate_cfa_batch(x: np.ndarray) -> np.ndarray:
+    """The cfa gate on many balanced datasets at once, x of shape (R, G, n)."""
+    from .estimators.factor_score import cfa_gate_batch
+
+    return cfa_gate_batch(x)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A redraw gate: ``check(data)`` returns a failure reason or "".
+
+    ``check_batch(x)``, when present, gives the same verdicts for a stack of balanced
+    datasets (R, G, n) at once.
+    """
+
+    check: Callable[[Dataset], str]
+    needs_balanced: bool
+    check_batch: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+GATES: dict[str, Gate] = {
+    "none": Gate(_gate_none, False),
+    "cfa": Gate(_gate_cfa, True, _gate_cfa_batch),
 }
 MODES = ("redraw", "flag")
 
@@ -102,8 +123,7 @@ class Policy:
 
     def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
         """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups)."""
-        _, needs_balanced = GATES[self.gate]
-        if needs_balanced:
+        if GATES[self.gate].needs_balanced:
             for sc in scenarios:
                 if not sc.group_size.balanced:
                     raise ConfigError(
@@ -113,7 +133,7 @@ class Policy:
 
     def gate_reason(self, data: Dataset) -> str:
         """Why ``data`` fails the gate, or "" when it passes."""
-        return GATES[self.gate][0](data)
+        return GATES[self.gate].check(data)
 
 
 @dataclass(frozen=True)
@@ -138,3 +158,34 @@ def draw(scenario: Scenario, root: int, replication: int, policy: Policy) -> Dra
         if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
             return Draw(data=data, redraws=attempt, gate_reason=reason)
         attempt += 1
+
+
+def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy,
+              *, batch_gate: bool = True) -> list[Draw]:
+    """:func:`draw` for a range of replications, running the gate on all of them at once.
+
+    The datasets and verdicts are those of :func:`draw` replication by replication;
+    only the gate's evaluation is batched (when the gate has a batch form, the design is
+    balanced and ``batch_gate`` is true).
+    """
+    gate = GATES[policy.gate]
+    if gate.check_batch is None or not batch_gate or not scenario.group_size.balanced:
+        return [draw(scenario, root, r, policy) for r in replications]
+    n = scenario.group_size.value
+    reps = list(replications)
+    data = {r: generate(scenario, replication_rng(root, scenario, r, 0)) for r in reps}
+    attempt = dict.fromkeys(reps, 0)
+    reason: dict[int, str] = {}
+    pending = reps
+    while pending:
+        x = np.stack([data[r].x[:, 0].reshape(scenario.n_groups, n) for r in pending])
+        verdicts = gate.check_batch(x)
+        again = []
+        for r, v in zip(pending, verdicts, strict=True):
+            reason[r] = str(v)
+            if v and policy.mode == "redraw" and attempt[r] < policy.max_redraws:
+                attempt[r] += 1
+                data[r] = generate(scenario, replication_rng(root, scenario, r, attempt[r]))
+                again.append(r)
+        pending = again
+    return [Draw(data=data[r], redraws=attempt[r], gate_reason=reason[r]) for r in reps]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .admissibility import Policy, draw
+from .admissibility import Policy, draw_many
 from .backends import backend_context
 from .batch import Batch
 from .config import MethodSpec, RunConfig
@@ -100,7 +100,7 @@ def simulate_chunk(
     """
     estimators = [m.build() for m in methods]
     key = scenario.key
-    draws = [draw(scenario, seed, rep, policy) for rep in replications]
+    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
     batch = Batch.from_datasets([d.data for d in draws])
     results = [est.fit_batch(batch, engine) for est in estimators]
     est = _estimate_frame(results, key, np.asarray(replications, dtype=np.int64))
