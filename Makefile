@@ -26,8 +26,10 @@ lint:
 	ruff check micromacro_sim tests tools
 
 ## Regenerate the R reference fixtures (needs Rscript with lavaan, lme4, glmmTMB, sandwich).
-fixtures:
+fixtures: install
+	@command -v Rscript >/dev/null || { echo "Rscript not found: apt-get install r-base-core r-cran-lavaan r-cran-lme4 r-cran-glmmtmb r-cran-sandwich r-cran-jsonlite"; exit 1; }
 	for f in tools/make_*_fixtures.py; do $(PYTHON) $$f || exit 1; done
+	Rscript tools/r/bfi_fixture.R
 
 ## Time both engines, the CLI end to end and (when Rscript is installed) the R pipeline.
 bench: install
