@@ -1,0 +1,197 @@
+"""Shared pieces of the reproductions: run a packaged config, read published values,
+compare in Monte Carlo SE units, and the summary tables every study reports."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import RunConfig, load_config
+from ..runner import run
+from ..scenario import Scenario
+from ..summarize import RunSummary, summarize_run
+
+__all__ = [
+    "AGREE",
+    "DIFFER",
+    "cell_frame",
+    "compare",
+    "find_scenario",
+    "packaged_config",
+    "published",
+    "published_value",
+    "run_study",
+    "summary_tables",
+    "verdict",
+]
+
+#: |difference| / SE at or below which a comparison "agrees".
+AGREE = 2.0
+#: |difference| / SE above which it "differs" (between the two: "borderline").
+DIFFER = 3.0
+
+PUBLISHED_COLUMNS = ("study", "table", "cell", "method", "published_label", "term",
+                     "statistic", "value", "source")
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config file shipped in ``micromacro_sim/configs``."""
+    return Path(str(resources.files("micromacro_sim").joinpath("configs", name)))
+
+
+def published(study: str) -> pd.DataFrame:
+    """The published values of ``study`` (``micromacro_sim/data/published/<study>.csv``)."""
+    path = resources.files("micromacro_sim").joinpath("data", "published", f"{study}.csv")
+    frame = pd.read_csv(str(path), keep_default_na=False, na_values=[""])
+    missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"published/{study}.csv: missing column(s) {', '.join(missing)}")
+    for col in ("cell", "method", "published_label", "term", "table", "statistic"):
+        frame[col] = frame[col].fillna("").astype(str)
+    return frame
+
+
+def published_value(pub: pd.DataFrame, **where: str) -> float:
+    """The single value matching ``where`` (column=value), NaN when there is none."""
+    mask = np.ones(len(pub), dtype=bool)
+    for col, val in where.items():
+        mask &= (pub[col] == val).to_numpy()
+    hits = pub.loc[mask, "value"]
+    if len(hits) > 1:
+        raise ValueError(f"published: {len(hits)} rows match {where}")
+    return float(hits.iloc[0]) if len(hits) else math.nan
+
+
+def verdict(z: float, *, agree: float = AGREE, differ: float = DIFFER) -> str:
+    """Word for a difference of ``z`` standard errors.
+
+    ``agrees`` when |z| <= ``agree``, ``borderline`` up to ``differ``, ``differs`` beyond,
+    ``no estimate`` when z is not finite.
+    """
+    if not np.isfinite(z):
+        return "no estimate"
+    a = abs(z)
+    if a <= agree:
+        return "agrees"
+    if a <= differ:
+        return "borderline"
+    return "differs"
+
+
+def compare(ours: float, mcse: float, reference: float, mcse_reference: float = 0.0, *,
+            rounding: float = 0.0) -> dict[str, Any]:
+    """Difference of this run's value from a reference in units of its SE.
+
+    Parameters
+    ----------
+    ours, mcse : float
+        This run's value and its Monte Carlo SE.
+    reference : float
+        Published value or analytic limit.
+    mcse_reference : float
+        Monte Carlo SE of the reference when it is itself a simulation result; the SE of
+        the difference is sqrt(mcse^2 + mcse_reference^2).
+    rounding : float
+        Half a unit of the last printed digit of the reference: a difference within it
+        is no difference (z counts only the excess).
+
+    Returns
+    -------
+    dict
+        difference, se_difference, z (signed) and verdict (see :func:`verdict`).
+    """
+    diff = ours - reference
+    se = math.sqrt(mcse**2 + mcse_reference**2)
+    excess = math.copysign(max(0.0, abs(diff) - rounding), diff) if abs(diff) > rounding else 0.0
+    z = excess / se if se > 0 else math.nan
+    return {"difference": diff, "se_difference": se, "z": z, "verdict": verdict(z)}
+
+
+def run_study(config_name: str, run_dir: str | Path, *, replications: int | None = None,
+              n_jobs: int | None = None, engine: str | None = None,
+              overwrite: bool = False) -> tuple[RunConfig, RunSummary]:
+    """Run (or resume) a packaged config in ``run_dir`` and summarize it."""
+    cfg = load_config(packaged_config(config_name), replications=replications, n_jobs=n_jobs,
+                      engine=engine)
+    run(cfg, run_dir=Path(run_dir), overwrite=overwrite)
+    return cfg, summarize_run(run_dir)
+
+
+def find_scenario(cfg: RunConfig, **params: Any) -> Scenario | None:
+    """The scenario of ``cfg`` whose attributes equal ``params`` (None when absent).
+
+    ``group_size`` compares with the balanced size; floats compare to 1e-9.
+    """
+    for sc in cfg.scenarios:
+        ok = True
+        for name, want in params.items():
+            have = sc.group_size.value if name == "group_size" else getattr(sc, name)
+            if isinstance(have, tuple) and len(have) == 1:
+                have = have[0]
+            if isinstance(have, float) or isinstance(want, float):
+                ok &= abs(float(have) - float(want)) < 1e-9
+            else:
+                ok &= have == want
+        if ok:
+            return sc
+    return None
+
+
+def cell_frame(cfg: RunConfig, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Scenario key plus the design columns that tell the cells apart."""
+    rows = []
+    for sc in cfg.scenarios:
+        d = sc.describe()
+        rows.append({"scenario": sc.key, **{c: d[c] for c in columns}})
+    return pd.DataFrame(rows)
+
+
+_PERF_COLUMNS = (
+    "method", "term", "theta", "n_reps", "n_flagged", "k", "mean", "bias", "bias_mcse",
+    "pct_bias", "pct_bias_mcse", "median_bias", "trimmed_bias", "empse", "empse_mcse",
+    "rmse", "cover_classical", "cover_classical_mcse", "becover_classical", "cover_HC3",
+    "cover_HC3_mcse", "becover_HC3",
+)
+
+
+def summary_tables(summary: RunSummary, cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The tables every reproduction reports, read from :func:`summarize_run`.
+
+    ``performance``: bias with MCSE, median and trimmed-mean bias (robust to heavy
+    tails), empirical SE, coverage and bias-eliminated coverage (classical and HC3).
+    ``failures``: per cell and method, flagged / not converged / inadmissible counts and
+    reasons, zeros included. ``redraws``: per cell, datasets redrawn by the
+    admissibility policy and gate failures kept, zeros included.
+    """
+    p = summary.performance
+    cols = [c for c in _PERF_COLUMNS if c in p.columns]
+    # inner merges keep the order of the cells (the config's grid order)
+    perf = cells.merge(p[["scenario", *cols]], on="scenario", how="inner")
+    f = summary.flags
+    fail = cells.merge(
+        f[["scenario", "method", "n_reps", "n_flagged", "flag_rate", "n_not_converged",
+           "n_inadmissible", "reasons"]], on="scenario", how="inner")
+    d = summary.datasets
+    redraw = cells.merge(
+        d[["scenario", "n_reps", "reps_redrawn", "redraw_rate", "redraws", "gate_failed_kept"]],
+        on="scenario", how="inner")
+    return {
+        "performance": perf.drop(columns="scenario"),
+        "failures": fail.drop(columns="scenario"),
+        "redraws": redraw.drop(columns="scenario"),
+    }
+
+
+SUMMARY_NOTES = (
+    "performance: bias MCSE = SD/sqrt(K); median_bias and trimmed_bias (10% cut from each tail) "
+    "are robust to the heavy tails of some methods; becover_* is bias-eliminated coverage (the "
+    "interval is checked against the mean estimate instead of the true value), which separates "
+    "bias from SE trouble.",
+    "failures and redraws are listed for every cell and method, zeros included; flagged fits are "
+    "left out of the performance measures and counted here.",
+)

@@ -1,0 +1,52 @@
+"""``micromacro reproduce {study|list}``: run a published study and print it beside the
+published numbers.
+
+The tables are written as CSV into the output folder (default
+``results/reproduce-<study>``), next to the simulation run folder ``<output>/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "cmd_reproduce"]
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run one study (or list them); returns the exit status."""
+    from . import get_study, studies
+
+    if args.study == "list":
+        for name, module in studies().items():
+            print(f"{name:10s} {module.DESCRIPTION}  (config {module.CONFIG})")
+        return 0
+    module = get_study(args.study)
+    out = Path(args.output or Path("results") / f"reproduce-{args.study}")
+    rep = module.reproduce(out / "run", replications=args.replications, n_jobs=args.n_jobs,
+                           engine=args.engine, overwrite=args.overwrite)
+    print(rep.format())
+    paths = rep.write(out)
+    print(f"\nwrote {len(paths) - 1} table(s) as CSV and notes.txt to {out} "
+          f"(simulation run in {out / 'run'})")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``reproduce`` command to an ``argparse`` subparsers object."""
+    from . import studies
+
+    p = subparsers.add_parser("reproduce",
+                              help="reproduce a published study beside its published numbers")
+    p.add_argument("study", choices=[*studies(), "list"],
+                   help="study to reproduce, or 'list' to print the studies")
+    p.add_argument("--replications", type=int, help="replications per scenario (default: config)")
+    p.add_argument("--n-jobs", type=int, help="parallel workers (default: config)")
+    p.add_argument("--engine", help="auto (default), fast or reference")
+    p.add_argument("--output",
+                   help="folder for the tables and the run (default results/reproduce-<study>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an existing run of a different config in the output folder")
+    p.set_defaults(func=cmd_reproduce)
+    return p
