@@ -4,4 +4,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "fit"]
+
+
+def __getattr__(name: str):
+    # ``micromacro_sim.fit`` without importing the estimators at package import time
+    if name == "fit":
+        from .api import fit
+
+        return fit
+    raise AttributeError(name)

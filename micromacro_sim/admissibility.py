@@ -33,11 +33,11 @@ def _gate_none(data: Dataset) -> str:
     return ""
 
 
-def _gate_cfa(data: Dataset) -> str:
-    """The seed's check: the free-loading one-factor CFA must be a proper solution."""
+def _cfa_verdict(wide: np.ndarray) -> str:
+    """The seed's check on one G x n matrix: the free-loading one-factor CFA is proper."""
     from .estimators.factor_score import fit_cfa
 
-    fit = fit_cfa(data.wide(0))
+    fit = fit_cfa(wide)
     if not fit.converged:
         return f"cfa: {fit.reason or 'not converged'}"
     if not fit.admissible:
@@ -45,10 +45,16 @@ def _gate_cfa(data: Dataset) -> str:
     return ""
 
 
+def _gate_cfa(data: Dataset) -> str:
+    return _cfa_verdict(data.wide(0))
+
+
 def _gate_cfa_batch(x: np.ndarray) -> np.ndarray:
     """The cfa gate on many balanced datasets at once, x of shape (R, G, n)."""
-    from .estimators.factor_score import cfa_gate_batch
-
+    try:
+        from .estimators.factor_score import cfa_gate_batch
+    except ImportError:  # no batch CFA: the same verdicts one dataset at a time
+        return np.array([_cfa_verdict(w) for w in x], dtype=object)
     return cfa_gate_batch(x)
 
 

@@ -164,8 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_methods)
 
     from . import bench
+    from .reproduce.cli import add_parser as add_reproduce
 
     bench.add_parser(sub)
+    add_reproduce(sub)
     return parser
 
 
