@@ -1,4 +1,4 @@
-"""Command line: ``micromacro run | summarize | fit | demo | grid | methods``.
+"""Command line: ``micromacro run | summarize | fit | demo | reproduce | report | bench | grid | methods``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, having written nothing.
@@ -163,11 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=_cmd_methods)
 
-    from . import bench
+    from . import bench, report
     from .reproduce.cli import add_parser as add_reproduce
 
     bench.add_parser(sub)
     add_reproduce(sub)
+    report.add_parser(sub)
     return parser
 
 
