@@ -64,8 +64,15 @@ def fit_frame(
     y: str,
     z: str | Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
-) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Prepare a long DataFrame and fit ``methods``; returns (results table, notes)."""
+) -> tuple[pd.DataFrame, tuple[str, ...], Reliability]:
+    """Prepare a long DataFrame and fit ``methods``.
+
+    Returns
+    -------
+    table, notes, reliability
+        The long results table (see :func:`results_table`), notes on dropped rows and
+        skipped methods, and the reliability of the group means.
+    """
     prep = prepare(frame, group=group, x=x, y=y, z=z)
     results, notes = [], list(prep.notes)
     for r in fit_dataset(prep.data, methods):
@@ -76,7 +83,7 @@ def fit_frame(
     if not results:
         raise DataError("method: no requested method applies to this dataset ("
                         + "; ".join(notes) + ")")
-    return results_table(results), tuple(notes)
+    return results_table(results), tuple(notes), reliability(prep.data)
 
 
 #: ICC(2) below this is "low reliability": group means are noticeably attenuated.

@@ -79,10 +79,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     frame = read_table_file(args.data)
     methods = [m.strip() for m in args.method.split(",")] if args.method else None
-    table, notes = fit_frame(frame, group=args.group, x=args.x, y=args.y, z=args.z,
-                             methods=methods)
+    table, notes, rel = fit_frame(frame, group=args.group, x=args.x, y=args.y, z=args.z,
+                                  methods=methods)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    warning = rel.warning()
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.output:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")
@@ -94,6 +97,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}", na_rep=""))
+    print("\nreliability of the group means (ICC(2) is the reliability of a group mean):")
+    print(rel.table.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

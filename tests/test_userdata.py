@@ -66,6 +66,7 @@ def test_fit_command_writes_csv(tmp_path, frame, capsys):
     assert set(table["method"]) == {"unadjusted", "croon"}
     for col in ("estimate", "se", "se_HC0", "se_HC1", "se_HC2", "se_HC3", "admissible", "reason"):
         assert col in table.columns
+    assert "low reliability" in capsys.readouterr().err  # ICC .1, n 3-9: ICC(2) near .45
     rc = main(["fit", str(src), "--group", "group", "--x", "x", "--y", "nope", "--output",
                str(tmp_path / "none.csv")])
     assert rc == 2 and not (tmp_path / "none.csv").exists()
