@@ -1,4 +1,4 @@
-"""Command line: ``micromacro run | summarize | fit | demo | reproduce | report | bench | grid | methods``.
+"""Command line: ``micromacro run | summarize | fit | demo | reproduce | report | bench | ...``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, having written nothing.
