@@ -131,9 +131,9 @@ def reliability(data: Dataset) -> Reliability:
         alpha_raw = alpha_std = np.nan
         if data.balanced and data.sizes[0] >= 2:
             alpha_raw, alpha_std = coefficient_alpha(data.wide(j))
-        rows.append({"x": name, "icc1": a.icc1[j], "icc2": a.icc2[j], "alpha_raw": alpha_raw,
+        rows.append({"variable": name, "icc1": a.icc1[j], "icc2": a.icc2[j], "alpha_raw": alpha_raw,
                      "alpha_std": alpha_std, "mean_group_size": float(data.sizes.mean())})
-    return Reliability(pd.DataFrame(rows).set_index("x"))
+    return Reliability(pd.DataFrame(rows).set_index("variable"))
 
 
 @dataclass(frozen=True)
