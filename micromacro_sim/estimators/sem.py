@@ -33,10 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..batch import Batch
 from ..dataset import Dataset
-from .base import Estimator, FitResult
+from .base import SE_TYPES, BatchResult, Estimator, FitResult
 
-__all__ = ["SEM", "SEMSolution", "sem_closed_form", "sem_expected_information"]
+__all__ = ["SEM", "SEMSolution", "sem_batch", "sem_closed_form", "sem_expected_information"]
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,145 @@ def sem_expected_information(sol: SEMSolution, n: int, n_groups: int) -> np.ndar
     return n_groups * info
 
 
+def sem_batch(
+    wide: np.ndarray, y: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form estimates and expected-information SEs for R replications at once.
+
+    The same solution as :func:`sem_closed_form` and the same information as
+    :func:`sem_expected_information`, with the derivatives of the implied moments in
+    closed form instead of central differences: with Sigma = L C L' + diag(v 1_n,
+    sigma2, 0), C = Cov(lv, z) and L the loadings of (x, y, z) on (lv, z), a parameter
+    of L gives dL C L' + L C dL', one of C gives L dC L', and the mean of y is
+    b0 + b_z' mu_z.
+
+    Parameters
+    ----------
+    wide : ndarray (R, G, n)
+    y : ndarray (R, G)
+    z : ndarray (R, G, q)
+
+    Returns
+    -------
+    params : ndarray (R, 2 + q)
+        b0, b_z, b_xi.
+    se : ndarray (R, 2 + q)
+        NaN where the solution is inadmissible.
+    admissible : ndarray of bool (R,)
+        Var(lv), Var(lv | z), v and sigma2 all > 0.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When a moment matrix of some replication is singular (callers fall back to the
+        per-dataset path for those).
+    """
+    X = np.asarray(wide, dtype=float)
+    R, G, n = X.shape
+    q = z.shape[2]
+    nu = X.mean(axis=1)
+    xbar = X.mean(axis=2)
+    resid = X - xbar[:, :, None] - (nu - nu.mean(axis=1, keepdims=True))[:, None, :]
+    v = np.sum(resid**2, axis=(1, 2)) / (G * (n - 1))
+    W = np.concatenate([z, xbar[:, :, None], y[:, :, None]], axis=2)
+    mw = W.mean(axis=1)
+    D = W - mw[:, None, :]
+    M = np.einsum("rgi,rgj->rij", D, D) / G
+    sxx = M[:, : q + 1, : q + 1].copy()
+    sxx[:, q, q] -= v / n
+    sxy = M[:, : q + 1, q + 1]
+    beta = np.linalg.solve(sxx, sxy[:, :, None])[:, :, 0]
+    sigma2 = M[:, q + 1, q + 1] - np.sum(sxy * beta, axis=1)
+    mu_z = mw[:, :q]
+    b_z, b_xi = beta[:, :q], beta[:, q]
+    b0 = mw[:, q + 1] - np.sum(b_z * mu_z, axis=1)
+    params = np.concatenate([b0[:, None], b_z, b_xi[:, None]], axis=1)
+    phi, c, s_zz = sxx[:, q, q], sxx[:, q, :q], M[:, :q, :q]
+    if q:
+        residual_phi = phi - np.sum(c * np.linalg.solve(s_zz, c[:, :, None])[:, :, 0], axis=1)
+    else:
+        residual_phi = phi
+    admissible = (v > 0) & (phi > 0) & (residual_phi > 0) & (sigma2 > 0)
+    se = np.full(params.shape, np.nan)
+    ok = np.flatnonzero(admissible)
+    if len(ok):
+        se[ok] = _sem_se_batch(n, G, nu[ok], b_z[ok], b_xi[ok], v[ok], phi[ok], c[ok],
+                               sigma2[ok], mu_z[ok], s_zz[ok])
+    return params, se, admissible
+
+
+def _sem_se_batch(n: int, G: int, nu: np.ndarray, b_z: np.ndarray, b_xi: np.ndarray,
+                  v: np.ndarray, phi: np.ndarray, c: np.ndarray, sigma2: np.ndarray,
+                  mu_z: np.ndarray, s_zz: np.ndarray) -> np.ndarray:
+    """SEs of (b0, b_z, b_xi) from the expected information, parameters in ``_pack`` order."""
+    R, q = b_z.shape
+    p = n + 1 + q
+    iy = n
+    C = np.zeros((R, q + 1, q + 1))
+    C[:, 0, 0] = phi
+    C[:, 0, 1:] = C[:, 1:, 0] = c
+    C[:, 1:, 1:] = s_zz
+    L = np.zeros((R, p, q + 1))
+    L[:, :n, 0] = 1.0
+    L[:, iy, 0] = b_xi
+    L[:, iy, 1:] = b_z
+    L[:, n + 1 :, 1:] = np.eye(q)
+    sigma = L @ C @ L.transpose(0, 2, 1)
+    sigma[:, np.arange(n), np.arange(n)] += v[:, None]
+    sigma[:, iy, iy] += sigma2
+    A = np.linalg.inv(sigma)
+    iu = np.triu_indices(q)
+    K = n + 1 + q + 3 + q + 1 + q + len(iu[0])
+    dmu = np.zeros((R, K, p))
+    dsig = np.zeros((R, K, p, p))
+    LC = L @ C  # (R, p, q + 1)
+
+    def via_l(a: int, col: int) -> None:  # dL has a single 1 at (y, col)
+        t = np.zeros((R, p, p))
+        t[:, iy, :] = LC[:, :, col]
+        dsig[:, a] = t + t.transpose(0, 2, 1)
+
+    def via_c(a: int, i: int, j: int) -> None:  # dC = E_ij + E_ji (E_ii on the diagonal)
+        out = L[:, :, i, None] * L[:, None, :, j]
+        dsig[:, a] = out + out.transpose(0, 2, 1) if i != j else out
+
+    a = 0
+    for i in range(n):  # nu
+        dmu[:, a, i] = 1.0
+        a += 1
+    dmu[:, a, iy] = 1.0  # b0
+    a += 1
+    for j in range(q):  # b_z
+        dmu[:, a, iy] = mu_z[:, j]
+        via_l(a, 1 + j)
+        a += 1
+    via_l(a, 0)  # b_xi
+    a += 1
+    dsig[:, a, np.arange(n), np.arange(n)] = 1.0  # v
+    a += 1
+    via_c(a, 0, 0)  # phi
+    a += 1
+    for j in range(q):  # Cov(lv, z_j)
+        via_c(a, 0, 1 + j)
+        a += 1
+    dsig[:, a, iy, iy] = 1.0  # sigma2
+    a += 1
+    for j in range(q):  # mu_z
+        dmu[:, a, iy] = b_z[:, j]
+        dmu[:, a, n + 1 + j] = 1.0
+        a += 1
+    for i, j in zip(*iu, strict=True):  # Var(z) upper triangle
+        via_c(a, 1 + i, 1 + j)
+        a += 1
+    m = A[:, None] @ dsig  # (R, K, p, p): A dSigma_a
+    flat = m.reshape(R, K, p * p)
+    flat_t = m.transpose(0, 1, 3, 2).reshape(R, K, p * p)
+    info = 0.5 * flat @ flat_t.transpose(0, 2, 1) + dmu @ A @ dmu.transpose(0, 2, 1)
+    cov = np.linalg.inv(G * info)
+    idx = np.concatenate([[n], n + 1 + np.arange(q), [n + 1 + q]])
+    return np.sqrt(np.diagonal(cov, axis1=1, axis2=2)[:, idx])
+
+
 class SEM(Estimator):
     """Single-step SEM on the wide data (closed-form ML with lavaan's expected-information SE).
 
@@ -243,6 +383,47 @@ class SEM(Estimator):
     description = "single-step SEM on the wide data (ML, closed form)"
     needs_balanced = True
     max_x = 1
+
+    @classmethod
+    def has_batch(cls, balanced: bool) -> bool:
+        return balanced
+
+    def _fit_batch(self, batch: Batch) -> BatchResult:
+        """All replications at once (:func:`sem_batch`); a replication whose moment
+        matrices are singular, or with fewer than 2 members per group, goes through
+        :meth:`fit` (which records the reference path's error)."""
+        R, k = batch.n_reps, len(batch.terms)
+        params = np.full((R, k), np.nan)
+        se = np.full((R, k), np.nan)
+        adm = np.zeros(R, dtype=bool)
+        reason = np.full(R, "", dtype=object)
+        conv = np.ones(R, dtype=bool)
+        fallback = np.ones(R, dtype=bool)
+        if batch.x.shape[2] >= 2:
+            fallback[:] = False
+            try:
+                with np.errstate(invalid="ignore"):
+                    params, se, adm = sem_batch(batch.x, batch.y, batch.z)
+            except np.linalg.LinAlgError:
+                fallback[:] = True
+            else:
+                bad = ~np.all(np.isfinite(params), axis=1) | (adm & ~np.all(np.isfinite(se),
+                                                                          axis=1))
+                fallback |= bad
+                reason[~adm] = "negative variance"
+                se[~adm] = np.nan
+        for r in np.flatnonzero(fallback):
+            res = self.fit(batch.datasets[r])
+            params[r] = res.params
+            se[r] = res.se()
+            conv[r], adm[r], reason[r] = res.converged, res.admissible, res.reason
+        nan = np.full((R, k), np.nan)
+        return BatchResult(
+            method=self.label, terms=batch.terms, params=params,
+            bse={t: se if t == "classical" else nan.copy() for t in SE_TYPES},
+            df_resid=np.full(R, np.nan), converged=conv, admissible=adm, reason=reason,
+            two_step=False, engine="fast",
+        )
 
     def _fit(self, data: Dataset) -> FitResult:
         wide = data.wide(0)
