@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import ConfigError
 from .estimators import SE_TYPES
@@ -57,6 +56,8 @@ def performance(
         and per SE type ``T``: modse_T, modse_T_mcse, relerr_T, relerr_T_mcse, cover_T,
         cover_T_mcse, becover_T (bias-eliminated), reject_T, reject_T_mcse.
     """
+    from scipy import stats  # lazy: a large import the CLI need not pay up front
+
     est = np.asarray(est, dtype=float)
     keep = np.isfinite(est)
     x = est[keep]

@@ -14,7 +14,6 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from ..batch import Batch
 from ..dataset import Dataset
@@ -117,6 +116,8 @@ class FitResult:
 
     def critical_value(self, alpha: float = 0.05) -> float:
         """Two-sided critical value: t with ``df_resid`` df, or normal."""
+        from scipy import stats  # lazy: scipy.stats costs most of the start-up time
+
         if self.df_resid is None:
             return float(stats.norm.ppf(1 - alpha / 2))
         return float(stats.t.ppf(1 - alpha / 2, self.df_resid))
@@ -128,6 +129,8 @@ class FitResult:
 
     def pvalues(self, cov_type: str = "classical") -> np.ndarray:
         """Two-sided p-values of H0: coefficient = 0."""
+        from scipy import stats
+
         t = np.abs(self.params / self.se(cov_type))
         if self.df_resid is None:
             return 2 * stats.norm.sf(t)
