@@ -323,3 +323,9 @@ def test_cv2007_full_run_matches_limits_and_row16(tmp_path):
     for term in TERMS:
         assert t.loc[("unadjusted", term), "verdict"] != "differs"
         assert abs(t.loc[("unadjusted", term), "z"]) <= 3
+
+
+def test_study_names_match_modules_without_importing_them():
+    from micromacro_sim.reproduce import studies, study_names
+
+    assert study_names() == list(studies())

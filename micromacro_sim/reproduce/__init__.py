@@ -87,6 +87,12 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def study_names() -> list[str]:
+    """Names of the studies without importing them (module name = study name)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in _SKIP)
+
+
 def studies() -> dict[str, ModuleType]:
     """Study name -> module, discovered from this package's modules."""
     found: dict[str, ModuleType] = {}

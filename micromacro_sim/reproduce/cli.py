@@ -35,11 +35,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``reproduce`` command to an ``argparse`` subparsers object."""
-    from . import studies
+    from . import study_names
 
     p = subparsers.add_parser("reproduce",
                               help="reproduce a published study beside its published numbers")
-    p.add_argument("study", choices=[*studies(), "list"],
+    p.add_argument("study", choices=[*study_names(), "list"],
                    help="study to reproduce, or 'list' to print the studies")
     p.add_argument("--replications", type=int, help="replications per scenario (default: config)")
     p.add_argument("--n-jobs", type=int, help="parallel workers (default: config)")
