@@ -42,6 +42,9 @@ from .storage import (
 
 __all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
 
+#: Estimated sequential seconds below which starting loky workers does not pay off.
+LOKY_WORTHWHILE_SECONDS = 2.0
+
 SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
 
@@ -280,20 +283,35 @@ def run(
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(total=sum(b - a for _, a, b in tasks), unit="reps", enabled=show)
-    calls = (
-        delayed(run_task)(str(run_dir), sc, a, b, config.methods, config.seed, config.policy,
-                          config.engine)
-        for sc, a, b in tasks
-    )
-    if tasks:
-        single = len(tasks) == 1 and config.backend in ("loky", "threading")
-        n_jobs = 1 if single else config.n_jobs
-        backend = "sequential" if n_jobs == 1 and config.backend == "loky" else config.backend
+
+    def args(task: tuple[Scenario, int, int]) -> tuple:
+        sc, a, b = task
+        return (str(run_dir), sc, a, b, config.methods, config.seed, config.policy,
+                config.engine)
+
+    backend = config.backend
+    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
+        backend = "sequential"
+    if backend == "loky" and tasks:
+        # Worker processes cost about a second to start; when the first task shows the
+        # whole run is shorter than that, the rest runs in this process. Where a task
+        # runs never changes its results.
+        t0 = time.perf_counter()
+        _key, a, b = run_task(*args(tasks[0]))
+        bar.update(b - a)
+        tasks_left = tasks[1:]
+        if (time.perf_counter() - t0) * len(tasks_left) < LOKY_WORTHWHILE_SECONDS:
+            backend = "sequential"
+    else:
+        tasks_left = tasks
+    if tasks_left:
+        n_jobs = 1 if backend == "sequential" else config.n_jobs
         with backend_context(backend, n_jobs=n_jobs, scratch=run_dir / ".scratch",
                              address=config.address):
             # Ray's joblib backend returns all results at once (no generators): its
             # progress line moves at the end only.
             order = "list" if backend == "ray" else "generator_unordered"
+            calls = (delayed(run_task)(*args(t)) for t in tasks_left)
             for _key, a, b in Parallel(return_as=order)(calls):
                 bar.update(b - a)
     bar.close()

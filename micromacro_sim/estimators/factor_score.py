@@ -15,6 +15,8 @@ Reference: R ``lavaan::cfa(..., meanstructure=TRUE)`` and ``lavPredict()``.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -428,7 +430,38 @@ def _start(S: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([lam, psi, (sign * vk**2)[:, None]], axis=1), marker
 
 
+#: Fits of recent datasets, keyed by a digest of the wide matrix. The redraw gate and
+#: the factor_score method fit the same datasets; the second asks the cache. A fit
+#: depends on its own data only, so a cached row equals a fresh one.
+_CACHE: OrderedDict[bytes, tuple] = OrderedDict()
+_CACHE_SIZE = 4096
+_FIELDS = ("loadings", "residual_variances", "factor_variance", "intercepts", "fmin",
+           "converged", "admissible", "reason", "n_iter")
+
+
 def fit_cfa_batch(wide: np.ndarray) -> CFABatch:
+    """:func:`_fit_cfa_batch`, reusing the fits of datasets seen recently in this process."""
+    X = np.ascontiguousarray(wide, dtype=float)
+    if X.ndim != 3:
+        raise ValueError(f"wide: expected an (R, G, n) array, got shape {X.shape}")
+    keys = [hashlib.blake2b(X[r].tobytes() + repr(X[r].shape).encode(), digest_size=16).digest()
+            for r in range(len(X))]
+    missing = [r for r, k in enumerate(keys) if k not in _CACHE]
+    if missing:
+        fresh = _fit_cfa_batch(X[missing])
+        for i, r in enumerate(missing):
+            _CACHE[keys[r]] = tuple(getattr(fresh, f)[i] for f in _FIELDS)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        if len(missing) == len(X):
+            return fresh
+    rows = [_CACHE[k] for k in keys]
+    cols = {f: np.array([row[i] for row in rows], dtype=object if f == "reason" else None)
+            for i, f in enumerate(_FIELDS)}
+    return CFABatch(**cols)
+
+
+def _fit_cfa_batch(wide: np.ndarray) -> CFABatch:
     """One-factor CFA by ML with lavaan's default identification, for R datasets at once.
 
     Unbounded ML (as lavaan: a Heywood case shows up as a negative variance) on the sample
