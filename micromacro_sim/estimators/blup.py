@@ -46,7 +46,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from ..batch import Batch
 from ..dataset import Dataset
@@ -227,6 +226,8 @@ def oneway_profile(data: Dataset, *, reml: bool = True, j: int = 0) -> OneWayFit
 
     def ddev(g: float) -> float:
         return _dneg2ll(g, n, xbar, sse, reml)
+
+    from scipy import optimize  # lazy: only the unbalanced reference path needs it
 
     grid = PROFILE_GRID
     vals = np.array([dev(g) for g in grid])

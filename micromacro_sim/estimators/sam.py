@@ -13,7 +13,6 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
 
 from ..batch import Batch
 from ..dataset import Dataset
@@ -80,6 +79,8 @@ def bounded_measurement(mm: dict) -> tuple[float, float]:
 
     if 0 < v_free <= v_hi and 0 <= (a - v_free) / n <= psi_hi:
         return (a - v_free) / n, v_free
+
+    from scipy.optimize import brentq, minimize_scalar  # lazy: reference path only
 
     def f(v: float) -> float:
         l1 = n * psi_of(v) + v
