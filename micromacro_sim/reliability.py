@@ -101,3 +101,36 @@ def reliability_row(data: Dataset) -> dict[str, float]:
     out["icc1"] = float(a.icc1[0])
     out["icc2"] = float(a.icc2[0])
     return out
+
+
+def reliability_rows(datasets: list[Dataset]) -> dict[str, np.ndarray]:
+    """:func:`reliability_row` of many datasets, vectorized when all are balanced alike.
+
+    Returns
+    -------
+    dict of column -> ndarray (R,)
+        alpha_raw, alpha_std, icc1, icc2.
+    """
+    keys = ("alpha_raw", "alpha_std", "icc1", "icc2")
+    shapes = {(d.n_groups, int(d.sizes[0])) if d.balanced else None for d in datasets}
+    if len(shapes) != 1 or None in shapes or next(iter(shapes))[1] < 2 or len(datasets) == 0:
+        rows = [reliability_row(d) for d in datasets]
+        return {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
+    G, k = next(iter(shapes))
+    W = np.stack([d.x[:, 0].reshape(G, k) for d in datasets])  # (R, G, k)
+    dev = W - W.mean(axis=1, keepdims=True)
+    cov = np.einsum("rgi,rgj->rij", dev, dev) / (G - 1)
+    var = np.diagonal(cov, axis1=1, axis2=2)
+    total = cov.sum(axis=(1, 2))
+    alpha_raw = k / (k - 1) * (1 - var.sum(axis=1) / total)
+    sd = np.sqrt(var)
+    corr = cov / (sd[:, :, None] * sd[:, None, :])
+    rbar = (corr.sum(axis=(1, 2)) - k) / (k * (k - 1))
+    alpha_std = k * rbar / (1 + (k - 1) * rbar)
+    # one-way ANOVA (balanced): MSE within, MSA = k Var(group means), n0 = k
+    gm = W.mean(axis=2)
+    mse = ((W - gm[:, :, None]) ** 2).sum(axis=(1, 2)) / (G * (k - 1))
+    msa = k * ((gm - gm.mean(axis=1, keepdims=True)) ** 2).sum(axis=1) / (G - 1)
+    s = (msa - mse) / k
+    return {"alpha_raw": alpha_raw, "alpha_std": alpha_std, "icc1": s / (s + mse),
+            "icc2": (msa - mse) / msa}

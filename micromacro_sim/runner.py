@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .estimators import SE_TYPES
 from .estimators.base import BatchResult
 from .progress import Progress
-from .reliability import reliability_row
+from .reliability import reliability_rows
 from .scenario import Scenario
 from .storage import (
     clear_run,
@@ -107,20 +107,17 @@ def simulate_chunk(
     batch = Batch.from_datasets([d.data for d in draws])
     results = [est.fit_batch(batch, engine) for est in estimators]
     est = _estimate_frame(results, key, np.asarray(replications, dtype=np.int64))
-    ds_rows = [
-        {
-            "scenario": key,
-            "replication": rep,
-            "redraws": d.redraws,
-            "gate_passed": not d.gate_reason,
-            "gate_reason": d.gate_reason,
-            "n_groups": d.data.n_groups,
-            "n_persons": d.data.n_persons,
-            **reliability_row(d.data),
-        }
-        for rep, d in zip(replications, draws, strict=True)
-    ]
-    return est, pd.DataFrame(ds_rows)
+    datasets = pd.DataFrame({
+        "scenario": key,
+        "replication": np.asarray(replications, dtype=np.int64),
+        "redraws": np.array([d.redraws for d in draws], dtype=np.int64),
+        "gate_passed": np.array([not d.gate_reason for d in draws]),
+        "gate_reason": np.array([d.gate_reason for d in draws], dtype=object),
+        "n_groups": np.array([d.data.n_groups for d in draws], dtype=np.int64),
+        "n_persons": np.array([d.data.n_persons for d in draws], dtype=np.int64),
+        **reliability_rows([d.data for d in draws]),
+    })
+    return est, datasets
 
 
 def run_task(run_dir: str, scenario: Scenario, start: int, stop: int,
