@@ -30,7 +30,7 @@ def generate(scenario: Scenario, rng: np.random.Generator) -> Dataset:
     """
     G, q = scenario.n_groups, scenario.n_z
     sizes = scenario.group_size.draw(G, rng)
-    chol = np.linalg.cholesky(scenario.covariance)
+    chol = scenario.covariance_cholesky
     u = rng.standard_normal((G, q + 1)) @ chol.T
     z, xi = u[:, :q], u[:, q]
     eps = rng.standard_normal(G) * np.sqrt(scenario.sigma2_eps)

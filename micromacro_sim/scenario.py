@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -296,6 +297,13 @@ class Scenario:
         sd[-1] = math.sqrt(self.var_xi)
         return self.correlation * np.outer(sd, sd)
 
+    @cached_property
+    def covariance_cholesky(self) -> np.ndarray:
+        """Lower Cholesky factor of :attr:`covariance` (read-only)."""
+        chol = np.linalg.cholesky(self.covariance)
+        chol.setflags(write=False)
+        return chol
+
     @property
     def z_names(self) -> tuple[str, ...]:
         """Names of the Z terms: ``z`` for one, ``z1..zq`` for several."""
@@ -358,12 +366,12 @@ class Scenario:
                 params.pop(name)
         return json.dumps(params, sort_keys=True, separators=(",", ":"), default=float)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable 16-hex-digit key from the non-default parameters."""
         return hashlib.sha256(self._key_material().encode()).hexdigest()[:16]
 
-    @property
+    @cached_property
     def key_words(self) -> tuple[int, ...]:
         """The key as four 32-bit words, for :class:`numpy.random.SeedSequence`."""
         digest = hashlib.sha256(self._key_material().encode()).digest()
