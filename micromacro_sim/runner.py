@@ -42,7 +42,8 @@ from .storage import (
 
 __all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
 
-#: Estimated sequential seconds below which starting loky workers does not pay off.
+#: Estimated sequential seconds below which starting loky workers (about half a second
+#: each, in parallel) does not pay off.
 LOKY_WORTHWHILE_SECONDS = 2.0
 
 SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}

@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import optimize
 
 from ..batch import Batch
 from ..dataset import Dataset
@@ -186,6 +185,8 @@ def fit_two_level(data: Dataset) -> TwoLevelFit:
     l21 = wyx / np.sqrt(tau0)
     l22 = np.sqrt(max(S0[0, 0] - l21**2, 0.05 * S0[0, 0]))
     eta0 = np.array([np.log(mse), 0.5 * np.log(tau0), l21, np.log(l22)])
+    from scipy import optimize  # lazy: the fast engine never needs it
+
     opt = optimize.minimize(_profile, eta0, args=(d,), method="BFGS",
                             options={"gtol": 1e-9, "maxiter": 2000})
     eta = opt.x
