@@ -439,6 +439,11 @@ _FIELDS = ("loadings", "residual_variances", "factor_variance", "intercepts", "f
            "converged", "admissible", "reason", "n_iter")
 
 
+def clear_cache() -> None:
+    """Forget the cached CFA fits (for timing the fit itself)."""
+    _CACHE.clear()
+
+
 def fit_cfa_batch(wide: np.ndarray) -> CFABatch:
     """:func:`_fit_cfa_batch`, reusing the fits of datasets seen recently in this process."""
     X = np.ascontiguousarray(wide, dtype=float)
