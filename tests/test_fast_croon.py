@@ -18,14 +18,9 @@ import pytest
 
 from micromacro_sim.batch import Batch
 from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.base import SE_TYPES, BatchResult
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from tests.fastcheck import assert_same, make_batch
 
-EST_TOL, SE_TOL = 1e-6, 1e-5
-REPS = 40
 
 SCENARIOS = {
     "row16": dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3),
@@ -40,9 +35,6 @@ SCENARIOS = {
 METHODS = [("croon", {}), ("zcond_score", {}), ("sam", {}), ("sam", {"bounds": "none"})]
 
 
-def make_batch(params: dict, reps: int = REPS, root: int = 7) -> Batch:
-    sc = Scenario.from_params(params)
-    return Batch.from_datasets([generate(sc, replication_rng(root, sc, r)) for r in range(reps)])
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +42,6 @@ def batches() -> dict[str, Batch]:
     return {name: make_batch(p) for name, p in SCENARIOS.items()}
 
 
-def assert_same(fast: BatchResult, ref: BatchResult) -> None:
-    assert fast.engine == "fast" and ref.engine == "reference"
-    assert fast.terms == ref.terms and fast.two_step == ref.two_step
-    assert list(fast.reason) == list(ref.reason)
-    np.testing.assert_array_equal(fast.converged, ref.converged)
-    np.testing.assert_array_equal(fast.admissible, ref.admissible)
-    np.testing.assert_array_equal(fast.df_resid, ref.df_resid)  # NaN == NaN here
-    np.testing.assert_allclose(fast.params, ref.params, rtol=0, atol=EST_TOL)
-    for t in SE_TYPES:
-        np.testing.assert_allclose(fast.bse[t], ref.bse[t], rtol=0, atol=SE_TOL, err_msg=t)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

@@ -14,9 +14,7 @@ from conftest import make_data
 
 from micromacro_sim.batch import Batch
 from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.base import SE_TYPES
 from micromacro_sim.estimators.blup import (
     PROFILE_GRID,
     _batch_dneg2ll,
@@ -25,8 +23,7 @@ from micromacro_sim.estimators.blup import (
     _group_stats,
     _neg2ll,
 )
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from tests.fastcheck import assert_same, make_batch
 
 #: (scenario, replications). Low ICC with G=50, n=5 gives boundary (inadmissible) fits.
 SCENARIOS = {
@@ -39,29 +36,15 @@ SCENARIOS = {
 }
 
 
-def make_batch(params: dict, reps: int, seed: int = 31) -> Batch:
-    sc = Scenario.from_params(params)
-    return Batch.from_datasets([generate(sc, replication_rng(seed, sc, r)) for r in range(reps)])
 
 
-def assert_same(fast, ref) -> None:
-    """Estimates within 1e-6, SEs within 1e-5 (absolute; both paths solve the same
-    equations to ~1e-12), identical flags and reasons, NaN in the same places."""
-    assert fast.engine == "fast" and ref.engine == "reference"
-    np.testing.assert_array_equal(fast.converged, ref.converged)
-    np.testing.assert_array_equal(fast.admissible, ref.admissible)
-    assert list(fast.reason) == list(ref.reason)
-    np.testing.assert_allclose(fast.params, ref.params, rtol=0, atol=1e-6)
-    for t in SE_TYPES:
-        np.testing.assert_allclose(fast.bse[t], ref.bse[t], rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(fast.df_resid, ref.df_resid)
 
 
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_blup_fast_equals_reference(scenario, reml):
     params, reps = SCENARIOS[scenario]
-    batch = make_batch(params, reps)
+    batch = make_batch(params, reps, root=31)
     est = get_estimator("blup", reml=reml, verify=False)
     fast, ref = est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference")
     assert_same(fast, ref)
@@ -76,7 +59,7 @@ def test_blup_fast_equals_reference(scenario, reml):
 def test_blup_fast_skips_only_the_mixedlm_check():
     # With the default verify=True the reference also fits MixedLM; on these data it agrees
     # with the profile optimum, so the fast path's unchecked answer is the same.
-    batch = make_batch(SCENARIOS["unbalanced"][0], 2)
+    batch = make_batch(SCENARIOS["unbalanced"][0], 2, root=31)
     est = get_estimator("blup")
     assert_same(est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference"))
 
@@ -84,7 +67,7 @@ def test_blup_fast_skips_only_the_mixedlm_check():
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_blup_hetvar_fast_equals_reference(scenario):
     params, reps = SCENARIOS[scenario]
-    batch = make_batch(params, min(reps, 25))
+    batch = make_batch(params, min(reps, 25), root=31)
     est = get_estimator("blup_hetvar")
     fast, ref = est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference")
     assert_same(fast, ref)
@@ -120,7 +103,7 @@ def test_edge_replications_in_one_batch():
 def test_batched_deviance_and_derivatives(reml):
     # Grid deviance from per-size sums and the first/second derivatives used by the
     # batched Newton step, against the reference deviance (and central differences of it).
-    batch = make_batch(SCENARIOS["unbalanced_low_icc_2z"][0], 3)
+    batch = make_batch(SCENARIOS["unbalanced_low_icc_2z"][0], 3, root=31)
     n, xbar, sse = _batch_stats(batch, np.arange(3))
     dev = _grid_deviance(n, xbar, sse, reml)
     for r, data in enumerate(batch.datasets):

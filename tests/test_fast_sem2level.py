@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from micromacro_sim.batch import Batch
-from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.base import SE_TYPES, BatchResult
+from micromacro_sim.estimators.base import BatchResult
 from micromacro_sim.estimators.sem_2level import (
     _batch_derivs,
     _batch_stats,
@@ -28,10 +27,7 @@ from micromacro_sim.estimators.sem_2level import (
     _prepare,
     _start_batch,
 )
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
-
-EST_TOL, SE_TOL = 1e-6, 1e-5
+from tests.fastcheck import assert_same, make_batch
 
 #: (scenario, replications); low ICC with G=50, n=5 gives boundary (inadmissible) fits
 SCENARIOS = {
@@ -45,9 +41,6 @@ SCENARIOS = {
 }
 
 
-def make_batch(params: dict, reps: int, root: int = 7) -> Batch:
-    sc = Scenario.from_params(params)
-    return Batch.from_datasets([generate(sc, replication_rng(root, sc, r)) for r in range(reps)])
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +53,6 @@ def fits() -> dict[str, tuple[Batch, BatchResult, BatchResult]]:
     return out
 
 
-def assert_same(fast: BatchResult, ref: BatchResult) -> None:
-    assert fast.engine == "fast" and ref.engine == "reference"
-    assert fast.terms == ref.terms and fast.two_step == ref.two_step
-    assert list(fast.reason) == list(ref.reason)
-    np.testing.assert_array_equal(fast.converged, ref.converged)
-    np.testing.assert_array_equal(fast.admissible, ref.admissible)
-    np.testing.assert_array_equal(fast.df_resid, ref.df_resid)  # all NaN
-    np.testing.assert_allclose(fast.params, ref.params, rtol=0, atol=EST_TOL)
-    for t in SE_TYPES:  # NaN in the same places (only "classical" is ever filled)
-        np.testing.assert_allclose(fast.bse[t], ref.bse[t], rtol=0, atol=SE_TOL, err_msg=t)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
