@@ -21,7 +21,6 @@ from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
 from tests.fastcheck import assert_same, make_batch
 
-
 SCENARIOS = {
     "row16": dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3),
     "r0": dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.0),
