@@ -8,6 +8,7 @@ linear algebra works matrix by matrix). The redraw gate is on, so redraws are co
 from __future__ import annotations
 
 import pandas as pd
+
 from micromacro_sim.config import parse_config
 from micromacro_sim.estimators import available
 from micromacro_sim.runner import run
