@@ -36,6 +36,7 @@ from .storage import (
     clear_run,
     completed_ranges,
     read_manifest,
+    write_frame_atomic,
     write_json_atomic,
     write_shard,
 )
@@ -230,7 +231,6 @@ class RunResult:
 
     run_dir: Path
     tasks_run: int
-    tasks_skipped: int
     replications_run: int
     seconds: float
 
@@ -242,10 +242,7 @@ def _scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> None:
         old = pd.read_parquet(path)
         for row in old.to_dict("records"):
             rows.setdefault(row["scenario"], row)
-    frame = pd.DataFrame([rows[k] for k in keys if k in rows])
-    tmp = run_dir / ".scenarios.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_frame_atomic(path, pd.DataFrame([rows[k] for k in keys if k in rows]))
 
 
 def run(
@@ -281,9 +278,6 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     _scenarios_table(run_dir, config, manifest["scenarios"])
     tasks = plan_tasks(config, run_dir)
-    total_tasks = sum(
-        -(-config.replications // config.resolved_chunk_size()) for _ in config.scenarios
-    )
     if max_tasks is not None:
         tasks = tasks[:max_tasks]
     started = time.perf_counter()
@@ -336,7 +330,6 @@ def run(
     return RunResult(
         run_dir=run_dir,
         tasks_run=len(tasks),
-        tasks_skipped=max(0, total_tasks - len(tasks) - len(remaining)),
         replications_run=sum(b - a for _, a, b in tasks),
         seconds=seconds,
     )

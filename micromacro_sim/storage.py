@@ -28,9 +28,11 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "TABLES",
+    "clear_run",
     "completed_ranges",
     "read_manifest",
     "read_table",
+    "write_frame_atomic",
     "write_json_atomic",
     "write_shard",
 ]
@@ -39,8 +41,17 @@ TABLES = ("datasets", "estimates")
 _PART = re.compile(r"^part-(\d{6,})-(\d{6,})\.parquet$")
 
 
-def _atomic_replace(tmp: Path, path: Path) -> None:
+def _tmp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path``, unique to this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_frame_atomic(path: Path, frame: pd.DataFrame) -> Path:
+    """Write a DataFrame as Parquet through a temporary file and a rename."""
+    tmp = _tmp_name(path)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
     os.replace(tmp, path)
+    return path
 
 
 def write_shard(run_dir: Path, table: str, key: str, start: int, stop: int,
@@ -48,11 +59,7 @@ def write_shard(run_dir: Path, table: str, key: str, start: int, stop: int,
     """Write one shard atomically (temporary file, then rename)."""
     folder = Path(run_dir) / table / key
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"part-{start:06d}-{stop:06d}.parquet"
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    _atomic_replace(tmp, path)
-    return path
+    return write_frame_atomic(folder / f"part-{start:06d}-{stop:06d}.parquet", frame)
 
 
 def _parts(run_dir: Path, table: str, key: str | None = None) -> list[tuple[str, int, int, Path]]:
@@ -104,9 +111,9 @@ def read_table(run_dir: str | Path, table: str,
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to ``path`` through a temporary file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    _atomic_replace(tmp, path)
+    os.replace(tmp, path)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
