@@ -307,7 +307,7 @@ th{background:#f4f4f4}td:first-child,td:nth-child(2){text-align:left}
 .partial{background:#fff3cd;border:2px solid #d39e00;color:#6b4f00;padding:.8em 1em;
 font-weight:bold;font-size:1.1em;margin:1em 0}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{color:#555;font-size:.85em}
+figcaption{color:#555;font-size:.85em}.wide{overflow-x:auto}
 """
 
 
@@ -347,7 +347,9 @@ def _html(title: str, facts: list[tuple[str, str]], banner: str, sections: list[
         if sec.note:
             parts.append(f"<p class=\"note\">{e(sec.note)}</p>")
         if sec.frame is not None:
-            parts.append(sec.frame.to_html(index=False, escape=True, border=0, na_rep=""))
+            parts.append('<div class="wide">'
+                         + sec.frame.to_html(index=False, escape=True, border=0, na_rep="")
+                         + "</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
