@@ -384,6 +384,30 @@ class Estimator(ABC):
     def _fit_batch(self, batch: Batch) -> BatchResult:
         raise NotImplementedError
 
+    def _one_step_batch(self, batch: Batch, params: np.ndarray, se: np.ndarray,
+                        converged: np.ndarray, admissible: np.ndarray, reason: np.ndarray,
+                        fallback: np.ndarray) -> BatchResult:
+        """Assemble a one-step model's batch result (model-based SEs, normal inference).
+
+        Replications marked in ``fallback`` (rare: degenerate data, near a bound) are fitted
+        one at a time by the reference path and merged in, so verdicts match it exactly.
+        """
+        params, se = params.copy(), se.copy()
+        converged, admissible = converged.copy(), admissible.copy()
+        reason = np.array(reason, dtype=object)
+        for r in np.flatnonzero(fallback):
+            res = self.fit(batch.datasets[r])
+            params[r], se[r] = res.params, res.se()
+            converged[r], admissible[r], reason[r] = res.converged, res.admissible, res.reason
+        R, k = params.shape
+        bse = {t: np.full((R, k), np.nan) for t in SE_TYPES}
+        bse["classical"] = se
+        return BatchResult(
+            method=self.label, terms=batch.terms, params=params, bse=bse,
+            df_resid=np.full(R, np.nan), converged=converged, admissible=admissible,
+            reason=reason, two_step=False, engine="fast",
+        )
+
     def fit_batch(self, batch: Batch, engine: str = "auto") -> BatchResult:
         """Fit every replication of ``batch``.
 

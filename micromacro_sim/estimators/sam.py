@@ -16,7 +16,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import SE_TYPES, BatchResult, Estimator, FitResult
+from .base import BatchResult, Estimator, FitResult
 from .croon import solve_batch
 
 __all__ = ["LocalSAM", "ml_moments", "ml_moments_batch", "sam_fit", "sam_fit_batch"]
@@ -430,19 +430,8 @@ class LocalSAM(Estimator):
         reason = np.array([_sam_reason(*t) for t in zip(out["psi_mm_unbounded"], out["psi_mm"],
                                                           out["lambda"], strict=True)],
                           dtype=object)
-        params, se = out["params"].copy(), out["se"].copy()
-        converged, admissible = np.ones(R, bool), reason == ""
-        for r in np.flatnonzero(fallback):  # rare: the reference fit
-            res = self.fit(batch.datasets[r])
-            params[r], se[r] = res.params, res.se()
-            converged[r], admissible[r], reason[r] = res.converged, res.admissible, res.reason
-        bse = {t: np.full((R, k), np.nan) for t in SE_TYPES}
-        bse["classical"] = se
-        return BatchResult(
-            method=self.label, terms=batch.terms, params=params, bse=bse,
-            df_resid=np.full(R, np.nan), converged=converged, admissible=admissible,
-            reason=reason, two_step=False, engine="fast",
-        )
+        return self._one_step_batch(batch, out["params"], out["se"], np.ones(R, bool),
+                                    reason == "", reason, fallback)
 
     def _fit(self, data: Dataset) -> FitResult:
         r = sam_fit(data, bounds=self.params["bounds"])

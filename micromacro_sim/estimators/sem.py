@@ -35,7 +35,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import SE_TYPES, BatchResult, Estimator, FitResult
+from .base import BatchResult, Estimator, FitResult
 
 __all__ = ["SEM", "SEMSolution", "sem_batch", "sem_closed_form", "sem_expected_information"]
 
@@ -412,18 +412,7 @@ class SEM(Estimator):
                 fallback |= bad
                 reason[~adm] = "negative variance"
                 se[~adm] = np.nan
-        for r in np.flatnonzero(fallback):
-            res = self.fit(batch.datasets[r])
-            params[r] = res.params
-            se[r] = res.se()
-            conv[r], adm[r], reason[r] = res.converged, res.admissible, res.reason
-        nan = np.full((R, k), np.nan)
-        return BatchResult(
-            method=self.label, terms=batch.terms, params=params,
-            bse={t: se if t == "classical" else nan.copy() for t in SE_TYPES},
-            df_resid=np.full(R, np.nan), converged=conv, admissible=adm, reason=reason,
-            two_step=False, engine="fast",
-        )
+        return self._one_step_batch(batch, params, se, conv, adm, reason, fallback)
 
     def _fit(self, data: Dataset) -> FitResult:
         wide = data.wide(0)

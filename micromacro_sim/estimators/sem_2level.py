@@ -38,7 +38,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import SE_TYPES, BatchResult, Estimator, FitResult
+from .base import BatchResult, Estimator, FitResult
 
 __all__ = [
     "SEM2Level",
@@ -1171,15 +1171,4 @@ class SEM2Level(Estimator):
             p, s, ok = _fit_batch_two_level(batch)
             params[ok], se[ok] = p[ok], s[ok]
             fallback = ~ok
-        for r in np.flatnonzero(fallback):
-            res = self.fit(batch.datasets[r])
-            params[r] = res.params
-            se[r] = res.se()
-            conv[r], adm[r], reason[r] = res.converged, res.admissible, res.reason
-        nan = np.full((R, k), np.nan)
-        return BatchResult(
-            method=self.label, terms=batch.terms, params=params,
-            bse={t: se if t == "classical" else nan.copy() for t in SE_TYPES},
-            df_resid=np.full(R, np.nan), converged=conv, admissible=adm, reason=reason,
-            two_step=False, engine="fast",
-        )
+        return self._one_step_batch(batch, params, se, conv, adm, reason, fallback)
