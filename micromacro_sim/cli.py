@@ -117,8 +117,25 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
                    help="robust SE type shown beside the classical one in the printed table")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``micromacro``."""
+#: Commands whose modules import pandas, scipy or matplotlib: their parsers are built only
+#: when the command line asks for them (or for the full help), so that ``micromacro run``
+#: starts without those imports.
+_HEAVY = {
+    "bench": "micromacro_sim.bench",
+    "report": "micromacro_sim.report",
+    "reproduce": "micromacro_sim.reproduce.cli",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``micromacro``.
+
+    Parameters
+    ----------
+    command : str, optional
+        The subcommand about to be parsed; the other heavy commands are then left out.
+        None builds every command (full help).
+    """
     parser = argparse.ArgumentParser(
         prog="micromacro", description="Monte Carlo studies of micro-macro multilevel models."
     )
@@ -168,18 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=_cmd_methods)
 
-    from . import bench, report
-    from .reproduce.cli import add_parser as add_reproduce
+    import importlib
 
-    bench.add_parser(sub)
-    add_reproduce(sub)
-    report.add_parser(sub)
+    for name, module in _HEAVY.items():
+        if command is None or command == name:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    light = {"run", "summarize", "fit", "demo", "grid", "methods"}
+    parser = build_parser(first if first in light | set(_HEAVY) else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .admissibility import Policy, draw_many
 from .backends import backend_context
@@ -56,33 +55,41 @@ _EST_COLUMNS = [
 ]
 
 
-def _estimate_frame(results: list[BatchResult], key: str, reps: np.ndarray) -> pd.DataFrame:
+def _table(columns: dict[str, np.ndarray]):
+    """A pyarrow table from numpy columns (object arrays hold strings)."""
+    import pyarrow as pa
+
+    return pa.table({name: pa.array(values.tolist() if values.dtype == object else values)
+                     for name, values in columns.items()})
+
+
+def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
     """Rows ordered by replication, method, term."""
     R = len(reps)
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in _EST_COLUMNS}
     for m_idx, res in enumerate(results):
         k = len(res.terms)
         cols = {
-            "replication": np.repeat(reps, k),
-            "method_index": np.full(R * k, m_idx, dtype=np.int16),
+            "scenario": np.full(R * k, key, dtype=object),
+            "replication": np.repeat(reps, k).astype(np.int64),
             "method": np.full(R * k, res.method, dtype=object),
+            "method_index": np.full(R * k, m_idx, dtype=np.int16),
             "term": np.tile(np.array(res.terms, dtype=object), R),
             "term_index": np.tile(np.arange(k, dtype=np.int16), R),
             "estimate": res.params.reshape(-1),
             **{col: res.bse[t].reshape(-1) for t, col in SE_COLUMNS.items()},
-            "df_resid": np.repeat(res.df_resid, k),
-            "converged": np.repeat(res.converged, k),
-            "admissible": np.repeat(res.admissible, k),
+            "df_resid": np.repeat(res.df_resid, k).astype(float),
+            "converged": np.repeat(res.converged, k).astype(bool),
+            "admissible": np.repeat(res.admissible, k).astype(bool),
             "reason": np.repeat(res.reason, k).astype(object),
             "two_step": np.full(R * k, res.two_step),
             "engine": np.full(R * k, res.engine, dtype=object),
         }
-        parts.append(pd.DataFrame(cols))
-    est = pd.concat(parts, ignore_index=True)
-    est.insert(0, "scenario", key)
-    est = est.sort_values(["replication", "method_index", "term_index"], kind="stable")
-    est = est.astype({"replication": "int64", "converged": bool, "admissible": bool})
-    return est[_EST_COLUMNS].reset_index(drop=True)
+        for c in _EST_COLUMNS:
+            parts[c].append(cols[c])
+    columns = {c: np.concatenate(v) for c, v in parts.items()}
+    order = np.lexsort((columns["term_index"], columns["method_index"], columns["replication"]))
+    return _table({c: v[order] for c, v in columns.items()})
 
 
 def simulate_chunk(
@@ -92,7 +99,7 @@ def simulate_chunk(
     seed: int,
     policy: Policy,
     engine: str = "auto",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+):
     """Generate and analyse a range of replications of one scenario (no I/O).
 
     Every method sees the same datasets. With the fast engine each method fits the
@@ -100,7 +107,7 @@ def simulate_chunk(
 
     Returns
     -------
-    estimates, datasets : DataFrame
+    estimates, datasets : pyarrow.Table
         One row per (replication, method, term), and one per replication.
     """
     estimators = [m.build() for m in methods]
@@ -108,12 +115,13 @@ def simulate_chunk(
     draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
     batch = Batch.from_datasets([d.data for d in draws])
     results = [est.fit_batch(batch, engine) for est in estimators]
-    est = _estimate_frame(results, key, np.asarray(replications, dtype=np.int64))
-    datasets = pd.DataFrame({
-        "scenario": key,
-        "replication": np.asarray(replications, dtype=np.int64),
+    reps = np.asarray(replications, dtype=np.int64)
+    est = _estimate_table(results, key, reps)
+    datasets = _table({
+        "scenario": np.full(len(reps), key, dtype=object),
+        "replication": reps,
         "redraws": np.array([d.redraws for d in draws], dtype=np.int64),
-        "gate_passed": np.array([not d.gate_reason for d in draws]),
+        "gate_passed": np.array([not d.gate_reason for d in draws], dtype=bool),
         "gate_reason": np.array([d.gate_reason for d in draws], dtype=object),
         "n_groups": np.array([d.data.n_groups for d in draws], dtype=np.int64),
         "n_persons": np.array([d.data.n_persons for d in draws], dtype=np.int64),
@@ -236,13 +244,15 @@ class RunResult:
 
 
 def _scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = run_dir / "scenarios.parquet"
     rows = {sc.key: sc.describe() for sc in config.scenarios}
     if path.is_file():
-        old = pd.read_parquet(path)
-        for row in old.to_dict("records"):
+        for row in pq.read_table(path).to_pylist():
             rows.setdefault(row["scenario"], row)
-    write_frame_atomic(path, pd.DataFrame([rows[k] for k in keys if k in rows]))
+    write_frame_atomic(path, pa.Table.from_pylist([rows[k] for k in keys if k in rows]))
 
 
 def run(

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,16 +45,18 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_frame_atomic(path: Path, frame: pd.DataFrame) -> Path:
-    """Write a DataFrame as Parquet through a temporary file and a rename."""
+def write_frame_atomic(path: Path, frame) -> Path:
+    """Write a pyarrow Table (or a pandas DataFrame) as Parquet through a temporary file
+    and a rename."""
     tmp = _tmp_name(path)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame,
+                                                                            preserve_index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
     return path
 
 
-def write_shard(run_dir: Path, table: str, key: str, start: int, stop: int,
-                frame: pd.DataFrame) -> Path:
+def write_shard(run_dir: Path, table: str, key: str, start: int, stop: int, frame) -> Path:
     """Write one shard atomically (temporary file, then rename)."""
     folder = Path(run_dir) / table / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,13 +84,14 @@ def completed_ranges(run_dir: Path, key: str) -> list[tuple[int, int]]:
     return sorted((a, b) for _, a, b, _ in _parts(run_dir, "estimates", key))
 
 
-def read_table(run_dir: str | Path, table: str,
-               scenarios: Iterable[str] | None = None) -> pd.DataFrame:
+def read_table(run_dir: str | Path, table: str, scenarios: Iterable[str] | None = None):
     """Read a table from the finished shards, sorted by scenario and replication.
 
     Only shards of finished tasks are read (a ``datasets`` shard whose ``estimates``
     shard is missing belongs to an interrupted task and is ignored).
     """
+    import pandas as pd  # lazy: the runner writes shards without pandas
+
     if table not in TABLES:
         raise ValueError(f"table: expected one of {TABLES}, got {table!r}")
     run_dir = Path(run_dir)

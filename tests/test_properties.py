@@ -81,6 +81,7 @@ def test_edge_scenarios_never_crash_nor_hide_nan(params):
     sc = Scenario.from_params(params)
     methods = tuple(MethodSpec(m, m) for m in available())
     est, ds = simulate_chunk(sc, range(6), methods, 5, Policy(mode="flag", gate="none"))
+    est, ds = est.to_pandas(), ds.to_pandas()
     assert len(ds) == 6
     nan_rows = est[~np.isfinite(est["estimate"])]
     assert not nan_rows["admissible"].any(), "a missing estimate must be flagged"
