@@ -42,9 +42,10 @@ from .storage import (
 
 __all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
 
-#: Estimated sequential seconds below which starting loky workers (about half a second
-#: each, in parallel) does not pay off.
-LOKY_WORTHWHILE_SECONDS = 2.0
+#: Estimated sequential seconds below which starting loky workers does not pay off: each
+#: costs about a second of start-up (imports), and the first task, which the estimate is
+#: based on, runs cold and overstates the rest.
+LOKY_WORTHWHILE_SECONDS = 3.0
 
 SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
