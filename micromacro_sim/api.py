@@ -11,6 +11,7 @@ import pandas as pd
 from .dataset import Dataset
 from .errors import DataError
 from .estimators import SE_TYPES, FitResult, available, get_estimator, registry
+from .status import Status
 from .userdata import prepare
 
 __all__ = [
@@ -48,7 +49,8 @@ def results_table(results: Sequence[FitResult]) -> pd.DataFrame:
             row = {"method": r.method, "term": term, "estimate": r.params[i]}
             for t in SE_TYPES:
                 row["se" if t == "classical" else f"se_{t}"] = r.se(t)[i]
-            row.update(converged=r.converged, admissible=r.admissible, reason=r.reason)
+            row.update(converged=r.converged, admissible=r.admissible, status=r.status.value,
+                       reason_code=r.reason_code, reason=r.reason)
             rows.append(row)
     out = pd.DataFrame(rows)
     num = ["estimate", "se", *(f"se_{t}" for t in SE_TYPES if t != "classical")]
@@ -76,8 +78,8 @@ def fit_frame(
     prep = prepare(frame, group=group, x=x, y=y, z=z)
     results, notes = [], list(prep.notes)
     for r in fit_dataset(prep.data, methods):
-        if r.reason.startswith("not applicable"):
-            notes.append(f"{r.method} skipped: {r.reason.removeprefix('not applicable: ')}")
+        if r.status is Status.NOT_APPLICABLE:
+            notes.append(f"{r.method} skipped: {r.reason}")
         else:
             results.append(r)
     if not results:
@@ -299,9 +301,8 @@ def fit(
     out = []
     for res in fit_dataset(d, names):
         notes = list(prep.notes)
-        if res.reason.startswith("not applicable"):
-            raise DataError(f"method: {res.method} cannot fit these data "
-                            f"({res.reason.removeprefix('not applicable: ')})")
+        if res.status is Status.NOT_APPLICABLE:
+            raise DataError(f"method: {res.method} cannot fit these data ({res.reason})")
         ct = cov_type if cov_type in res.bse else "classical"
         if ct != cov_type:
             notes.append(f"{res.method} reports model-based (classical) SEs only")

@@ -26,10 +26,9 @@ from .backends import backend_context
 from .batch import Batch
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
-from .estimators import SE_TYPES
-from .estimators.base import BatchResult
 from .progress import Progress
 from .reliability import reliability_rows
+from .results import SE_COLUMNS, BatchResult
 from .scenario import Scenario
 from .storage import (
     clear_run,
@@ -47,12 +46,12 @@ __all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
 #: based on, runs cold and overstates the rest.
 LOKY_WORTHWHILE_SECONDS = 3.0
 
-SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
 
 _EST_COLUMNS = [
     "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
-    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "reason", "two_step", "engine",
+    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "status", "reason_code",
+    "reason", "two_step", "engine",
 ]
 
 
@@ -82,6 +81,8 @@ def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
             "df_resid": np.repeat(res.df_resid, k).astype(float),
             "converged": np.repeat(res.converged, k).astype(bool),
             "admissible": np.repeat(res.admissible, k).astype(bool),
+            "status": np.repeat(res.status, k).astype(object),
+            "reason_code": np.repeat(res.reason_code, k).astype(object),
             "reason": np.repeat(res.reason, k).astype(object),
             "two_step": np.full(R * k, res.two_step),
             "engine": np.full(R * k, res.engine, dtype=object),

@@ -165,8 +165,20 @@ def _theta(scen: pd.Series, term: str) -> float:
 
 
 def _reasons(s: pd.Series) -> str:
+    """Counts of reason codes, most frequent first: ``negative_variance (12); ...``."""
     counts = s[s != ""].value_counts()
     return "; ".join(f"{r} ({n})" for r, n in counts.items())
+
+
+def _status_counts(est: pd.DataFrame) -> pd.DataFrame:
+    """Per-replication status and reason code (derived for runs written before they were
+    stored)."""
+    if "status" not in est:
+        ok = est["converged"] & est["admissible"] & np.isfinite(est["estimate"])
+        est["status"] = np.where(ok, "ok", "flagged")
+    if "reason_code" not in est:
+        est["reason_code"] = ""
+    return est
 
 
 def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
@@ -193,7 +205,8 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     if est.empty:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
     reps = int(manifest["replications"])
-    est["ok"] = est["converged"] & est["admissible"] & np.isfinite(est["estimate"])
+    est = _status_counts(est)
+    est["ok"] = est["status"] == "ok"
     rows = []
     for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
         used = g if include_flagged else g[g["ok"]]
@@ -226,7 +239,9 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
             n_flagged=("ok", lambda s: int((~s).sum())),
             n_not_converged=("converged", lambda s: int((~s).sum())),
             n_inadmissible=("admissible", lambda s: int((~s).sum())),
-            reasons=("reason", _reasons),
+            n_not_applicable=("status", lambda s: int((s == "not_applicable").sum())),
+            n_error=("status", lambda s: int((s == "error").sum())),
+            reasons=("reason_code", _reasons),
         )
         .reset_index()
     )

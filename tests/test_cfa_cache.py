@@ -20,4 +20,4 @@ def test_cached_rows_equal_fresh_fits():
         a, b = getattr(fresh, f), getattr(mixed, f)
         assert a.dtype == b.dtype, f
         np.testing.assert_array_equal(a, b, err_msg=f)
-    assert set(fresh.reason) != {""}  # the harsh design exercises the failure verdicts too
+    assert any(fresh.flags)  # the harsh design exercises the failure verdicts too

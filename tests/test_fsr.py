@@ -128,4 +128,4 @@ def test_needs_balanced_and_one_x():
     unbalanced = Dataset(group=np.repeat(np.arange(100), sizes), x=data.x, y=data.y, z=data.z)
     for name in ("sam", "zcond_score"):
         r = get_estimator(name).fit(unbalanced)
-        assert r.reason.startswith("not applicable")
+        assert r.status.value == "not_applicable"

@@ -143,7 +143,7 @@ def test_not_applicable_without_within_variation():
     data = Dataset(group=np.arange(5), x=np.arange(5.0), y=np.arange(5.0), z=np.ones(5))
     for name in ("blup", "blup_hetvar"):
         res = get_estimator(name).fit(data)
-        assert res.reason.startswith("not applicable")
+        assert res.status.value == "not_applicable"
 
 
 # ------------------------------------------------------------------ het-var model

@@ -119,7 +119,7 @@ def test_cfa_heywood_case_is_flagged():
 def test_factor_score_rejects_unbalanced_and_bad_option():
     data, _ = load("unbalanced")
     res = FactorScore().fit(data)
-    assert not res.ok and res.reason.startswith("not applicable")
+    assert not res.ok and res.status.value == "not_applicable"
     with pytest.raises(ValueError, match="scores"):
         FactorScore(scores="ML")
 

@@ -35,6 +35,7 @@ from micromacro_sim.estimators.sem_2level import (
     fit_two_level_multi,
     observed_information_multi,
 )
+from micromacro_sim.status import Reason
 
 FIX = Path(__file__).parent / "fixtures" / "sem2level_multi"
 NAMES = ["balanced_p2_z1", "unbalanced_p2_z2", "unbalanced_p3_z0"]
@@ -112,7 +113,7 @@ def test_estimates_are_lavaans_ml(fits, name):
                                           (len(zs), len(xs))), atol=1e-4)
     assert e["sigma2_e"] == pytest.approx(est["y~~y@2"], abs=1e-4)
     np.testing.assert_allclose(fit.mu_x, [est[f"{x}~1@2"] for x in xs], atol=1e-4)
-    assert fit.converged and fit.reason == "" and fit.grad_max < 1e-8
+    assert fit.converged and fit.reason is None and fit.grad_max < 1e-8
     # lavaan's logl is that of the raw x, y and z: add z's likelihood, the constants and
     # the Jacobian of x -> (xbar, within contrasts); ours is higher by 1e-7 to 6e-7
     G, N, p, q = data.n_groups, data.n_persons, data.n_x, data.n_z
@@ -268,11 +269,11 @@ def test_negative_variance_is_flagged():
 def test_verdicts():
     eye = np.eye(2)
     kw = dict(var_y=1.0, var_xbar=np.ones(2))
-    assert _verdict_multi(eye, 0.5, eye, **kw) == ""
-    assert _verdict_multi(np.diag([1.0, 1e-6]), 0.5, eye, **kw) == "negative variance"
-    assert _verdict_multi(eye, 1e-6, eye, **kw) == "negative variance"
-    assert _verdict_multi(np.ones((2, 2)), 0.5, eye, **kw) == "not positive definite"
-    assert _verdict_multi(eye, 0.5, np.ones((2, 2)), **kw) == "not positive definite"
+    assert _verdict_multi(eye, 0.5, eye, **kw) is None
+    assert _verdict_multi(np.diag([1.0, 1e-6]), 0.5, eye, **kw) is Reason.NEGATIVE_VARIANCE
+    assert _verdict_multi(eye, 1e-6, eye, **kw) is Reason.NEGATIVE_VARIANCE
+    assert _verdict_multi(np.ones((2, 2)), 0.5, eye, **kw) is Reason.NOT_POSITIVE_DEFINITE
+    assert _verdict_multi(eye, 0.5, np.ones((2, 2)), **kw) is Reason.NOT_POSITIVE_DEFINITE
 
 
 def test_collinear_x_is_flagged_not_raised():

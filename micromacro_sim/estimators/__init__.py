@@ -10,10 +10,13 @@ import importlib
 import pkgutil
 from typing import Any
 
-from .base import SE_TYPES, Estimator, FitResult, NotApplicable, Scores, TwoStepEstimator
+from ..results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
+from .base import Estimator, NotApplicable, TwoStepEstimator
 
 __all__ = [
     "SE_TYPES",
+    "BatchResult",
+    "BatchScores",
     "Estimator",
     "FitResult",
     "NotApplicable",

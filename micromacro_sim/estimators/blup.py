@@ -49,7 +49,10 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchScores, NotApplicable, Scores, TwoStepEstimator
+from ..options import Option
+from ..results import BatchScores, Scores
+from ..status import Reason, add_flags, flag, no_flags
+from .base import NotApplicable, TwoStepEstimator
 
 __all__ = [
     "Blup",
@@ -70,7 +73,7 @@ PROFILE_GRID = np.concatenate([[0.0], np.logspace(-8, 6, 113)])
 #: :func:`oneway_profile` (Newton converges in well under 10 from inside the cell).
 NEWTON_MAX_ITER = 60
 #: Reason of a replication the one-way model cannot be fitted to.
-NOT_APPLICABLE = "not applicable: needs at least 2 groups and some groups with 2+ members"
+NOT_APPLICABLE = "needs at least 2 groups and some groups with 2+ members"
 #: A MixedLM log-likelihood higher than the profile optimum by more than this (relative)
 #: means the profile search missed the optimum.
 LOGLIK_TOL = 1e-10
@@ -517,44 +520,49 @@ class Blup(TwoStepEstimator):
 
     name = "blup"
     description = "OLS on random-intercept conditional modes (lme4 ranef; REML or ML)"
-    options = {"reml": True, "verify": True}
+    options = {
+        "reml": Option(True, "bool", "REML (lme4's default) or ML variance components"),
+        "verify": Option(True, "bool", "unbalanced data, reference engine: check the optimum "
+                                       "against statsmodels MixedLM"),
+    }
     batch_designs = ("balanced", "unbalanced")
 
     def check_applicable(self, data: Dataset) -> None:
         super().check_applicable(data)
         if data.n_groups < 2 or data.n_persons <= data.n_groups:
-            raise NotApplicable(NOT_APPLICABLE.removeprefix("not applicable: "))
+            raise NotApplicable(Reason.TOO_FEW_MEMBERS, NOT_APPLICABLE)
 
-    def first_step(self, data: Dataset) -> tuple[OneWayFit, str, dict[str, object]]:
-        """Variance components, ``reason`` when flagged, and details of the check."""
+    def first_step(self, data: Dataset) -> tuple[OneWayFit, bool, dict[str, object]]:
+        """Variance components, whether they disagree with MixedLM, and check details."""
         reml = bool(self.params["reml"])
         if data.balanced:
-            return oneway_closed_form(data, reml=reml), "", {"engine": "closed form"}
+            return oneway_closed_form(data, reml=reml), False, {"engine": "closed form"}
         exact = oneway_profile(data, reml=reml)
         info: dict[str, object] = {"engine": "profile likelihood"}
         if not self.params["verify"]:
-            return exact, "", info
+            return exact, False, info
         try:
             fit = oneway_mixedlm(data, reml=reml)
         except ValueError:
-            return exact, "", {**info, "mixedlm": "failed"}
+            return exact, False, {**info, "mixedlm": "failed"}
         if fit.loglik > exact.loglik + LOGLIK_TOL * max(1.0, abs(exact.loglik)):
             # MixedLM found a better optimum: the profile search missed it.
-            return fit, "disagrees with profile likelihood", {**info, "engine": "MixedLM"}
-        return exact, "", {**info, "mixedlm": "agrees" if _agree(fit, exact) else "worse optimum"}
+            return fit, True, {**info, "engine": "MixedLM"}
+        verdict = "agrees" if _agree(fit, exact) else "worse optimum"
+        return exact, False, {**info, "mixedlm": verdict}
 
     def scores(self, data: Dataset) -> Scores:
-        fit, reason, info = self.first_step(data)
+        fit, disagrees, info = self.first_step(data)
         xbar = data.xbar[:, 0]
         u = conditional_modes(xbar, data.sizes, fit.mu, fit.tau2, fit.sigma2)
-        converged = not reason
-        if fit.boundary:
-            reason = "; ".join(r for r in ("zero variance (boundary)", reason) if r)
+        flags = (flag(Reason.BOUNDARY),) if fit.boundary else ()
+        if disagrees:
+            flags += (flag(Reason.CLOSED_FORM_DISAGREEMENT, "disagrees with profile likelihood"),)
         return Scores(
             values=u,
-            converged=converged,
+            converged=not disagrees,
             admissible=not fit.boundary,
-            reason=reason,
+            flags=flags,
             extras={
                 "tau2": fit.tau2,
                 "sigma2": fit.sigma2,
@@ -574,7 +582,8 @@ class Blup(TwoStepEstimator):
         """
         values = np.full(batch.y.shape, np.nan)
         ok = (batch.sizes.sum(axis=1) > batch.n_groups) & (batch.n_groups >= 2)
-        reason = np.where(ok, "", NOT_APPLICABLE).astype(object)
+        flags = no_flags(ok.size)
+        add_flags(flags, ~ok, flag(Reason.TOO_FEW_MEMBERS, NOT_APPLICABLE))
         admissible = ok.copy()
         reps = np.flatnonzero(ok)
         if reps.size:
@@ -586,6 +595,7 @@ class Blup(TwoStepEstimator):
                     batch.xbar[reps] - fit.mu[:, None]
                 )
             admissible[reps] = ~fit.boundary
-            reason[reps[fit.boundary]] = "zero variance (boundary)"
+            add_flags(flags, np.isin(np.arange(ok.size), reps[fit.boundary]),
+                      flag(Reason.BOUNDARY))
         return BatchScores(values=values, converged=ok.copy(), admissible=admissible,
-                           reason=reason)
+                           flags=flags)

@@ -34,7 +34,9 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchScores, NotApplicable, Scores, TwoStepEstimator
+from ..results import BatchScores, Scores
+from ..status import Reason, add_flags, flag, no_flags
+from .base import NotApplicable, TwoStepEstimator
 
 __all__ = ["BlupHetVar", "HetVarBatch", "HetVarFit", "hetvar_ml", "hetvar_ml_batch"]
 
@@ -51,7 +53,7 @@ BOUNDARY_TOL = 1e-6
 SMALL_STEP = 1e-6
 LL_NOISE = 1e-12
 #: Reason of a replication the model cannot be fitted to.
-NOT_APPLICABLE = "not applicable: needs at least 3 groups and some groups with 2+ members"
+NOT_APPLICABLE = "needs at least 3 groups and some groups with 2+ members"
 
 
 @dataclass(frozen=True)
@@ -472,20 +474,18 @@ class BlupHetVar(TwoStepEstimator):
     def check_applicable(self, data: Dataset) -> None:
         super().check_applicable(data)
         if data.n_groups < 3 or int(data.sizes.max()) < 2:
-            raise NotApplicable(NOT_APPLICABLE.removeprefix("not applicable: "))
+            raise NotApplicable(Reason.TOO_FEW_MEMBERS, NOT_APPLICABLE)
 
     def scores(self, data: Dataset) -> Scores:
         fit = hetvar_ml(data)
-        reasons = []
-        if fit.boundary:
-            reasons.append("zero variance (boundary)")
+        flags = (flag(Reason.BOUNDARY),) if fit.boundary else ()
         if not fit.converged:
-            reasons.append("not converged")
+            flags += (flag(Reason.NOT_CONVERGED),)
         return Scores(
             values=fit.modes,
             converged=fit.converged,
             admissible=not fit.boundary,
-            reason="; ".join(reasons),
+            flags=flags,
             extras={
                 "tau2": fit.tau2,
                 "s2": fit.s2,
@@ -502,15 +502,19 @@ class BlupHetVar(TwoStepEstimator):
         ok = (batch.sizes.max(axis=1) >= 2) & (batch.n_groups >= 3)
         converged = np.zeros(ok.size, dtype=bool)
         admissible = np.zeros(ok.size, dtype=bool)
-        reason = np.where(ok, "", NOT_APPLICABLE).astype(object)
+        flags = no_flags(ok.size)
+        add_flags(flags, ~ok, flag(Reason.TOO_FEW_MEMBERS, NOT_APPLICABLE))
         reps = np.flatnonzero(ok)
         if reps.size:
             fit = hetvar_ml_batch(batch, reps=reps)
             values[reps] = fit.modes
             converged[reps] = fit.converged
             admissible[reps] = ~fit.boundary
-            labels = np.array(["", "not converged", "zero variance (boundary)",
-                               "zero variance (boundary); not converged"], dtype=object)
-            reason[reps] = labels[2 * fit.boundary + ~fit.converged]
+            rows = np.zeros(ok.size, dtype=bool)
+            rows[reps[fit.boundary]] = True
+            add_flags(flags, rows, flag(Reason.BOUNDARY))
+            rows[:] = False
+            rows[reps[~fit.converged]] = True
+            add_flags(flags, rows, flag(Reason.NOT_CONVERGED))
         return BatchScores(values=values, converged=converged, admissible=admissible,
-                           reason=reason)
+                           flags=flags)

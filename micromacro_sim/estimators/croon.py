@@ -12,25 +12,13 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
+from ..models.linalg import is_pd, solve_batch
 from ..reliability import anova
-from .base import BatchScores, Scores, TwoStepEstimator
+from ..results import BatchScores, Scores
+from ..status import Reason, add_flags, flag, no_flags
+from .base import TwoStepEstimator
 
 __all__ = ["Croon", "croon_scores", "croon_scores_batch"]
-
-#: Exceptions the reference path turns into an ``error: ...`` result (see Estimator.fit).
-_NUMERIC_ERRORS = (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError)
-
-
-def _is_pd(a: np.ndarray) -> bool:
-    """Positive definiteness of a symmetric matrix (Cholesky; NaN is not PD)."""
-    if not np.all(np.isfinite(a)):
-        return False
-    try:
-        np.linalg.cholesky((a + a.T) / 2)
-    except np.linalg.LinAlgError:
-        return False
-    return True
-
 
 def croon_scores(data: Dataset) -> Scores:
     """CV adjusted group means of ``data`` (SPEC section 3.1, matrix form).
@@ -43,8 +31,9 @@ def croon_scores(data: Dataset) -> Scores:
     Returns
     -------
     Scores
-        ``values`` (G, p) adjusted means; all NaN with ``admissible=False`` and reason
-        ``"S_xixi <= 0"`` or ``"R <= 0"`` when S_xixi or R is not positive definite.
+        ``values`` (G, p) adjusted means; all NaN with ``admissible=False`` and flag
+        ``S_xixi_nonpositive`` or ``R_nonpositive`` when S_xixi or R is not positive
+        definite.
         ``extras``: ``S_xixi`` (p, p), ``R`` (p, p), ``MSE`` (p, p), ``MSA`` (p, p),
         ``n0``, ``mu_x`` (p,), ``W`` (the weights P_g: (G,) for one x, else (G, p, p);
         NaN when inadmissible).
@@ -70,15 +59,15 @@ def croon_scores(data: Dataset) -> Scores:
     extras = {
         "S_xixi": s_xixi, "R": r, "MSE": mse, "MSA": a.msa, "n0": a.n0, "mu_x": mu_x,
     }
-    reason = ""
-    if not _is_pd(s_xixi):
-        reason = "S_xixi <= 0"
-    elif not _is_pd(r):
-        reason = "R <= 0"
-    if reason:
+    bad = None
+    if not is_pd(s_xixi):
+        bad = flag(Reason.S_XIXI_NONPOSITIVE)
+    elif not is_pd(r):
+        bad = flag(Reason.R_NONPOSITIVE)
+    if bad:
         w_nan = np.full((G,) if p == 1 else (G, p, p), np.nan)
         return Scores(
-            values=np.full((G, p), np.nan), admissible=False, reason=reason,
+            values=np.full((G, p), np.nan), admissible=False, flags=(bad,),
             extras={**extras, "W": w_nan},
         )
 
@@ -95,35 +84,7 @@ def croon_scores(data: Dataset) -> Scores:
     return Scores(values=values, extras={**extras, "W": w})
 
 
-def solve_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve ``a[r] x = b[r]`` for every r; singular systems give NaN instead of raising.
-
-    Parameters
-    ----------
-    a : ndarray (R, k, k)
-    b : ndarray (R, k) or (R, k, j)
-
-    Returns
-    -------
-    x : ndarray shaped like ``b`` (NaN where ``a[r]`` is singular)
-    singular : ndarray of bool (R,)
-    """
-    vec = b.ndim == 2
-    rhs = b[..., None] if vec else b
-    singular = np.zeros(a.shape[0], dtype=bool)
-    try:
-        x = np.linalg.solve(a, rhs)
-    except np.linalg.LinAlgError:  # rare: find the singular systems one by one
-        x = np.full(rhs.shape, np.nan)
-        for r in range(a.shape[0]):
-            try:
-                x[r] = np.linalg.solve(a[r], rhs[r])
-            except np.linalg.LinAlgError:
-                singular[r] = True
-    return (x[..., 0] if vec else x), singular
-
-
-def croon_scores_batch(batch: Batch) -> tuple[BatchScores, np.ndarray]:
+def croon_scores_batch(batch: Batch) -> BatchScores:
     """CV adjusted group means of every replication of a one-x batch (vectorised).
 
     The same computation as :func:`croon_scores` (one x, any q, any group sizes) with
@@ -131,12 +92,11 @@ def croon_scores_batch(batch: Batch) -> tuple[BatchScores, np.ndarray]:
 
     Returns
     -------
-    scores : BatchScores
-        ``values`` (R, G); NaN with ``admissible=False`` and reason ``"S_xixi <= 0"`` or
-        ``"R <= 0"`` exactly as the reference.
-    fallback : ndarray of bool (R,)
-        Replications the reference path would reject with an exception (N <= G, a
-        singular V_ZZ); their ``scores`` entries are placeholders.
+    BatchScores
+        ``values`` (R, G); NaN with ``admissible=False`` and flag ``S_xixi_nonpositive``
+        or ``R_nonpositive`` exactly as the reference; ``fallback`` marks the
+        replications the reference path would reject with an exception (N <= G, a
+        singular V_ZZ), whose entries are placeholders.
     """
     R, G = batch.y.shape
     q = batch.z.shape[2]
@@ -164,41 +124,16 @@ def croon_scores_batch(batch: Batch) -> tuple[BatchScores, np.ndarray]:
         else:
             r_var = s_xixi
             pred = np.broadcast_to(mu[:, None], (R, G))
-        reason = np.full(R, "", dtype=object)
+        flags = no_flags(R)
         bad_s = ~(np.isfinite(s_xixi) & (s_xixi > 0))
         bad_r = ~bad_s & ~(np.isfinite(r_var) & (r_var > 0))
-        reason[bad_s] = "S_xixi <= 0"
-        reason[bad_r] = "R <= 0"
-        ok = reason == ""
+        add_flags(flags, bad_s, flag(Reason.S_XIXI_NONPOSITIVE))
+        add_flags(flags, bad_r, flag(Reason.R_NONPOSITIVE))
+        ok = ~bad_s & ~bad_r
         w = r_var[:, None] / (r_var[:, None] + mse[:, None] / n)
         values = np.where(ok[:, None], xbar * w + pred * (1 - w), np.nan)
-    scores = BatchScores(values=values, converged=np.ones(R, bool), admissible=ok,
-                         reason=reason)
-    return scores, fallback
-
-
-def reference_fallback(
-    scores: BatchScores, fallback: np.ndarray, datasets: tuple[Dataset, ...], score_fn
-) -> BatchScores:
-    """Replace the replications flagged in ``fallback`` by the reference first step.
-
-    An exception of ``score_fn`` is recorded as the reference path records it (no
-    scores, not converged, reason ``error: ...``).
-    """
-    if not fallback.any():
-        return scores
-    values = scores.values.copy()
-    conv, adm, reason = scores.converged.copy(), scores.admissible.copy(), scores.reason.copy()
-    for r in np.flatnonzero(fallback):
-        try:
-            sc = score_fn(datasets[r])
-        except _NUMERIC_ERRORS as exc:
-            values[r], conv[r], adm[r] = np.nan, False, False
-            reason[r] = f"error: {type(exc).__name__}: {exc}"
-            continue
-        values[r] = np.asarray(sc.values, dtype=float).reshape(-1)
-        conv[r], adm[r], reason[r] = sc.converged, sc.admissible, sc.reason
-    return BatchScores(values, conv, adm, reason)
+    return BatchScores(values=values, converged=np.ones(R, bool), admissible=ok,
+                       flags=flags, fallback=fallback)
 
 
 class Croon(TwoStepEstimator):
@@ -217,7 +152,7 @@ class Croon(TwoStepEstimator):
 
     An inadmissible first step (S_xixi or R = S_xixi - V_xZ V_ZZ^-1 V_Zx not
     positive definite) is never divided through: the result has no estimates,
-    ``admissible=False`` and reason ``"S_xixi <= 0"`` or ``"R <= 0"``.
+    ``admissible=False`` and flag ``S_xixi_nonpositive`` or ``R_nonpositive``.
 
     Reference: Croon & van Veldhoven (2007), Psychological Methods 12(1), 45-57. The
     R package MicroMacroMultilevel does not implement this algorithm correctly and is
@@ -233,5 +168,4 @@ class Croon(TwoStepEstimator):
         return croon_scores(data)
 
     def scores_batch(self, batch: Batch) -> BatchScores:
-        scores, fallback = croon_scores_batch(batch)
-        return reference_fallback(scores, fallback, batch.datasets, croon_scores)
+        return croon_scores_batch(batch)

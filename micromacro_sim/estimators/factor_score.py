@@ -23,7 +23,10 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchScores, Scores, TwoStepEstimator
+from ..options import Option
+from ..results import BatchScores, Scores
+from ..status import Flag, Reason, flag, flags_text, no_flags
+from .base import TwoStepEstimator
 
 __all__ = ["CFABatch", "CFAFit", "FactorScore", "cfa_gate_batch", "fit_cfa", "fit_cfa_batch"]
 
@@ -59,8 +62,8 @@ class CFAFit:
     admissible : bool
         Positive factor and residual variances and a positive-definite implied
         covariance matrix (lavaan's post-check).
-    reason : str
-        Why the fit is flagged ("" when converged and admissible).
+    flags : tuple of Flag
+        Why the fit is flagged (empty when converged and admissible).
     n_iter : int
         Fisher-scoring iterations used.
     """
@@ -72,8 +75,13 @@ class CFAFit:
     fmin: float
     converged: bool
     admissible: bool
-    reason: str
+    flags: tuple[Flag, ...]
     n_iter: int
+
+    @property
+    def reason(self) -> str:
+        """Human text of the flags."""
+        return flags_text(self.flags)
 
     @property
     def ok(self) -> bool:
@@ -122,7 +130,8 @@ class CFABatch:
     fmin : ndarray (R,)
         Half the ML discrepancy at the solution (lavaan's ``fmin``).
     converged, admissible : ndarray of bool (R,)
-    reason : ndarray of str (R,)
+    flags : ndarray of object (R,)
+        A tuple of flags per replication.
     n_iter : ndarray of int (R,)
         Newton iterations of the start that produced the solution.
     """
@@ -134,7 +143,7 @@ class CFABatch:
     fmin: np.ndarray
     converged: np.ndarray
     admissible: np.ndarray
-    reason: np.ndarray
+    flags: np.ndarray
     n_iter: np.ndarray
 
     def fit(self, r: int) -> CFAFit:
@@ -147,7 +156,7 @@ class CFABatch:
             fmin=float(self.fmin[r]),
             converged=bool(self.converged[r]),
             admissible=bool(self.admissible[r]),
-            reason=str(self.reason[r]),
+            flags=tuple(self.flags[r]),
             n_iter=int(self.n_iter[r]),
         )
 
@@ -436,7 +445,7 @@ def _start(S: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
 _CACHE: OrderedDict[bytes, tuple] = OrderedDict()
 _CACHE_SIZE = 4096
 _FIELDS = ("loadings", "residual_variances", "factor_variance", "intercepts", "fmin",
-           "converged", "admissible", "reason", "n_iter")
+           "converged", "admissible", "flags", "n_iter")
 
 
 def clear_cache() -> None:
@@ -461,8 +470,11 @@ def fit_cfa_batch(wide: np.ndarray) -> CFABatch:
         if len(missing) == len(X):
             return fresh
     rows = [_CACHE[k] for k in keys]
-    cols = {f: np.array([row[i] for row in rows], dtype=object if f == "reason" else None)
-            for i, f in enumerate(_FIELDS)}
+    cols = {f: np.array([row[i] for row in rows]) for i, f in enumerate(_FIELDS)
+            if f != "flags"}
+    cols["flags"] = no_flags(len(rows))
+    for r, row in enumerate(rows):
+        cols["flags"][r] = row[_FIELDS.index("flags")]
     return CFABatch(**cols)
 
 
@@ -537,23 +549,23 @@ def _fit_cfa_batch(wide: np.ndarray) -> CFABatch:
         negative = (phi <= 0) | np.any(psi <= 0, axis=1)
     finite = np.all(np.isfinite(theta), axis=1)
     _, sig_pd = _cholesky(np.where(finite[:, None, None], _sigma(np.nan_to_num(theta)), 0.0))
-    reason = np.full(R, "", dtype=object)
+    flags = no_flags(R)
     admissible = np.ones(R, dtype=bool)
     for r in range(R):
         if not s_pd[r]:
-            reason[r], admissible[r] = "sample covariance not positive definite", False
+            flags[r], admissible[r] = (flag(Reason.SAMPLE_COV_NOT_PD),), False
             continue
-        parts = [] if conv[r] else ["not converged"]
+        parts = [] if conv[r] else [flag(Reason.NOT_CONVERGED)]
         if negative[r]:
-            parts.append("negative variance")
+            parts.append(flag(Reason.NEGATIVE_VARIANCE))
             admissible[r] = False
         elif not (finite[r] and sig_pd[r]):
-            parts.append("not positive definite")
+            parts.append(flag(Reason.NOT_POSITIVE_DEFINITE))
             admissible[r] = False
-        reason[r] = ", ".join(parts)
+        flags[r] = tuple(parts)
     return CFABatch(
         loadings=lam, residual_variances=psi, factor_variance=phi, intercepts=mu,
-        fmin=f / 2, converged=conv, admissible=admissible, reason=reason, n_iter=iters,
+        fmin=f / 2, converged=conv, admissible=admissible, flags=flags, n_iter=iters,
     )
 
 
@@ -593,13 +605,13 @@ def cfa_gate_batch(x: np.ndarray) -> np.ndarray:
         strings of the per-dataset gate).
     """
     fits = fit_cfa_batch(x)
-    out = np.full(len(fits.reason), "", dtype=object)
-    for r, (c, a, why) in enumerate(zip(fits.converged, fits.admissible, fits.reason,
-                                        strict=True)):
+    out = np.full(len(fits.flags), "", dtype=object)
+    for r, (c, a, fl) in enumerate(zip(fits.converged, fits.admissible, fits.flags,
+                                       strict=True)):
         if not c:
-            out[r] = f"cfa: {why or 'not converged'}"
+            out[r] = f"cfa: {flags_text(fl) or 'not converged'}"
         elif not a:
-            out[r] = f"cfa: {why or 'inadmissible'}"
+            out[r] = f"cfa: {flags_text(fl) or 'inadmissible'}"
     return out.astype(str)
 
 
@@ -618,17 +630,13 @@ class FactorScore(TwoStepEstimator):
 
     name = "factor_score"
     description = "OLS on factor scores of a one-factor CFA (members as indicators)"
-    options = {"scores": "regression"}
+    options = {
+        "scores": Option("regression", "str", "lavPredict method",
+                         choices=("regression", "bartlett")),
+    }
     needs_balanced = True
     max_x = 1
     batch_designs = ("balanced",)
-
-    def __init__(self, *, label: str | None = None, **options) -> None:
-        super().__init__(label=label, **options)
-        if self.params["scores"] not in ("regression", "bartlett"):
-            raise ValueError(
-                f"scores: expected 'regression' or 'bartlett', got {self.params['scores']!r}"
-            )
 
     def scores(self, data: Dataset) -> Scores:
         wide = data.wide(0)
@@ -641,21 +649,19 @@ class FactorScore(TwoStepEstimator):
         if not np.isfinite(fit.factor_variance):
             return Scores(
                 values=np.full(data.n_groups, np.nan), converged=False, admissible=False,
-                reason=fit.reason, extras=extras,
+                flags=fit.flags, extras=extras,
             )
         values = fit.scores(wide, method=self.params["scores"])
         return Scores(
             values=values, converged=fit.converged, admissible=fit.admissible,
-            reason=fit.reason, extras=extras,
+            flags=fit.flags, extras=extras,
         )
 
     def scores_batch(self, batch: Batch) -> BatchScores:
         R, _, n = batch.x.shape
-        if n < 3:  # what the reference path records for every replication
-            why = f"error: ValueError: a one-factor CFA needs at least 3 indicators, got {n}"
-            return BatchScores(np.full(batch.y.shape, np.nan), np.zeros(R, bool),
-                               np.zeros(R, bool), np.full(R, why, dtype=object))
+        if n < 3:  # the reference path records its error for every replication
+            return BatchScores.ok(np.full(batch.y.shape, np.nan), fallback=np.ones(R, bool))
         fits = fit_cfa_batch(batch.x)
         values = fits.scores(batch.x, method=self.params["scores"])
         return BatchScores(values, fits.converged.copy(), fits.admissible.copy(),
-                           fits.reason.copy())
+                           fits.flags.copy())

@@ -10,52 +10,19 @@ internal only), so this method reproduces ``lavaan::sam(model, sam.method = "loc
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchResult, Estimator, FitResult
-from .croon import solve_batch
+from ..models.linalg import solve_batch
+from ..models.moments import ml_moments, ml_moments_batch
+from ..options import Option
+from ..results import BatchResult, FitResult
+from ..status import Reason, flag, no_flags
+from .base import Estimator
 
-__all__ = ["LocalSAM", "ml_moments", "ml_moments_batch", "sam_fit", "sam_fit_batch"]
-
-
-def ml_moments(data: Dataset) -> dict[str, np.ndarray | float]:
-    """Unbounded ML of the equal-loading, equal-residual one-factor model (balanced data).
-
-    Returns
-    -------
-    dict
-        ``n`` members per group, ``v`` ML residual variance (the within variance of
-        member-position-centred x over G(n-1)), ``psi`` ML factor variance
-        ``Var_ML(xbar) - v/n``, ``mu_x`` grand mean, ``xbar`` (G,), ``a`` = 1'S1/n,
-        ``var_items`` ML variances of the n member positions.
-    """
-    X = data.wide(0)
-    G, n = X.shape
-    if n < 2:
-        raise ValueError("the measurement model needs at least 2 members per group")
-    xc = X - X.mean(axis=0)
-    xbar = X.mean(axis=1)
-    tot = n * np.sum((xbar - xbar.mean()) ** 2) / G  # 1'S1/n with S the ML covariance
-    v = (np.sum(xc**2) / G - tot) / (n - 1)
-    return {"n": n, "v": float(v), "psi": float((tot - v) / n), "mu_x": float(xbar.mean()),
-            "xbar": xbar, "a": float(tot), "var_items": np.sum(xc**2, axis=0) / G}
-
-
-def ml_moments_batch(batch: Batch) -> dict[str, np.ndarray | int]:
-    """:func:`ml_moments` of every replication of a balanced batch (arrays over R)."""
-    X = batch.x  # (R, G, n)
-    R, G, n = X.shape
-    xc = X - X.mean(axis=1, keepdims=True)
-    xbar = X.mean(axis=2)
-    tot = n * np.sum((xbar - xbar.mean(axis=1, keepdims=True)) ** 2, axis=1) / G
-    var_items = np.sum(xc**2, axis=1) / G  # (R, n)
-    v = (var_items.sum(axis=1) - tot) / (n - 1)
-    return {"n": n, "v": v, "psi": (tot - v) / n, "mu_x": xbar.mean(axis=1), "xbar": xbar,
-            "a": tot, "var_items": var_items}
+__all__ = ["LocalSAM", "sam_fit", "sam_fit_batch"]
 
 
 def bounded_measurement(mm: dict) -> tuple[float, float]:
@@ -356,12 +323,12 @@ def sam_fit_batch(batch: Batch, *, bounds: str = "standard") -> tuple[dict, np.n
     return out, fallback
 
 
-def _sam_reason(psi_mm_unbounded: float, psi_mm: float, lam: float) -> str:
+def _sam_flags(psi_mm_unbounded: float, psi_mm: float, lam: float) -> tuple:
     if psi_mm_unbounded <= 0 or psi_mm <= 0:
-        return "negative variance"
+        return (flag(Reason.NEGATIVE_VARIANCE),)
     if lam <= 1:
-        return "not positive definite"
-    return ""
+        return (flag(Reason.NOT_POSITIVE_DEFINITE),)
+    return ()
 
 
 class LocalSAM(Estimator):
@@ -408,38 +375,34 @@ class LocalSAM(Estimator):
 
     name = "sam"
     description = "local SAM (Croon-corrected factor-score regression), two-step SEs"
-    options = MappingProxyType({"bounds": "standard"})
+    options = MappingProxyType({
+        "bounds": Option("standard", "str", "measurement-step bounds as lavaan's sam() "
+                         "('standard') or the unbounded ML closed form ('none')",
+                         choices=("standard", "none")),
+    })
     needs_balanced = True
     max_x = 1
     two_step = False
-
-    def __init__(self, *, label: str | None = None, **options: Any) -> None:
-        super().__init__(label=label, **options)
-        if self.params["bounds"] not in ("standard", "none"):
-            raise ValueError(
-                f"bounds: expected 'standard' or 'none', got {self.params['bounds']!r}"
-            )
-
-    @classmethod
-    def has_batch(cls, balanced: bool) -> bool:
-        return balanced
+    batch_designs = ("balanced",)
 
     def _fit_batch(self, batch: Batch) -> BatchResult:
         out, fallback = sam_fit_batch(batch, bounds=self.params["bounds"])
         R, k = out["params"].shape
-        reason = np.array([_sam_reason(*t) for t in zip(out["psi_mm_unbounded"], out["psi_mm"],
-                                                          out["lambda"], strict=True)],
-                          dtype=object)
-        return self._one_step_batch(batch, out["params"], out["se"], np.ones(R, bool),
-                                    reason == "", reason, fallback)
+        flags = no_flags(R)
+        for r, t in enumerate(zip(out["psi_mm_unbounded"], out["psi_mm"], out["lambda"],
+                                  strict=True)):
+            flags[r] = _sam_flags(*t)
+        ok = np.array([not f for f in flags], dtype=bool)
+        return self.one_step_result(batch, out["params"], out["se"], np.ones(R, bool), ok,
+                                    flags, fallback)
 
     def _fit(self, data: Dataset) -> FitResult:
         r = sam_fit(data, bounds=self.params["bounds"])
-        reason = _sam_reason(r["psi_mm_unbounded"], r["psi_mm"], r["lambda"])
+        flags = _sam_flags(r["psi_mm_unbounded"], r["psi_mm"], r["lambda"])
         return FitResult(
             method=self.label, terms=data.terms, params=r["params"],
             bse={"classical": r["se"]}, df_resid=None, converged=True,
-            admissible=not reason, reason=reason, two_step=False,
+            admissible=not flags, flags=flags, two_step=False,
             extras={k: r[k] for k in ("veta", "lambda", "adjusted", "v", "psi_mm", "psi_y",
                                       "bounded", "v_unbounded", "psi_mm_unbounded")},
         )

@@ -35,7 +35,9 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchResult, Estimator, FitResult
+from ..results import BatchResult, FitResult
+from ..status import Flag, Reason, add_flags, flag, no_flags
+from .base import Estimator
 
 __all__ = ["SEM", "SEMSolution", "sem_batch", "sem_closed_form", "sem_expected_information"]
 
@@ -84,12 +86,11 @@ class SEMSolution:
         """Residual variance of lv given z: phi - c' S_zz^-1 c."""
         return float(self.phi - self.c @ np.linalg.solve(self.s_zz, self.c))
 
-    def problems(self) -> list[str]:
-        """Reasons the solution is not a proper ML solution (empty when admissible)."""
-        out = []
+    def problems(self) -> tuple[Flag, ...]:
+        """Flags of a solution that is not a proper ML solution (empty when admissible)."""
         if not (self.v > 0 and self.phi > 0 and self.residual_phi > 0 and self.sigma2 > 0):
-            out.append("negative variance")
-        return out
+            return (flag(Reason.NEGATIVE_VARIANCE),)
+        return ()
 
 
 def sem_closed_form(wide: np.ndarray, y: np.ndarray, z: np.ndarray) -> SEMSolution:
@@ -383,10 +384,7 @@ class SEM(Estimator):
     description = "single-step SEM on the wide data (ML, closed form)"
     needs_balanced = True
     max_x = 1
-
-    @classmethod
-    def has_batch(cls, balanced: bool) -> bool:
-        return balanced
+    batch_designs = ("balanced",)
 
     def _fit_batch(self, batch: Batch) -> BatchResult:
         """All replications at once (:func:`sem_batch`); a replication whose moment
@@ -396,7 +394,7 @@ class SEM(Estimator):
         params = np.full((R, k), np.nan)
         se = np.full((R, k), np.nan)
         adm = np.zeros(R, dtype=bool)
-        reason = np.full(R, "", dtype=object)
+        flags = no_flags(R)
         conv = np.ones(R, dtype=bool)
         fallback = np.ones(R, dtype=bool)
         if batch.x.shape[2] >= 2:
@@ -410,9 +408,9 @@ class SEM(Estimator):
                 bad = ~np.all(np.isfinite(params), axis=1) | (adm & ~np.all(np.isfinite(se),
                                                                           axis=1))
                 fallback |= bad
-                reason[~adm] = "negative variance"
+                add_flags(flags, ~adm, flag(Reason.NEGATIVE_VARIANCE))
                 se[~adm] = np.nan
-        return self._one_step_batch(batch, params, se, conv, adm, reason, fallback)
+        return self.one_step_result(batch, params, se, conv, adm, flags, fallback)
 
     def _fit(self, data: Dataset) -> FitResult:
         wide = data.wide(0)
@@ -430,7 +428,7 @@ class SEM(Estimator):
         if problems:
             return FitResult(
                 method=self.label, terms=data.terms, params=params, bse={}, df_resid=None,
-                converged=True, admissible=False, reason=", ".join(problems), extras=extras,
+                converged=True, admissible=False, flags=problems, extras=extras,
             )
         info = sem_expected_information(sol, n, G)
         cov = np.linalg.inv(info)
@@ -438,5 +436,5 @@ class SEM(Estimator):
         se = np.sqrt(np.diag(cov)[idx])
         return FitResult(
             method=self.label, terms=data.terms, params=params, bse={"classical": se},
-            df_resid=None, converged=True, admissible=True, reason="", extras=extras,
+            df_resid=None, converged=True, admissible=True, extras=extras,
         )

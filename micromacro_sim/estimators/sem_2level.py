@@ -38,7 +38,10 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchResult, Estimator, FitResult
+from ..options import Option
+from ..results import BatchResult, FitResult
+from ..status import Reason, flag, no_flags
+from .base import Estimator
 
 __all__ = [
     "SEM2Level",
@@ -860,10 +863,10 @@ class TwoLevelFitMulti:
     mu_z, s_zz, s_zx, s_xx, mu_x : the (fixed) moments of z and x^B, shapes (q,), (q, q),
         (q, p), (p, p), (p,).
     loglik, converged, grad_max : as :class:`TwoLevelFit`.
-    reason : str
-        "" for an interior solution; "negative variance" when a between variance (of
-        some x^B given z, or of e) is at the zero bound, "not positive definite" when the
-        between (or within) covariance is singular with positive variances.
+    reason : Reason or None
+        None for an interior solution; ``negative_variance`` when a between variance (of
+        some x^B given z, or of e) is at the zero bound, ``not_positive_definite`` when
+        the between (or within) covariance is singular with positive variances.
     """
 
     b0: float
@@ -879,7 +882,7 @@ class TwoLevelFitMulti:
     loglik: float
     converged: bool
     grad_max: float
-    reason: str
+    reason: Reason | None
 
     def free(self) -> np.ndarray:
         """lavaan's free parameters: vech Sigma_w, b0, b_z, b_x, sigma2_e."""
@@ -1001,8 +1004,8 @@ def fit_two_level_multi(data: Dataset) -> TwoLevelFitMulti:
 
 
 def _verdict_multi(tau: np.ndarray, s2e: float, sw: np.ndarray, *, var_y: float,
-                   var_xbar: np.ndarray) -> str:
-    """Admissibility of a solution with several x ("" when interior).
+                   var_xbar: np.ndarray) -> Reason | None:
+    """Admissibility of a solution with several x (None when interior).
 
     "negative variance": a variance of x^B given z, or Var(e), below :data:`_BOUND_TOL`
     times Var(xbar_j) or Var(y) (the zero bound; the unrestricted solution would need a
@@ -1013,12 +1016,12 @@ def _verdict_multi(tau: np.ndarray, s2e: float, sw: np.ndarray, *, var_y: float,
     """
     vx = np.maximum(var_xbar, 1e-300)
     if np.any(np.diag(tau) < _BOUND_TOL * vx) or not s2e >= _BOUND_TOL * max(var_y, 1e-300):
-        return "negative variance"
+        return Reason.NEGATIVE_VARIANCE
     dw = np.sqrt(np.maximum(np.diag(sw), 1e-300))
     if (np.linalg.eigvalsh(tau / np.sqrt(np.outer(vx, vx)))[0] < _BOUND_TOL
             or np.linalg.eigvalsh(sw / np.outer(dw, dw))[0] < _BOUND_TOL):
-        return "not positive definite"
-    return ""
+        return Reason.NOT_POSITIVE_DEFINITE
+    return None
 
 
 def observed_information_multi(data: Dataset, fit: TwoLevelFitMulti, *,
@@ -1077,8 +1080,12 @@ class SEM2Level(Estimator):
 
     name = "sem_2level"
     description = "two-level SEM on long data (ML, latent group mean of x)"
-    options = {"fixed_x": True}
+    options = {
+        "fixed_x": Option(True, "bool", "SEs hold the moments of z and x^B fixed (lavaan's "
+                                        "default information) or free them"),
+    }
     max_x = None
+    batch_designs = ("balanced", "unbalanced")  # a Batch holds one x; several x use fit()
 
     def _fit(self, data: Dataset) -> FitResult:
         if data.n_x > 1:
@@ -1092,9 +1099,9 @@ class SEM2Level(Estimator):
         }
         reasons = []
         if not fit.converged:
-            reasons.append("not converged")
+            reasons.append(Reason.NOT_CONVERGED)
         if fit.at_bound:
-            reasons.append("negative variance")
+            reasons.append(Reason.NEGATIVE_VARIANCE)
         bse: dict[str, np.ndarray] = {}
         if not reasons:
             info = observed_information(data, fit, fixed_x=bool(self.params["fixed_x"]))
@@ -1106,11 +1113,12 @@ class SEM2Level(Estimator):
                 idx = np.concatenate([[1], 2 + np.arange(q), [2 + q]])
                 bse = {"classical": np.sqrt(var[idx])}
             except np.linalg.LinAlgError:
-                reasons.append("not positive definite")
+                reasons.append(Reason.NOT_POSITIVE_DEFINITE)
         return FitResult(
             method=self.label, terms=data.terms, params=params, bse=bse, df_resid=None,
-            converged=fit.converged, admissible=not (set(reasons) - {"not converged"}),
-            reason=", ".join(reasons), extras=extras,
+            converged=fit.converged,
+            admissible=not (set(reasons) - {Reason.NOT_CONVERGED}),
+            flags=tuple(flag(r) for r in reasons), extras=extras,
         )
 
     def _fit_multi(self, data: Dataset) -> FitResult:
@@ -1123,7 +1131,7 @@ class SEM2Level(Estimator):
         dw = np.sqrt(np.diag(scatter))
         if (not np.all(dw > 0)
                 or np.linalg.eigvalsh(scatter / np.outer(dw, dw))[0] < _BOUND_TOL):
-            return FitResult.failed(self.label, data.terms, "not positive definite")
+            return FitResult.failed(self.label, data.terms, flag(Reason.NOT_POSITIVE_DEFINITE))
         fit = fit_two_level_multi(data)
         q, p = data.n_z, data.n_x
         params = np.concatenate([[fit.b0], fit.b_z, fit.b_x])
@@ -1131,7 +1139,7 @@ class SEM2Level(Estimator):
             "sigma_w": fit.sigma_w, "sigma2_e": fit.sigma2_e, "var_xb": fit.s_xx,
             "cov_z_xb": fit.s_zx, "loglik": fit.loglik, "grad_max": fit.grad_max,
         }
-        reasons = [] if fit.converged else ["not converged"]
+        reasons = [] if fit.converged else [Reason.NOT_CONVERGED]
         if fit.reason:
             reasons.append(fit.reason)
         bse: dict[str, np.ndarray] = {}
@@ -1144,16 +1152,13 @@ class SEM2Level(Estimator):
                 nw = p * (p + 1) // 2
                 bse = {"classical": np.sqrt(var[nw : nw + 1 + q + p])}
             except np.linalg.LinAlgError:
-                reasons.append("not positive definite")
+                reasons.append(Reason.NOT_POSITIVE_DEFINITE)
         return FitResult(
             method=self.label, terms=data.terms, params=params, bse=bse, df_resid=None,
-            converged=fit.converged, admissible=not (set(reasons) - {"not converged"}),
-            reason=", ".join(reasons), extras=extras,
+            converged=fit.converged,
+            admissible=not (set(reasons) - {Reason.NOT_CONVERGED}),
+            flags=tuple(flag(r) for r in reasons), extras=extras,
         )
-
-    @classmethod
-    def has_batch(cls, balanced: bool) -> bool:
-        return True  # a Batch holds a single x; several x go through fit()
 
     def _fit_batch(self, batch: Batch) -> BatchResult:
         """All replications at once (:func:`_fit_batch_two_level`: closed form for
@@ -1165,10 +1170,9 @@ class SEM2Level(Estimator):
         se = np.full((R, k), np.nan)
         conv = np.ones(R, dtype=bool)
         adm = np.ones(R, dtype=bool)
-        reason = np.full(R, "", dtype=object)
         fallback = np.ones(R, dtype=bool)
         if self.params["fixed_x"]:
             p, s, ok = _fit_batch_two_level(batch)
             params[ok], se[ok] = p[ok], s[ok]
             fallback = ~ok
-        return self._one_step_batch(batch, params, se, conv, adm, reason, fallback)
+        return self.one_step_result(batch, params, se, conv, adm, no_flags(R), fallback)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchScores, Scores, TwoStepEstimator
+from ..results import BatchScores, Scores
+from .base import TwoStepEstimator
 
 
 class TrueScore(TwoStepEstimator):

@@ -6,9 +6,11 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from .base import BatchScores, Scores, TwoStepEstimator
-from .croon import reference_fallback, solve_batch
-from .sam import ml_moments, ml_moments_batch
+from ..models.linalg import solve_batch
+from ..models.moments import ml_moments, ml_moments_batch
+from ..results import BatchScores, Scores
+from ..status import Reason, add_flags, flag, no_flags
+from .base import TwoStepEstimator
 
 __all__ = ["ZConditionalScore"]
 
@@ -39,7 +41,7 @@ class ZConditionalScore(TwoStepEstimator):
     moment definitions. Plain factor scores (``lv`` not regressed on Z) shrink toward
     the grand mean instead of toward Gamma'Z and leave Z's coefficient biased.
 
-    Inadmissible: psi_r <= 0 gives NaN scores with reason "negative variance".
+    Inadmissible: psi_r <= 0 gives NaN scores with flag ``negative_variance``.
 
     Fast engine (balanced): the same closed form vectorised over replications; Gamma
     from the normal equations (a replication with a singular Z cross-product, where the
@@ -67,7 +69,8 @@ class ZConditionalScore(TwoStepEstimator):
         extras = {"v": v, "psi_r": psi_r, "gamma": gamma, "psi": mm["psi"]}
         if not psi_r > 0 or not v > 0:
             return Scores(values=np.full(G, np.nan), admissible=False,
-                          reason="negative variance", extras={**extras, "W": np.nan})
+                          flags=(flag(Reason.NEGATIVE_VARIANCE),),
+                          extras={**extras, "W": np.nan})
         w = psi_r / (psi_r + v / n)
         return Scores(values=m + w * resid, extras={**extras, "W": w})
 
@@ -75,8 +78,7 @@ class ZConditionalScore(TwoStepEstimator):
         R, G = batch.y.shape
         q = batch.z.shape[2]
         if batch.x.shape[2] < 2:  # the reference raises for every replication
-            empty = BatchScores.ok(np.full((R, G), np.nan))
-            return reference_fallback(empty, np.ones(R, bool), batch.datasets, self.scores)
+            return BatchScores.ok(np.full((R, G), np.nan), fallback=np.ones(R, bool))
         mm = ml_moments_batch(batch)
         n, v, xbar, mu = mm["n"], mm["v"], mm["xbar"], mm["mu_x"]
         fallback = np.zeros(R, dtype=bool)
@@ -94,6 +96,6 @@ class ZConditionalScore(TwoStepEstimator):
             ok = (psi_r > 0) & (v > 0)
             w = psi_r / (psi_r + v / n)
             values = np.where(ok[:, None], m + w[:, None] * resid, np.nan)
-        reason = np.where(ok, "", "negative variance").astype(object)
-        scores = BatchScores(values, np.ones(R, bool), ok, reason)
-        return reference_fallback(scores, fallback, batch.datasets, self.scores)
+        flags = no_flags(R)
+        add_flags(flags, ~ok, flag(Reason.NEGATIVE_VARIANCE))
+        return BatchScores(values, np.ones(R, bool), ok, flags, fallback=fallback)
