@@ -350,7 +350,7 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(kind, Real) or not kind.contains(derived):
                 raise ConfigError(
                     f"{src.name}: {params[src.name]!r} gives {target} = {derived!r}, "
-                    f"not a finite number in {getattr(kind, 'interval', '?')}"
+                    f"outside the finite range {getattr(kind, 'interval', '?')}"
                 )
             values[target] = derived
     return {f.attribute: values[f.name] for f in FIELDS}
