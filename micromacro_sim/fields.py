@@ -60,6 +60,14 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _as_float(v: Any) -> float:
+    """``v`` as a float; an integer too large for one becomes infinite (never raises)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 # ---------------------------------------------------------------------------- kinds
 @dataclass(frozen=True)
 class Integer:
@@ -109,7 +117,7 @@ class Real:
 
     def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> float:
         """The checked value, or a :class:`ConfigError` naming ``name`` and ``v``."""
-        if not _is_num(v) or not self.contains(float(v)):
+        if not _is_num(v) or not self.contains(_as_float(v)):
             raise ConfigError(f"{name}: expected a finite number in {self.interval}, got {v!r}")
         return float(v)
 
@@ -136,7 +144,7 @@ class PerZ:
             return (self.item.parse(name, v, values),) * n_z
         if not isinstance(v, (list, tuple)) or not all(_is_num(x) for x in v):
             raise ConfigError(f"{name}: expected a number or a list of numbers, got {v!r}")
-        bad = [x for x in v if not self.item.contains(float(x))]
+        bad = [x for x in v if not self.item.contains(_as_float(x))]
         if bad:
             raise ConfigError(f"{name}: expected finite numbers in {self.item.interval}, "
                               f"got {bad[0]!r} in {list(v)!r}")

@@ -155,3 +155,13 @@ def test_to_params_keeps_the_given_form_and_round_trips():
     assert by_icc == by_nu and by_icc.key != by_nu.key  # equal values, given differently
     for sc in (by_icc, by_nu):
         assert Scenario.from_params(sc.to_params()).key == sc.key
+
+
+@pytest.mark.parametrize(("name", "value"), [("beta0", 10**400), ("beta_z", [0.3, -(10**400)]),
+                                             ("sigma2_nu", 10**400)])
+def test_integers_too_large_for_a_float_are_refused(name, value):
+    params = {**ROW16, "n_z": 2, "r_zxi": [0.3, 0.2], name: value}
+    if name == "sigma2_nu":
+        params.pop("icc")
+    with pytest.raises(ConfigError, match=rf"^{name}: expected (a )?finite"):
+        Scenario.from_params(params)
