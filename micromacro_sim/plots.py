@@ -24,6 +24,7 @@ import pandas as pd
 
 from .errors import MicroMacroError
 from .estimators import SE_TYPES
+from .fields import true_value
 from .summarize import RunSummary
 
 __all__ = [
@@ -449,8 +450,6 @@ def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str |
     methods = list(methods) if methods is not None else _ordered(est["method"])
     scen = scenarios.set_index("scenario")
     labels = dict(zip(keys, short_labels(list(scen.loc[keys, "label"])), strict=True))
-    beta = f"beta_{term}" if term not in ("xi", "intercept") else (
-        "beta_xi" if term == "xi" else "beta0")
     ncols = min(len(keys), 4)
     nrows = math.ceil(len(keys) / ncols)
     w = max(2.8, 0.55 * len(methods) + 1.2)
@@ -478,7 +477,10 @@ def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str |
             if not d.size:
                 ax.text(i, 0.5, "no estimates", rotation=90, ha="center", va="center",
                         fontsize=7, color="0.4", transform=ax.get_xaxis_transform())
-        truth = float(scen.loc[key, beta]) if beta in scen.columns else float("nan")
+        try:
+            truth = true_value(scen.loc[key], term)
+        except KeyError:  # no field holds this term's true value
+            truth = float("nan")
         if np.isfinite(truth):
             ax.axhline(truth, color="crimson", lw=1, ls="--", zorder=0)
         cut |= _clip_tails(ax, data, truth)

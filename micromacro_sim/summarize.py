@@ -15,6 +15,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .estimators import SE_TYPES
+from .fields import true_value
 from .storage import read_manifest, read_table
 
 __all__ = ["RunSummary", "performance", "summarize_run"]
@@ -156,14 +157,6 @@ class RunSummary:
     partial: bool
 
 
-def _theta(scen: pd.Series, term: str) -> float:
-    if term == "intercept":
-        return float(scen["beta0"])
-    if term == "xi":
-        return float(scen["beta_xi"])
-    return float(scen[f"beta_{term}"])
-
-
 def _reasons(s: pd.Series) -> str:
     """Counts of reason codes, most frequent first: ``negative_variance (12); ...``."""
     counts = s[s != ""].value_counts()
@@ -210,7 +203,7 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     rows = []
     for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
         used = g if include_flagged else g[g["ok"]]
-        theta = _theta(scen.loc[key], term)
+        theta = true_value(scen.loc[key], term)
         ses = {t: used[c].to_numpy() for t, c in SE_COLUMNS.items() if used[c].notna().any()}
         perf = performance(used["estimate"].to_numpy(), theta, ses,
                            used["df_resid"].to_numpy(), alpha=alpha)
