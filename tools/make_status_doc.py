@@ -19,7 +19,8 @@ several: `reason` joins the text of all of them with "; "). Summaries count flag
 | status | meaning |
 |---|---|
 | `ok` | converged, admissible, finite estimates, no flag |
-| `flagged` | any other flag: estimates may exist, but the fit is inadmissible or not converged; left out of performance measures unless `--include-flagged` |
+| `flagged` | any other flag: estimates may exist, but the fit is inadmissible or not \
+converged; left out of performance measures unless `--include-flagged` |
 | `not_applicable` | the method cannot be used on this design or dataset (no estimates) |
 | `error` | the numerical code raised (`numerical_error`; no estimates) |
 
