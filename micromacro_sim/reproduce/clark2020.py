@@ -307,6 +307,9 @@ def _notes(gate: str, factor_note: str) -> list[str]:
         "mcse_pub is the same formula over Clark's saved per-replication estimates (row 16, "
         "1000 per method); the reliable cell has no saved estimates, so its mcse_pub is unknown "
         "and se_diff is this run's MCSE alone. Published values are printed to 3 decimals.",
+        "The methods of one run share its datasets, so their verdicts are correlated: a chance "
+        "shift of this run's (or Clark's) datasets moves every method's Z coefficient together "
+        "(compare true, unadjusted and blup on Z) and is not a defect of any one method.",
         CV_ADJ_NOTE,
         factor_note,
         "distribution: per method and term (row 16), this run's estimates beside Clark's saved "
