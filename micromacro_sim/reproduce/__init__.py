@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,9 @@ class Reproduction:
         Named tables, in display order.
     notes : list of str
         What the reader needs to interpret the tables (definitions, caveats).
+    captions : dict of str -> str
+        One short line printed under a table's title (e.g. its margin); also the first
+        lines of ``notes.txt``.
     partial : bool
         The run is not finished.
     """
@@ -48,6 +52,7 @@ class Reproduction:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     partial: bool = False
+    captions: dict[str, str] = field(default_factory=dict)
 
     def format(self, *, width: int = 200) -> str:
         """Every table and note as text."""
@@ -59,8 +64,10 @@ class Reproduction:
         with pd.option_context("display.width", width, "display.max_columns", None,
                                "display.max_colwidth", 80):
             for name, frame in self.tables.items():
-                lines += ["", f"== {name} ==",
-                          frame.to_string(index=False, float_format=_fmt, na_rep="")]
+                lines += ["", f"== {name} =="]
+                if name in self.captions:
+                    lines += textwrap.wrap(self.captions[name], 100)
+                lines.append(frame.to_string(index=False, float_format=_fmt, na_rep=""))
         if self.notes:
             lines += ["", "Notes:"]
             lines += [f"- {n}" for n in self.notes]
@@ -78,7 +85,8 @@ class Reproduction:
             tmp.replace(path)
             paths.append(path)
         notes = out / "notes.txt"
-        notes.write_text("\n".join(self.notes) + "\n")
+        caps = [f"{name}: {text}" for name, text in self.captions.items()]
+        notes.write_text("\n".join([*caps, *self.notes]) + "\n")
         paths.append(notes)
         return paths
 

@@ -1,5 +1,5 @@
 """Shared pieces of the reproductions: run a packaged config, read published values,
-compare in Monte Carlo SE units, and the summary tables every study reports."""
+and the summary tables every study reports (verdicts: :mod:`._verdicts`)."""
 
 from __future__ import annotations
 
@@ -17,23 +17,14 @@ from ..scenario import Scenario
 from ..summarize import RunSummary, summarize_run
 
 __all__ = [
-    "AGREE",
-    "DIFFER",
     "cell_frame",
-    "compare",
     "find_scenario",
     "packaged_config",
     "published",
     "published_value",
     "run_study",
     "summary_tables",
-    "verdict",
 ]
-
-#: |difference| / SE at or below which a comparison "agrees".
-AGREE = 2.0
-#: |difference| / SE above which it "differs" (between the two: "borderline").
-DIFFER = 3.0
 
 PUBLISHED_COLUMNS = ("study", "table", "cell", "method", "published_label", "term",
                      "statistic", "value", "source")
@@ -65,51 +56,6 @@ def published_value(pub: pd.DataFrame, **where: str) -> float:
     if len(hits) > 1:
         raise ValueError(f"published: {len(hits)} rows match {where}")
     return float(hits.iloc[0]) if len(hits) else math.nan
-
-
-def verdict(z: float, *, agree: float = AGREE, differ: float = DIFFER) -> str:
-    """Word for a difference of ``z`` standard errors.
-
-    ``agrees`` when |z| <= ``agree``, ``borderline`` up to ``differ``, ``differs`` beyond,
-    ``no estimate`` when z is not finite.
-    """
-    if not np.isfinite(z):
-        return "no estimate"
-    a = abs(z)
-    if a <= agree:
-        return "agrees"
-    if a <= differ:
-        return "borderline"
-    return "differs"
-
-
-def compare(ours: float, mcse: float, reference: float, mcse_reference: float = 0.0, *,
-            rounding: float = 0.0) -> dict[str, Any]:
-    """Difference of this run's value from a reference in units of its SE.
-
-    Parameters
-    ----------
-    ours, mcse : float
-        This run's value and its Monte Carlo SE.
-    reference : float
-        Published value or analytic limit.
-    mcse_reference : float
-        Monte Carlo SE of the reference when it is itself a simulation result; the SE of
-        the difference is sqrt(mcse^2 + mcse_reference^2).
-    rounding : float
-        Half a unit of the last printed digit of the reference: a difference within it
-        is no difference (z counts only the excess).
-
-    Returns
-    -------
-    dict
-        difference, se_difference, z (signed) and verdict (see :func:`verdict`).
-    """
-    diff = ours - reference
-    se = math.sqrt(mcse**2 + mcse_reference**2)
-    excess = math.copysign(max(0.0, abs(diff) - rounding), diff) if abs(diff) > rounding else 0.0
-    z = excess / se if se > 0 else math.nan
-    return {"difference": diff, "se_difference": se, "z": z, "verdict": verdict(z)}
 
 
 def run_study(config_name: str, run_dir: str | Path, *, replications: int | None = None,

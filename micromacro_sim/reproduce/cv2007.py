@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
@@ -17,14 +16,12 @@ from . import Reproduction
 from ._common import (
     SUMMARY_NOTES,
     cell_frame,
-    compare,
     find_scenario,
     published,
-    published_value,
     run_study,
     summary_tables,
-    verdict,
 )
+from ._verdicts import PCT_MARGIN, Z_CRIT, judge, rule_note
 
 NAME = "cv2007"
 DESCRIPTION = ("Croon & van Veldhoven 2007 Table 1: 16 cells, unadjusted vs its analytic limit, "
@@ -35,15 +32,25 @@ CONFIG = "cv2007.yaml"
 ROW16 = {"n_groups": 100, "group_size": 10, "icc": 0.1, "r_zxi": 0.3}
 CELL_COLUMNS = ("n_groups", "group_size", "icc", "r_zxi", "reliability")
 TERMS = ("intercept", "z", "xi")
-#: Verdicts against an analytic limit: within this many MCSE.
+#: Critical value of the verdicts against the analytic limits (48 cell-terms: 3 MCSE
+#: keeps chance excursions rare).
 LIMIT_MCSE = 3.0
+
+CAPTIONS = {
+    "unadjusted_limits": f"percent bias vs the analytic large-G limit (MCSE 0, so se_diff = "
+    f"mcse); margin {PCT_MARGIN.value:g} percentage points, interval diff +/- {LIMIT_MCSE:g} "
+    "mcse.",
+    "row16": f"margin {PCT_MARGIN.value:g} percentage points, interval diff +/- {Z_CRIT:g} "
+    "se_diff; CV's MCSE is unknown: se_diff is this run's MCSE alone; croon = CV's 'adjusted'.",
+}
 
 
 def limits_table(summary: RunSummary, cfg: RunConfig) -> pd.DataFrame:
     """The unadjusted regression's mean in every cell against its large-G limit.
 
-    The verdict says whether the mean is within :data:`LIMIT_MCSE` Monte Carlo SEs of
-    the limit (SPEC section 5: the limits are sharp targets in every cell).
+    Compared as percent bias: the limit is analytic (its MCSE is 0), the margin is
+    :data:`~._verdicts.PCT_MARGIN` and the critical value :data:`LIMIT_MCSE` (SPEC
+    section 5: the limits are sharp targets in every cell).
     """
     perf = summary.performance
     rows = []
@@ -57,15 +64,13 @@ def limits_table(summary: RunSummary, cfg: RunConfig) -> pd.DataFrame:
                 continue
             r = hit.iloc[0]
             theta = float(r["theta"])
-            c = compare(float(r["mean"]), float(r["bias_mcse"]), lim[term])
-            rows.append({
-                **{col: d[col] for col in CELL_COLUMNS}, "term": term, "theta": theta,
-                "limit": lim[term], "limit_pct_bias": _pct(lim[term], theta),
-                "this_run_pct_bias": float(r["pct_bias"]),
-                "mcse_pct": float(r["pct_bias_mcse"]), "k": int(r["k"]),
-                "difference": c["difference"], "z": c["z"],
-                "verdict": verdict(c["z"], agree=LIMIT_MCSE, differ=LIMIT_MCSE),
-            })
+            limit_pct, mcse = _pct(lim[term], theta), float(r["pct_bias_mcse"])
+            c = judge(float(r["pct_bias"]), mcse, limit_pct, 0.0, PCT_MARGIN.value,
+                      z_crit=LIMIT_MCSE)
+            c.pop("se_diff")  # = mcse: the limit has no Monte Carlo error
+            rows.append({**{col: d[col] for col in CELL_COLUMNS}, "term": term,
+                         "limit_pct": limit_pct, "this_run": float(r["pct_bias"]), "mcse": mcse,
+                         **c})
     return pd.DataFrame(rows)
 
 
@@ -95,9 +100,9 @@ def blup_reference_table(summary: RunSummary, cfg: RunConfig) -> pd.DataFrame:
             theta = float(r["theta"])
             rows.append({
                 **{col: d[col] for col in CELL_COLUMNS}, "term": term,
-                "limit_pct_bias": _pct(blup_lim[term], theta),
-                "this_run_pct_bias": float(r["pct_bias"]), "mcse_pct": float(r["pct_bias_mcse"]),
-                "median_pct_bias": _pct(float(r["median"]), theta), "k": int(r["k"]),
+                "limit_pct": _pct(blup_lim[term], theta), "this_run": float(r["pct_bias"]),
+                "mcse": float(r["pct_bias_mcse"]), "median_pct": _pct(float(r["median"]), theta),
+                "k": int(r["k"]),
                 "role": "reference only",
             })
     return pd.DataFrame(rows)
@@ -106,15 +111,15 @@ def blup_reference_table(summary: RunSummary, cfg: RunConfig) -> pd.DataFrame:
 def row16_table(summary: RunSummary, cfg: RunConfig, pub: pd.DataFrame) -> pd.DataFrame:
     """CV's published row 16 (unadjusted and adjusted) beside this run.
 
-    The published numbers are printed to one decimal (a difference within .05 is no
-    difference). When the data file gives no replication count for them, their Monte
-    Carlo error is unknown and the SE of the difference is this run's MCSE alone.
+    The published numbers are printed to one decimal (a difference within .05 is none).
+    CV's replications and per-replication estimates are not in the data file: their MCSE
+    is unknown and the verdict (:func:`~._verdicts.judge`, margin
+    :data:`~._verdicts.PCT_MARGIN`) uses this run's MCSE alone.
     """
     sc = find_scenario(cfg, **ROW16)
     if sc is None:
         raise ConfigError("cv2007: the config has no row 16 cell (G=100, n=10, ICC .1, r .3)")
     perf = summary.performance
-    k_pub = published_value(pub, table="design", cell="row16", statistic="replications")
     rows = []
     sel = pub[(pub["table"] == "percent_bias") & (pub["cell"] == "row16")]
     for p in sel.itertuples(index=False):
@@ -124,12 +129,12 @@ def row16_table(summary: RunSummary, cfg: RunConfig, pub: pd.DataFrame) -> pd.Da
             continue
         r = hit.iloc[0]
         mcse = float(r["pct_bias_mcse"])
-        mcse_pub = mcse * math.sqrt(float(r["k"]) / k_pub) if np.isfinite(k_pub) else 0.0
         rows.append({
-            "method": p.method, "published_label": p.published_label, "term": p.term,
-            "published": float(p.value), "this_run": float(r["pct_bias"]), "mcse": mcse,
-            "median_pct_bias": _pct(float(r["median"]), float(r["theta"])), "k": int(r["k"]),
-            **compare(float(r["pct_bias"]), mcse, float(p.value), mcse_pub, rounding=0.05),
+            "method": p.method, "term": p.term, "published": float(p.value),
+            "this_run": float(r["pct_bias"]), "mcse": mcse,
+            "median_pct": _pct(float(r["median"]), float(r["theta"])), "k": int(r["k"]),
+            **judge(float(r["pct_bias"]), mcse, float(p.value), math.nan, PCT_MARGIN.value,
+                    rounding=0.05),
         })
     return pd.DataFrame(rows)
 
@@ -167,7 +172,8 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
                              engine=engine, overwrite=overwrite)
     pub = published(NAME)
     lim = limits_table(summary, cfg)
-    n_out = int((lim["verdict"] != "agrees").sum()) if len(lim) else 0
+    counts = lim["verdict"].value_counts() if len(lim) else pd.Series(dtype=int)
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
     tables = {
         "unadjusted_limits": lim,
         "blup_reference": blup_reference_table(summary, cfg),
@@ -176,20 +182,24 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
         **summary_tables(summary, cell_frame(cfg, CELL_COLUMNS)),
     }
     notes = [
+        rule_note(Z_CRIT),
+        PCT_MARGIN.describe() + ".",
         "unadjusted_limits: large-G limit of OLS on the group means, b_xi -> beta_xi lambda "
         "(1 - rho^2)/(1 - lambda rho^2), b_Z -> beta_Z + beta_xi rho (1 - lambda)/(1 - lambda "
-        f"rho^2); verdict 'agrees' when the mean is within {LIMIT_MCSE:g} MCSE of the limit "
-        f"({n_out} of {len(lim)} cell-terms outside here). The limits are sharp targets in every "
-        "cell (SPEC section 5).",
+        "rho^2), compared as percent bias. The limit is analytic (MCSE 0) and the interval is "
+        f"diff +/- {LIMIT_MCSE:g} MCSE (48 cell-terms: {LIMIT_MCSE:g} rather than {Z_CRIT:g} "
+        f"keeps chance excursions rare); verdicts here: {tally}. The "
+        "limits are sharp targets in every cell (SPEC section 5).",
         "blup_reference: blup's limit (b_xi -> beta_xi (1 - rho^2)/(1 - lambda rho^2), b_Z as "
         "unadjusted) is shown as a reference only, without a verdict: at G = 50 or 100 the noise "
         "in the estimated reliability moves the mean well away from it (heavy right tail; compare "
         "the median).",
         "row16: CV's published percent bias (unadjusted 0.6 / 15.3 / -50.4, adjusted -1.1 / -1.3 "
-        "/ 5.0 as given in the data file) beside this run's unadjusted and croon. The published "
-        "values are printed to one decimal (no difference within .05); CV's own Monte Carlo "
-        "error is not in the data file, so the SE of the difference is this run's MCSE alone "
-        "(a conservative verdict).",
+        "/ 5.0 as given in the data file) beside this run's unadjusted and croon (median_pct: "
+        "the median's percent bias; croon has a heavy right tail). The published values are "
+        "printed to one decimal (no difference within .05); CV's replications and estimates are "
+        "not in the data file, so their MCSE is unknown and se_diff is this run's MCSE alone "
+        "(the verdict is optimistic: a true se_diff is larger).",
         "croon_inadmissible: Croon-van Veldhoven solutions with S_xixi <= 0 or R <= 0 are "
         "inadmissible (flagged, not used in the performance measures); the rate is read from "
         "the run's flags.",
@@ -197,4 +207,4 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
     ]
     return Reproduction(study=NAME, description=DESCRIPTION, run_dir=run_dir,
                         replications=cfg.replications, tables=tables, notes=notes,
-                        partial=summary.partial)
+                        partial=summary.partial, captions=CAPTIONS)

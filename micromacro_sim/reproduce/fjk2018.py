@@ -18,6 +18,17 @@ from ..estimators import SE_TYPES
 from ..summarize import RunSummary
 from . import Reproduction
 from ._common import SUMMARY_NOTES, cell_frame, run_study, summary_tables
+from ._verdicts import (
+    AGREES,
+    DISAGREES,
+    INCONCLUSIVE,
+    NO_ESTIMATE,
+    RATE_MARGIN,
+    SMALL,
+    Z_CRIT,
+    judge,
+    rule_note,
+)
 
 NAME = "fjk2018"
 DESCRIPTION = ("Foster-Johnson & Kromrey 2018: Type I error and power of group means vs CV "
@@ -29,6 +40,12 @@ TERMS = ("z", "xi")
 #: Bradley's liberal criterion for a nominal .05 test: a Type I error rate in [.025, .075].
 BRADLEY = (0.025, 0.075)
 ROBUST = tuple(t for t in SE_TYPES if t != "classical")
+
+CAPTIONS = {
+    "nominal": "cells per verdict: Type I rate vs .05, coverage vs .95 (exact references); "
+    f"margin {RATE_MARGIN.value:g} (Bradley), interval rate +/- {Z_CRIT:g} MCSE; small = "
+    "small difference.",
+}
 
 
 def _rate_table(summary: RunSummary, cells: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -157,6 +174,53 @@ def conclusions(reject: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Nominal values the rates are judged against (analytic: MCSE 0).
+NOMINAL = {"Type I": ("reject", 0.05), "coverage": ("cover", 0.95)}
+_COUNTS = {AGREES: "agrees", SMALL: "small", INCONCLUSIVE: "inconclusive",
+           DISAGREES: "disagrees", NO_ESTIMATE: "no_est"}
+
+
+def nominal_table(reject: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
+    """Type I error rates (vs .05) and coverage (vs .95) judged cell by cell, counted.
+
+    Each cell's rate is compared with the nominal value by :func:`~._verdicts.judge`
+    (reference MCSE 0, margin :data:`~._verdicts.RATE_MARGIN`, Bradley's liberal band).
+    The rate's MCSE is sqrt(V/K) with V the larger of P(1-P) at the estimate and at the
+    nominal value, so that a rate of 0 or 1 in few replications is not taken as exact.
+
+    Parameters
+    ----------
+    reject, coverage : DataFrame
+        Rejection and coverage tables: method, term, test, k and ``reject_<SE>`` /
+        ``cover_<SE>`` columns.
+
+    Returns
+    -------
+    DataFrame
+        method, term, se, measure, cells, mean rate and the count of each verdict.
+    """
+    rows = []
+    for measure, (kind, nominal) in NOMINAL.items():
+        frame = reject[reject["test"] == "Type I"] if kind == "reject" else coverage
+        for (method, term), g in frame.groupby(["method", "term"], sort=False):
+            for se in SE_TYPES:
+                col = f"{kind}_{se}"
+                if col not in g.columns:
+                    continue
+                p = g[col].to_numpy(dtype=float)
+                k = g["k"].to_numpy(dtype=float)
+                var = np.maximum(p * (1 - p), nominal * (1 - nominal))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mcse = np.sqrt(var / k)
+                verdicts = [judge(a, b, nominal, 0.0, RATE_MARGIN.value)["verdict"]
+                            for a, b in zip(p, mcse, strict=True)]
+                row = {"method": method, "term": term, "se": se, "measure": measure,
+                       "cells": len(p), "mean": float(np.nanmean(p)) if len(p) else math.nan}
+                row.update({name: verdicts.count(v) for v, name in _COUNTS.items()})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _holds(verdicts: list[bool]) -> str:
     if not verdicts:
         return "not tested"
@@ -183,10 +247,12 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
                              engine=engine, overwrite=overwrite)
     cells = cell_frame(cfg, CELL_COLUMNS)
     reject = _rate_table(summary, cells, "reject")
+    coverage = _rate_table(summary, cells, "cover")
     tables = {
         "conclusions": conclusions(reject),
+        "nominal": nominal_table(reject, coverage),
         "rejection": reject,
-        "coverage": _rate_table(summary, cells, "cover"),
+        "coverage": coverage,
         **summary_tables(summary, cells),
     }
     notes = [
@@ -194,6 +260,11 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
         "a zero coefficient, power with beta_xi .15 and .3, balanced and unbalanced groups, "
         "classical vs HC0-HC3 SEs, unadjusted vs CV-adjusted means) and each conclusion is "
         "checked; 'holds' is yes / partly / no over the comparisons listed in its evidence.",
+        "nominal: every cell's Type I error rate (cells with a zero coefficient) against .05 "
+        "and every cell's coverage against .95, judged by the verdict rule below with the "
+        f"nominal value as an exact reference; {RATE_MARGIN.describe()}. The columns count "
+        "cells per verdict; 'disagrees' means significantly outside Bradley's band.",
+        rule_note(Z_CRIT),
         "rejection: two-sided t tests at .05 with the residual df; 'Type I' rows have a true "
         "coefficient of 0, 'power' rows a non-zero one. MCSE = sqrt(P(1-P)/K); means over cells "
         "carry the MCSE sqrt(sum mcse^2)/cells. Bradley's liberal criterion [.025, .075] judges "
@@ -209,4 +280,4 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
     ]
     return Reproduction(study=NAME, description=DESCRIPTION, run_dir=run_dir,
                         replications=cfg.replications, tables=tables, notes=notes,
-                        partial=summary.partial)
+                        partial=summary.partial, captions=CAPTIONS)
