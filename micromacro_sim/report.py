@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_text
 from .errors import ConfigError
 from .estimators import SE_TYPES
 from .storage import read_manifest, read_table
@@ -388,9 +388,7 @@ def _markdown(title: str, facts: list[tuple[str, str]], banner: str, sections: l
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 # ---------------------------------------------------------------------------- entry points

@@ -14,12 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .estimators import SE_TYPES
+from .schema import SE_COLUMNS
 from .storage import read_manifest, read_table
 
 __all__ = ["RunSummary", "performance", "summarize_run"]
-
-SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
 
 def performance(
