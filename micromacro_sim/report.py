@@ -354,8 +354,17 @@ def _html(title: str, facts: list[tuple[str, str]], banner: str, sections: list[
     return "\n".join(parts) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#!~"})
+
+
+def _md_text(v: Any) -> str:
+    """Text shown as it is in Markdown, as the HTML report escapes it: HTML is inert,
+    emphasis, links, code and table pipes are backslash-escaped, lines joined."""
+    return html.escape(" ".join(str(v).splitlines()), quote=False).translate(_MD_SPECIAL)
+
+
 def _md_cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return _md_text(v)
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -368,20 +377,21 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 def _markdown(title: str, facts: list[tuple[str, str]], banner: str, sections: list[_Section],
               figures: dict[str, _Figure], intro: str, base: Path) -> str:
-    parts = [f"# {title}", ""]
+    m = _md_text
+    parts = [f"# {m(title)}", ""]
     if banner:
-        parts += [f"> **{banner}**", ""]
-    parts += [intro, "", "## Run", "",
+        parts += [f"> **{m(banner)}**", ""]
+    parts += [m(intro), "", "## Run", "",
               _md_table(pd.DataFrame(facts, columns=["", "value"])), ""]
     for sec in sections:
-        parts += [f"## {sec.title}", ""]
+        parts += [f"## {m(sec.title)}", ""]
         for key in sec.figures:
             if key in figures:
                 f = figures[key]
                 rel = f.path.relative_to(base).as_posix()
-                parts += [f"![{f.title}]({rel})", "", f"*{f.caption}*", ""]
+                parts += [f"![{m(f.title)}]({rel})", "", f"*{m(f.caption)}*", ""]
         if sec.note:
-            parts += [sec.note, ""]
+            parts += [m(sec.note), ""]
         if sec.frame is not None:
             parts += [_md_table(sec.frame), ""]
     return "\n".join(parts)

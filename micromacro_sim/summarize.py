@@ -180,6 +180,8 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         Use flagged (non-converged or inadmissible) replications that have estimates
         too; by default only proper fits are summarized and the rest are counted.
     """
+    if not 0 < alpha < 1:  # also refuses nan
+        raise ConfigError(f"alpha: expected a level strictly between 0 and 1, got {alpha!r}")
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if manifest is None:
