@@ -73,11 +73,15 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 30):.3g} GiB"
 
 
+def _largest_group(sc: Scenario) -> int:
+    gs = sc.group_size
+    return int(gs.value if gs.kind == "balanced" else max(gs.value))  # type: ignore[arg-type]
+
+
 def replication_bytes(sc: Scenario) -> int:
     """Peak memory of one replication of ``sc`` in a task, every method included."""
-    gs = sc.group_size
-    largest = gs.value if gs.kind == "balanced" else max(gs.value)  # type: ignore[arg-type]
-    return sc.n_groups * (int(largest) * BYTES_PER_MEMBER + (sc.n_z + 1) * BYTES_PER_GROUP)
+    return sc.n_groups * (_largest_group(sc) * BYTES_PER_MEMBER
+                          + (sc.n_z + 1) * BYTES_PER_GROUP)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ def _workers(config: RunConfig) -> int:
 
 def _chunk(config: RunConfig, per_rep: int, workers: int, force: bool) -> tuple[int, list[str]]:
     """The chunk size that fits memory (or a refusal)."""
+    big = max(config.scenarios, key=replication_bytes)
+    field = "group_size" if _largest_group(big) > big.n_groups else "n_groups"
     chunk = config.resolved_chunk_size()
     avail = available_memory()
     if avail is None or force or config.address:
@@ -122,7 +128,7 @@ def _chunk(config: RunConfig, per_rep: int, workers: int, force: bool) -> tuple[
     fits = int(share // per_rep) if share > 0 else 0
     if fits < 1:
         raise ConfigError(
-            f"n_groups: one replication needs about {_gib(per_rep)} for each of {workers} "
+            f"{field}: one replication needs about {_gib(per_rep)} for each of {workers} "
             f"worker(s), more than the {_gib(avail)} of memory available; reduce n_groups, "
             "group_size or n_jobs, or pass --force to insist"
         )
