@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import platform
 import shutil
@@ -110,21 +111,48 @@ def write_scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> 
 
 
 class Ledger:
-    """Records finished shards in the manifest, rewriting it at most once a second."""
+    """Records finished shards in the manifest, rewriting it at most once a second.
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    While the run lasts, a reserve file (``RUN_DIR/.reserve``) holds room for the last
+    manifest: when the disk fills, :meth:`close` frees it first, so the manifest still
+    records every finished shard and the run's true end.
+    """
+
+    #: Bytes reserved per task still to run (two ledger entries) and in all.
+    RESERVE_PER_TASK = 512
+    RESERVE_MIN = 64 << 10
+
+    def __init__(self, path: Path, manifest: dict[str, Any], tasks: int = 0) -> None:
         self.path, self.manifest, self._last = path, manifest, 0.0
+        self.reserve = path.with_name(".reserve")
+        size = self.RESERVE_MIN + tasks * self.RESERVE_PER_TASK
+        size += len(json.dumps(manifest, default=str))
+        try:
+            with open(self.reserve, "wb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, size)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError):  # no room even for that: run without it
+                self.reserve.unlink()
 
     def add(self, res: TaskResult) -> None:
+        """Record a finished task's shards."""
         for rec in res.shards:
             self.manifest["shards"][rec.path] = rec.to_json()
         self.flush()
 
     def flush(self, force: bool = False) -> None:
+        """Rewrite the manifest (at most once a second unless ``force``)."""
         now = time.monotonic()
         if force or now - self._last >= 1.0:
             write_json_atomic(self.path, self.manifest)
             self._last = now
+
+    def close(self) -> None:
+        """Free the reserve and write the final manifest (best effort on a full disk)."""
+        with contextlib.suppress(OSError):
+            self.reserve.unlink()
+        with contextlib.suppress(OSError):
+            self.flush(force=True)
 
 
 def storage_error(exc: OSError, run_dir: Path) -> StorageError:

@@ -10,6 +10,7 @@ to joblib.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -43,7 +44,6 @@ from .schema import SE_COLUMNS
 from .storage import (
     ShardRecord,
     completed_ranges,
-    write_json_atomic,
     write_shard,
 )
 
@@ -344,8 +344,8 @@ def run(
 def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, Any] | None,
                 overwrite: bool, notes: list[str], chunk: int, progress: bool | None,
                 max_tasks: int | None) -> RunResult:
-    path = run_dir / "manifest.json"
     manifest: dict[str, Any] = {}
+    ledger: Ledger | None = None
     status = "failed"
     started = time.perf_counter()
     tasks: list[Task] = []
@@ -356,7 +356,7 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
         manifest["runs"].append({"started": now(), "n_jobs": config.n_jobs,
                                  "chunk_size": chunk, "backend": config.backend,
                                  "tasks": len(tasks)})
-        ledger = Ledger(path, manifest)
+        ledger = Ledger(run_dir / "manifest.json", manifest, len(tasks))
         ledger.flush(force=True)
         show = sys.stderr.isatty() if progress is None else progress
         bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
@@ -369,17 +369,15 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
         status = "interrupted"
         raise
     except OSError as exc:
+        status = "failed: " + (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
         raise storage_error(exc, run_dir) from None
     finally:
-        if manifest:
-            seconds = time.perf_counter() - started
+        if manifest and ledger is not None:
             manifest["status"] = status
-            if manifest["runs"]:
-                manifest["runs"][-1].update(finished=now(), seconds=round(seconds, 3),
-                                            ended=status)
+            manifest["runs"][-1].update(finished=now(), ended=status,
+                                        seconds=round(time.perf_counter() - started, 3))
             manifest["finished"] = now()
-            with contextlib.suppress(OSError):  # a full disk keeps the last manifest
-                write_json_atomic(path, manifest)
+            ledger.close()
     return RunResult(run_dir=run_dir, tasks_run=len(tasks),
                      replications_run=sum(t.size for t in tasks),
                      seconds=time.perf_counter() - started, notes=tuple(notes))
