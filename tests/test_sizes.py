@@ -175,3 +175,29 @@ def test_markdown_report_escapes_names(tmp_path):
     text = write_report(tmp_path / "r", tmp_path / "md", fmt="md", plots=False).read_text()
     assert "<img" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;\\*bold\\*\\_x\\_\\|" in text
+
+
+def test_read_only_and_unwritable_outputs_are_refused(tmp_path):
+    import os
+    import shutil
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    cli = f"{sys.executable} -m micromacro_sim.cli run {cfg} --output {ro}/run --quiet"
+    script = f"mount -t tmpfs -o ro,size=64k none {ro} || exit 90; {cli}"
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if res.returncode == 90:
+        pytest.skip("cannot mount a tmpfs here")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == (f"error: output: '{ro}/run' is on a read-only file system "
+                                  f"('{ro}')")
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match=r"^output: .* no permission"):
+            run(parse_config(BASE), run_dir=locked / "run", progress=False)
