@@ -11,6 +11,7 @@ import pandas as pd
 from .dataset import Dataset
 from .errors import DataError
 from .estimators import SE_TYPES, FitResult, available, get_estimator, registry
+from .schema import SE_COLUMNS
 from .status import Status
 from .userdata import prepare
 
@@ -47,13 +48,13 @@ def results_table(results: Sequence[FitResult]) -> pd.DataFrame:
     for r in results:
         for i, term in enumerate(r.terms):
             row = {"method": r.method, "term": term, "estimate": r.params[i]}
-            for t in SE_TYPES:
-                row["se" if t == "classical" else f"se_{t}"] = r.se(t)[i]
+            for t, col in SE_COLUMNS.items():
+                row[col] = r.se(t)[i]
             row.update(converged=r.converged, admissible=r.admissible, status=r.status.value,
                        reason_code=r.reason_code, reason=r.reason)
             rows.append(row)
     out = pd.DataFrame(rows)
-    num = ["estimate", "se", *(f"se_{t}" for t in SE_TYPES if t != "classical")]
+    num = ["estimate", *SE_COLUMNS.values()]
     out[num] = out[num].astype(float).where(np.isfinite(out[num].astype(float)))
     return out
 

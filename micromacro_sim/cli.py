@@ -7,10 +7,11 @@ stderr and exit with status 2, having written nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .errors import MicroMacroError
+from .errors import ConfigError, MicroMacroError
 
 __all__ = ["main"]
 
@@ -19,10 +20,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import run
 
-    cfg = load_config(args.config, n_jobs=args.n_jobs, chunk_size=args.chunk_size,
-                      replications=args.replications, output=args.output,
-                      backend=args.backend, address=args.address, engine=args.engine)
-    res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None)
+    args.alpha = _check_alpha(args.alpha)
+    cfg = load_config(args.config, force=args.force, n_jobs=args.n_jobs,
+                      chunk_size=args.chunk_size, replications=args.replications,
+                      output=args.output, backend=args.backend, address=args.address,
+                      engine=args.engine)
+    if args.output is not None and not args.output.strip():
+        raise ConfigError(f"output: expected a folder path, got {args.output!r}")
+    res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None,
+              force=args.force)
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
           f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
           f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}")
@@ -31,16 +39,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_alpha(text: str | float) -> float:
+    """``--alpha`` as a number strictly between 0 and 1 (one-line error otherwise)."""
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = float("nan")
+    if not 0 < alpha < 1:  # also refuses nan
+        raise ConfigError(f"alpha: expected a level strictly between 0 and 1, got {text!r}")
+    return alpha
+
+
 def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
+    from .atomic import write_atomic
+    from .paths import check_output_dir
+    from .storage import overlapping_shards
     from .summarize import format_summary, summarize_run
 
+    args.alpha = _check_alpha(args.alpha)
+    summary_dir = getattr(args, "summary_dir", None)
+    out = check_output_dir(summary_dir) if summary_dir is not None else Path(run_dir)
     s = summarize_run(run_dir, alpha=args.alpha, include_flagged=args.include_flagged)
-    out = Path(args.summary_dir) if getattr(args, "summary_dir", None) else Path(run_dir)
+    overlaps = overlapping_shards(run_dir)
+    if overlaps:
+        key, a, b = overlaps[0]
+        print(f"note: {len(overlaps)} pair(s) of estimates shards overlap (first: scenario "
+              f"{key}, replications {list(a)} and {list(b)}); their rows were de-duplicated "
+              "by (scenario, replication, method, term), each replication counted once",
+              file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in (("summary", s.performance), ("flags", s.flags),
                         ("reliability", s.datasets)):
-        frame.to_csv(out / f"{name}.csv", index=False)
-        frame.to_parquet(out / f"{name}.parquet", index=False)
+        write_atomic(out / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        write_atomic(out / f"{name}.parquet",
+                     lambda tmp, f=frame: f.to_parquet(tmp, index=False))
     print(format_summary(s, se_type=args.se_type))
     print(f"\nwrote summary, flags and reliability tables (CSV and Parquet) to {out}")
     return 0
@@ -75,8 +107,12 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .api import fit_frame
+    from .atomic import write_atomic
+    from .paths import check_output_file
     from .userdata import read_table_file
 
+    if args.output is not None:
+        check_output_file(args.output)
     frame = read_table_file(args.data)
     methods = [m.strip() for m in args.method.split(",")] if args.method else None
     table, notes, rel = fit_frame(frame, group=args.group, x=args.x, y=args.y, z=args.z,
@@ -86,11 +122,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     warning = rel.warning()
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    if args.output:
+    if args.output is not None:
         out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        table.to_csv(tmp, index=False)
-        tmp.replace(out)
+        write_atomic(out, lambda tmp: table.to_csv(tmp, index=False))
         print(f"wrote {len(table)} rows to {out}")
     else:
         import pandas as pd
@@ -110,7 +144,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_summary_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
+    p.add_argument("--alpha", default="0.05", help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
                    help="also use flagged fits that have estimates")
     p.add_argument("--se-type", default="HC3", choices=["HC0", "HC1", "HC2", "HC3"],
@@ -153,6 +187,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard an existing run of a different config in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--force", action="store_true",
+                   help="run even a design estimated not to fit this machine's memory, "
+                        "disk or task limits")
     p.add_argument("--summarize", action="store_true", help="summarize when done")
     _add_summary_options(p)
     p.set_defaults(func=_cmd_run)
@@ -201,13 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(first if first in light | set(_HEAVY) else None)
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
     except MicroMacroError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader (``| head``) stopped reading: exit quietly, as a killed pipe writer
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ unbalanced design, while ``grid: {group_size: [10, 40]}`` is two balanced cells)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -190,8 +191,31 @@ def _expand(fixed: dict[str, Any], grid: dict[str, Any]) -> tuple[Scenario, ...]
     return tuple(cells)
 
 
-def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
-    """Validate a config mapping.
+def _check_name(name: Any) -> str:
+    """A run name is one plain folder name: results/<name> stays inside results/."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"name: expected a non-empty string, got {name!r}")
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    if bad or name in (".", ".."):
+        raise ConfigError(f"name: must be a plain folder name (no path), got {name!r}")
+    if len(name.encode()) > 200:
+        raise ConfigError(f"name: longer than 200 bytes, got {name[:40]!r}...")
+    return name
+
+
+def _check_grid_size(grid: dict[str, Any], force: bool) -> None:
+    from .limits import MAX_CELLS
+
+    cells = 1
+    for v in grid.values():
+        cells *= len(v) if isinstance(v, list) else 1
+    if cells > MAX_CELLS and not force:
+        raise ConfigError(f"grid: {cells} cells, more than {MAX_CELLS}; reduce the levels or "
+                          "pass --force to insist")
+
+
+def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> RunConfig:
+    """Validate a config mapping (``force`` lifts the limit on the number of grid cells).
 
     Raises
     ------
@@ -229,11 +253,9 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     if address is not None and backend not in ("dask", "ray"):
         raise ConfigError(f"address: only used with backend dask or ray, got backend {backend!r}")
     output = raw.get("output")
-    if output is not None and not isinstance(output, str):
+    if output is not None and (not isinstance(output, str) or not output.strip()):
         raise ConfigError(f"output: expected a folder path, got {output!r}")
-    name = raw.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"name: expected a non-empty string, got {name!r}")
+    name = _check_name(raw.get("name", Path(source).stem))
     fixed = raw.get("fixed", {}) or {}
     grid = raw.get("grid", {}) or {}
     if not isinstance(fixed, dict):
@@ -241,6 +263,7 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     if not isinstance(grid, dict):
         raise ConfigError(f"grid: expected a mapping, got {grid!r}")
     methods = _parse_methods(raw.get("methods"))
+    _check_grid_size(grid, force)
     scenarios = _expand(fixed, grid)
     policy = Policy.from_config(raw.get("admissibility"))
     policy.check_scenarios(scenarios)
@@ -271,20 +294,97 @@ def parse_config(raw: Any, *, source: str = "config") -> RunConfig:
     )
 
 
-def load_config(path: str | Path, **overrides: Any) -> RunConfig:
-    """Read and validate a YAML config; ``overrides`` replace top-level keys."""
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            with contextlib.suppress(TypeError):
+                if key in seen:
+                    raise ConfigError(
+                        f"{key}: key given twice (line {key_node.start_mark.line + 1})"
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """Nodes of the document once every alias is expanded (stops past ``limit``)."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in memo:
+            return memo[id(n)]
+        if id(n) in active:
+            raise ConfigError("config: an alias refers to itself (recursive YAML)")
+        active.add(id(n))
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            for child in n.value:
+                total += size(child)
+                if total > limit:
+                    break
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        active.discard(id(n))
+        memo[id(n)] = total
+        return total
+
+    return size(node)
+
+
+def _read_yaml(path: str | Path) -> Any:
+    """Parse a config file: UTF-8, at most MAX_YAML_BYTES, aliases bounded, no key twice."""
+    from .limits import MAX_YAML_BYTES, MAX_YAML_NODES
+
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"config: cannot read {str(path)!r} ({exc.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"config: {str(path)!r} is larger than {MAX_YAML_BYTES} bytes")
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config: {str(path)!r} is not UTF-8 text (byte "
+                          f"0x{data[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+                raise ConfigError(f"config: {str(path)!r} expands to more than "
+                                  f"{MAX_YAML_NODES} YAML nodes (aliases)")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"config: YAML syntax error in {str(path)!r}{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"config: {str(path)!r} is nested too deeply") from None
+
+
+def load_config(path: str | Path, *, force: bool = False, **overrides: Any) -> RunConfig:
+    """Read and validate a YAML config; ``overrides`` replace top-level keys.
+
+    ``force`` lifts the size limits of :mod:`~micromacro_sim.limits` on the grid.
+    """
+    raw = _read_yaml(path)
     if isinstance(raw, dict):
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    return parse_config(raw, source=str(path))
+    return parse_config(raw, source=str(path), force=force)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_text
 from .errors import ConfigError
 from .estimators import SE_TYPES
 from .storage import read_manifest, read_table
@@ -354,8 +354,17 @@ def _html(title: str, facts: list[tuple[str, str]], banner: str, sections: list[
     return "\n".join(parts) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#!~"})
+
+
+def _md_text(v: Any) -> str:
+    """Text shown as it is in Markdown, as the HTML report escapes it: HTML is inert,
+    emphasis, links, code and table pipes are backslash-escaped, lines joined."""
+    return html.escape(" ".join(str(v).splitlines()), quote=False).translate(_MD_SPECIAL)
+
+
 def _md_cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return _md_text(v)
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -368,29 +377,28 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 def _markdown(title: str, facts: list[tuple[str, str]], banner: str, sections: list[_Section],
               figures: dict[str, _Figure], intro: str, base: Path) -> str:
-    parts = [f"# {title}", ""]
+    m = _md_text
+    parts = [f"# {m(title)}", ""]
     if banner:
-        parts += [f"> **{banner}**", ""]
-    parts += [intro, "", "## Run", "",
+        parts += [f"> **{m(banner)}**", ""]
+    parts += [m(intro), "", "## Run", "",
               _md_table(pd.DataFrame(facts, columns=["", "value"])), ""]
     for sec in sections:
-        parts += [f"## {sec.title}", ""]
+        parts += [f"## {m(sec.title)}", ""]
         for key in sec.figures:
             if key in figures:
                 f = figures[key]
                 rel = f.path.relative_to(base).as_posix()
-                parts += [f"![{f.title}]({rel})", "", f"*{f.caption}*", ""]
+                parts += [f"![{m(f.title)}]({rel})", "", f"*{m(f.caption)}*", ""]
         if sec.note:
-            parts += [sec.note, ""]
+            parts += [m(sec.note), ""]
         if sec.frame is not None:
             parts += [_md_table(sec.frame), ""]
     return "\n".join(parts)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 # ---------------------------------------------------------------------------- entry points

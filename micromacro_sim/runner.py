@@ -9,13 +9,13 @@ to joblib.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,33 @@ from .admissibility import Policy, draw_many
 from .backends import backend_context
 from .batch import Batch
 from .config import MethodSpec, RunConfig
-from .errors import ConfigError
+from .limits import plan_budget
+from .lock import RunLock
+from .manifest import (
+    Ledger,
+    now,
+    previous_manifest,
+    start_run,
+    storage_error,
+    write_scenarios_table,
+)
+from .paths import check_output_dir
 from .progress import Progress
 from .reliability import reliability_rows
 from .results import SE_COLUMNS, BatchResult
 from .scenario import Scenario
 from .storage import (
-    clear_run,
+    ShardRecord,
     completed_ranges,
-    read_manifest,
-    write_frame_atomic,
-    write_json_atomic,
     write_shard,
 )
 
-__all__ = ["RunResult", "plan_tasks", "run", "simulate_chunk"]
+__all__ = ["RunResult", "Task", "TaskResult", "plan_tasks", "run", "run_task", "simulate_chunk"]
 
 #: Estimated sequential seconds below which starting loky workers does not pay off: each
 #: costs about a second of start-up (imports), and the first task, which the estimate is
 #: based on, runs cold and overstates the rest.
 LOKY_WORTHWHILE_SECONDS = 3.0
-
-
 
 _EST_COLUMNS = [
     "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
@@ -138,101 +143,88 @@ def _single_threaded_blas():
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it BLAS keeps its own setting
-        import contextlib
-
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def run_task(run_dir: str, scenario: Scenario, start: int, stop: int,
-             methods: tuple[MethodSpec, ...], seed: int, policy: Policy,
-             engine: str = "auto") -> tuple[str, int, int]:
-    """Simulate replications [start, stop) of ``scenario`` and write both shards.
+@dataclass(frozen=True)
+class Task:
+    """Replications [start, stop) of one scenario, and everything needed to run them."""
+
+    run_dir: str
+    scenario: Scenario
+    start: int
+    stop: int
+    methods: tuple[MethodSpec, ...]
+    seed: int
+    policy: Policy
+    engine: str = "auto"
+    result_hash: str = ""
+
+    @property
+    def size(self) -> int:
+        """Number of replications."""
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What :func:`run_task` wrote: the task's range and its shards' ledger records."""
+
+    key: str
+    start: int
+    stop: int
+    shards: tuple[ShardRecord, ...]
+
+
+def run_task(task: Task) -> TaskResult:
+    """Simulate one task and write both shards.
 
     The datasets shard is written first and the estimates shard last, so the
     estimates shard marks a finished task.
     """
+    sc = task.scenario
     with _single_threaded_blas():
-        est, ds = simulate_chunk(scenario, range(start, stop), methods, seed, policy, engine)
-    write_shard(Path(run_dir), "datasets", scenario.key, start, stop, ds)
-    write_shard(Path(run_dir), "estimates", scenario.key, start, stop, est)
-    return scenario.key, start, stop
+        est, ds = simulate_chunk(sc, range(task.start, task.stop), task.methods, task.seed,
+                                 task.policy, task.engine)
+    where = Path(task.run_dir)
+    records = tuple(write_shard(where, table, sc.key, task.start, task.stop, frame,
+                                task.result_hash)
+                    for table, frame in (("datasets", ds), ("estimates", est)))
+    return TaskResult(sc.key, task.start, task.stop, records)
 
 
 def _missing(done: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
-    covered = np.zeros(total, dtype=bool)
-    for a, b in done:
-        covered[a : min(b, total)] = True
-    gaps, i = [], 0
-    while i < total:
-        if covered[i]:
-            i += 1
-            continue
-        j = i
-        while j < total and not covered[j]:
-            j += 1
-        gaps.append((i, j))
-        i = j
-    return gaps
+    """The ranges of [0, total) that no range in ``done`` covers (overlaps allowed)."""
+    gaps, reach = [], 0
+    for a, b in sorted(done):
+        if a > reach:
+            gaps.append((reach, min(a, total)))
+        reach = max(reach, b)
+        if reach >= total:
+            break
+    if reach < total:
+        gaps.append((reach, total))
+    return [(a, b) for a, b in gaps if a < b]
 
 
-def plan_tasks(config: RunConfig, run_dir: Path) -> list[tuple[Scenario, int, int]]:
-    """(scenario, start, stop) tasks for every replication not yet finished in ``run_dir``."""
-    size = config.resolved_chunk_size()
+def finished_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
+    """Scenario key -> replications of ``config`` already finished in ``run_dir``."""
+    return {sc.key: config.replications - sum(b - a for a, b in _missing(
+        completed_ranges(run_dir, sc.key), config.replications)) for sc in config.scenarios}
+
+
+def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None) -> list[Task]:
+    """A task for every replication range not yet finished in ``run_dir``."""
+    size = chunk_size or config.resolved_chunk_size()
     tasks = []
     for sc in config.scenarios:
         for a, b in _missing(completed_ranges(run_dir, sc.key), config.replications):
             for s in range(a, b, size):
-                tasks.append((sc, s, min(s + size, b)))
+                tasks.append(Task(str(run_dir), sc, s, min(s + size, b), config.methods,
+                                  config.seed, config.policy, config.engine,
+                                  config.result_hash))
     return tasks
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("micromacro-sim", "numpy", "scipy", "pandas", "statsmodels", "semopy",
-                "joblib", "pyarrow", "PyYAML"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _prepare(config: RunConfig, run_dir: Path, overwrite: bool) -> dict[str, Any]:
-    """Check the folder's previous run (if any) and return the manifest to write."""
-    old = read_manifest(run_dir)
-    keys = [sc.key for sc in config.scenarios]
-    if old is not None and not overwrite and old.get("result_hash") != config.result_hash:
-        raise ConfigError(
-            f"output: {str(run_dir)!r} holds a run of a different config "
-            f"(result hash {old.get('result_hash')} != {config.result_hash}); "
-            "choose another output folder or pass --overwrite"
-        )
-    if old is not None and overwrite:
-        clear_run(run_dir)
-        old = None
-    previous = [] if old is None else list(old.get("scenarios", []))
-    all_keys = previous + [k for k in keys if k not in previous]
-    return {
-        "name": config.name,
-        "description": config.description,
-        "status": "running",
-        "result_hash": config.result_hash,
-        "result_identity": config.result_identity(),
-        "config": config.raw,
-        "seed": config.seed,
-        "replications": config.replications,
-        "scenarios": all_keys,
-        "methods": [m.label for m in config.methods],
-        "versions": _versions(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "created": old.get("created") if old else _now(),
-        "runs": (old.get("runs", []) if old else []),
-    }
 
 
 @dataclass(frozen=True)
@@ -243,18 +235,61 @@ class RunResult:
     tasks_run: int
     replications_run: int
     seconds: float
+    notes: tuple[str, ...] = ()
 
 
-def _scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _choose_backend(config: RunConfig, tasks: list[Task]) -> str:
+    backend = config.backend
+    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
+        backend = "sequential"
+    return backend
 
-    path = run_dir / "scenarios.parquet"
-    rows = {sc.key: sc.describe() for sc in config.scenarios}
-    if path.is_file():
-        for row in pq.read_table(path).to_pylist():
-            rows.setdefault(row["scenario"], row)
-    write_frame_atomic(path, pa.Table.from_pylist([rows[k] for k in keys if k in rows]))
+
+def _execute(config: RunConfig, run_dir: Path, tasks: list[Task], ledger: Ledger,
+             bar: Progress) -> None:
+    """Run ``tasks``, recording each finished one."""
+    from joblib import Parallel, delayed
+
+    backend = _choose_backend(config, tasks)
+    tasks_left = tasks
+    if backend == "loky" and tasks:
+        # Worker processes cost about a second to start; when the first task shows the
+        # whole run is shorter than that, the rest runs in this process. Where a task
+        # runs never changes its results.
+        t0 = time.perf_counter()
+        ledger.add(run_task(tasks[0]))
+        bar.update(tasks[0].size)
+        tasks_left = tasks[1:]
+        if (time.perf_counter() - t0) * len(tasks_left) < LOKY_WORTHWHILE_SECONDS:
+            backend = "sequential"
+    if not tasks_left:
+        return
+    n_jobs = 1 if backend == "sequential" else config.n_jobs
+    with backend_context(backend, n_jobs=n_jobs, scratch=run_dir / ".scratch",
+                         address=config.address):
+        # Ray's joblib backend returns all results at once (no generators): its
+        # progress line moves at the end only.
+        order = "list" if backend == "ray" else "generator_unordered"
+        for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
+            ledger.add(res)
+            bar.update(res.stop - res.start)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C inside the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(
@@ -264,6 +299,7 @@ def run(
     overwrite: bool = False,
     progress: bool | None = None,
     max_tasks: int | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run (or resume) every missing task of ``config``.
 
@@ -278,70 +314,72 @@ def run(
         Show a progress line on stderr (default: when stderr is a terminal).
     max_tasks : int, optional
         Stop after this many tasks (used to test interruption and resume).
+    force : bool
+        Run even what :func:`~micromacro_sim.limits.plan_budget` estimates will not fit.
 
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    ConfigError, StorageError, RunLocked
+        Before anything is written, except a full disk or an unwritable file met
+        while running (finished shards are then kept and recorded).
     """
-    from joblib import Parallel, delayed
+    if run_dir is None:
+        run_dir = config.output if config.output is not None else Path("results") / config.name
+    run_dir = check_output_dir(run_dir)
+    old, notes = previous_manifest(config, run_dir, overwrite)
+    budget = plan_budget(config, run_dir, {} if overwrite else finished_counts(config, run_dir),
+                         force=force)
+    notes.extend(budget.notes)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, run_dir) from None
+    with RunLock(run_dir) as lock, _sigterm_as_interrupt():
+        return _run_locked(config, run_dir, lock, old, overwrite, notes, budget.chunk_size,
+                           progress, max_tasks)
 
-    run_dir = Path(run_dir or config.output or Path("results") / config.name)
-    manifest = _prepare(config, run_dir, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _scenarios_table(run_dir, config, manifest["scenarios"])
-    tasks = plan_tasks(config, run_dir)
-    if max_tasks is not None:
-        tasks = tasks[:max_tasks]
+
+def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, Any] | None,
+                overwrite: bool, notes: list[str], chunk: int, progress: bool | None,
+                max_tasks: int | None) -> RunResult:
+    manifest: dict[str, Any] = {}
+    ledger: Ledger | None = None
+    status = "failed"
     started = time.perf_counter()
-    manifest["runs"].append({"started": _now(), "n_jobs": config.n_jobs,
-                             "chunk_size": config.resolved_chunk_size(),
-                             "backend": config.backend, "tasks": len(tasks)})
-    write_json_atomic(run_dir / "manifest.json", manifest)
-
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = Progress(total=sum(b - a for _, a, b in tasks), unit="reps", enabled=show)
-
-    def args(task: tuple[Scenario, int, int]) -> tuple:
-        sc, a, b = task
-        return (str(run_dir), sc, a, b, config.methods, config.seed, config.policy,
-                config.engine)
-
-    backend = config.backend
-    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
-        backend = "sequential"
-    if backend == "loky" and tasks:
-        # Worker processes cost about a second to start; when the first task shows the
-        # whole run is shorter than that, the rest runs in this process. Where a task
-        # runs never changes its results.
-        t0 = time.perf_counter()
-        _key, a, b = run_task(*args(tasks[0]))
-        bar.update(b - a)
-        tasks_left = tasks[1:]
-        if (time.perf_counter() - t0) * len(tasks_left) < LOKY_WORTHWHILE_SECONDS:
-            backend = "sequential"
-    else:
-        tasks_left = tasks
-    if tasks_left:
-        n_jobs = 1 if backend == "sequential" else config.n_jobs
-        with backend_context(backend, n_jobs=n_jobs, scratch=run_dir / ".scratch",
-                             address=config.address):
-            # Ray's joblib backend returns all results at once (no generators): its
-            # progress line moves at the end only.
-            order = "list" if backend == "ray" else "generator_unordered"
-            calls = (delayed(run_task)(*args(t)) for t in tasks_left)
-            for _key, a, b in Parallel(return_as=order)(calls):
-                bar.update(b - a)
-    bar.close()
-
-    seconds = time.perf_counter() - started
-    remaining = plan_tasks(config, run_dir)
-    manifest["status"] = "complete" if not remaining else "partial"
-    manifest["runs"][-1].update(finished=_now(), seconds=round(seconds, 3))
-    manifest["finished"] = _now()
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    return RunResult(
-        run_dir=run_dir,
-        tasks_run=len(tasks),
-        replications_run=sum(b - a for _, a, b in tasks),
-        seconds=seconds,
-    )
+    tasks: list[Task] = []
+    try:
+        manifest = start_run(config, run_dir, lock, old, overwrite, notes)
+        write_scenarios_table(run_dir, config, manifest["scenarios"])
+        tasks = plan_tasks(config, run_dir, chunk)[:max_tasks]
+        manifest["runs"].append({"started": now(), "n_jobs": config.n_jobs,
+                                 "chunk_size": chunk, "backend": config.backend,
+                                 "tasks": len(tasks)})
+        ledger = Ledger(run_dir / "manifest.json", manifest, len(tasks))
+        ledger.flush(force=True)
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
+        try:
+            _execute(config, run_dir, tasks, ledger, bar)
+        finally:
+            bar.close()
+        status = "complete" if not plan_tasks(config, run_dir, chunk) else "partial"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except OSError as exc:
+        status = "failed: " + (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        raise storage_error(exc, run_dir) from None
+    finally:
+        if manifest and ledger is not None:
+            manifest["status"] = status
+            manifest["runs"][-1].update(finished=now(), ended=status,
+                                        seconds=round(time.perf_counter() - started, 3))
+            manifest["finished"] = now()
+            ledger.close()
+    return RunResult(run_dir=run_dir, tasks_run=len(tasks),
+                     replications_run=sum(t.size for t in tasks),
+                     seconds=time.perf_counter() - started, notes=tuple(notes))

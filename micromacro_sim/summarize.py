@@ -14,13 +14,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .estimators import SE_TYPES
 from .fields import true_value
+from .schema import SE_COLUMNS
 from .storage import read_manifest, read_table
 
 __all__ = ["RunSummary", "performance", "summarize_run"]
-
-SE_COLUMNS = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES if t != "classical"}}
 
 
 def performance(
@@ -187,6 +185,8 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         Use flagged (non-converged or inadmissible) replications that have estimates
         too; by default only proper fits are summarized and the rest are counted.
     """
+    if not 0 < alpha < 1:  # also refuses nan
+        raise ConfigError(f"alpha: expected a level strictly between 0 and 1, got {alpha!r}")
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if manifest is None:

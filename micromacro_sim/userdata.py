@@ -8,6 +8,7 @@ naming the column and the first offending group.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,17 @@ def read_table_file(path: str | Path) -> pd.DataFrame:
     try:
         if p.suffix.lower() == ".parquet":
             return pd.read_parquet(p)
-        return pd.read_csv(p)
+        frame = pd.read_csv(p)
+        with open(p, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"DATA: cannot read {str(path)!r}: {first}") from None
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # pandas would silently rename the second one (x -> x.1)
+        raise DataError(f"{twice[0]}: column appears more than once in the header of "
+                        f"{str(path)!r}")
+    return frame
 
 
 def _show(v: object) -> str:

@@ -2,7 +2,8 @@
 
 The files live in tests/corpus/. A config's first line says which field the error must
 name (``# expect: FIELD``); data files list their expected message in
-tests/corpus/data/expect.yaml. Nothing may be written in either case.
+tests/corpus/data/expect.yaml; command lines (output paths, options) are listed in
+tests/corpus/commands/expect.yaml. Nothing may be written in any case.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ from micromacro_sim.cli import main
 CORPUS = Path(__file__).parent / "corpus"
 CONFIGS = sorted((CORPUS / "configs").glob("*.yaml"))
 DATA = yaml.safe_load((CORPUS / "data" / "expect.yaml").read_text())
+COMMANDS = yaml.safe_load((CORPUS / "commands" / "expect.yaml").read_text())
 
 
 def test_corpus_is_large_enough():
-    assert len(CONFIGS) + len(DATA) >= 30
+    assert len(CONFIGS) + len(DATA) + len(COMMANDS) >= 80
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_bad_config(path, tmp_path, capsys, monkeypatch):
-    field = path.read_text().splitlines()[0].removeprefix("# expect:").strip()
+    first = path.read_bytes().split(b"\n")[0].decode("ascii")  # the rest may not be UTF-8
+    field = first.removeprefix("# expect:").strip()
     monkeypatch.chdir(tmp_path)  # a config without `output` would write under ./results
     out = tmp_path / "out"
     rc = main(["run", str(path), "--output", str(out), "--quiet"])
@@ -51,3 +58,26 @@ def test_bad_data(name, tmp_path, capsys):
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: {case['expect']}"), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS), ids=sorted(COMMANDS))
+def test_bad_command(name, tmp_path, capsys, monkeypatch):
+    case = COMMANDS[name]
+    monkeypatch.chdir(tmp_path)
+    if case.get("setup") == "file":
+        (tmp_path / "exists").write_text("a file")
+    before = _tree(tmp_path)
+    subs = {"{tmp}": str(tmp_path), "{here}": str(CORPUS / "commands"), "{long}": "n" * 300}
+    argv = []
+    for arg in case["argv"]:
+        for k, v in subs.items():
+            arg = arg.replace(k, v)
+        argv.append(arg)
+    rc = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {case['expect']}"), err
+    assert "Traceback" not in captured.out + captured.err
+    assert _tree(tmp_path) == before

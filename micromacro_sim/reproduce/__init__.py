@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pandas as pd
 
+from ..atomic import write_atomic, write_text
+
 __all__ = ["Reproduction", "get_study", "studies"]
 
 _SKIP = {"cli"}
@@ -80,13 +82,11 @@ class Reproduction:
         paths = []
         for name, frame in self.tables.items():
             path = out / f"{name}.csv"
-            tmp = out / f".{name}.csv.tmp"
-            frame.to_csv(tmp, index=False)
-            tmp.replace(path)
+            write_atomic(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
             paths.append(path)
         notes = out / "notes.txt"
         caps = [f"{name}: {text}" for name, text in self.captions.items()]
-        notes.write_text("\n".join([*caps, *self.notes]) + "\n")
+        write_text(notes, "\n".join([*caps, *self.notes]) + "\n")
         paths.append(notes)
         return paths
 
