@@ -84,15 +84,17 @@ class UserDataset(Dataset):
         return NotApplicable(Reason.MEMBER_ORDER_UNDEFINED)
 
     def _first_incomplete(self) -> str:
-        """Message naming the first group that lacks a member label."""
+        """Message naming the first group whose member labels differ from the first's."""
         assert self.member_codes is not None and self.member_labels is not None
-        n_lab = len(self.member_labels)
-        g = int(np.flatnonzero(self.sizes < n_lab)[0])
-        have = set(self.member_codes[self.starts[g]:self.starts[g] + self.sizes[g]].tolist())
-        lack = next(i for i in range(n_lab) if i not in have)
-        label = self.group_labels[g] if self.group_labels is not None else g
-        return (f"member labels differ across groups: group {_show(label)} lacks "
-                f"{self.member_name} {_show(self.member_labels[lack])}")
+        sets = [frozenset(self.member_codes[s:s + n].tolist())
+                for s, n in zip(self.starts, self.sizes, strict=True)]
+        g = next(i for i, s in enumerate(sets) if s != sets[0])
+        names = self.group_labels if self.group_labels is not None else np.arange(len(sets))
+        lack, extra = sorted(sets[0] - sets[g]), sorted(sets[g] - sets[0])
+        what, code = ("lacks", lack[0]) if lack else ("has", extra[0])
+        return (f"member labels differ across groups: group {_show(names[g])} {what} "
+                f"{self.member_name} {_show(self.member_labels[code])} (group "
+                f"{_show(names[0])} {'has' if lack else 'lacks'} it)")
 
     @cached_property
     def position(self) -> np.ndarray:  # type: ignore[override]
