@@ -142,8 +142,7 @@ def test_method_options_as_in_a_config(balanced):
     ml = registry()["blup"](reml=False).fit(data)
     assert np.allclose(res["b_ml"].params, ml.params, rtol=0, atol=1e-12)
     assert not np.allclose(res["b_ml"].params, res["b"].params)
-    mixed = mm.fit(f, **ARGS, method=["unadjusted", {"s": {"method": "sem_2level",
-                                                          "fixed_x": False}}])
+    mixed = mm.fit(f, **ARGS, method=["unadjusted", {"s": {"method": "sem_2level"}}])
     assert mixed.methods == ("unadjusted", "s")
     with pytest.raises(DataError, match="^method.b: option reml: expected true or false"):
         mm.fit(f, **ARGS, method={"b": {"method": "blup", "reml": "no"}})
@@ -219,10 +218,10 @@ def test_fit_command_member_and_method_options(tmp_path, balanced, capsys):
     base = ["fit", str(src), "--group", "group", "--x", "x", "--y", "y", "--z", "z"]
     rc = main([*base, "--member", "member", "--method", "unadjusted,sem",
                "--method", "b_ml={method: blup, reml: false}",
-               "--method", "[{s: {method: sem_2level, fixed_x: false}}]", "--output", str(out)])
+               "--method", "[{s: {method: sem_2level}}, croon]", "--output", str(out)])
     assert rc == 0
     table = pd.read_csv(out)
-    assert list(table["method"].unique()) == ["unadjusted", "sem", "b_ml", "s"]
+    assert list(table["method"].unique()) == ["unadjusted", "sem", "b_ml", "s", "croon"]
     assert (table["status"] == "ok").all()
     ref = mm.fit(f, **ARGS, member="member", method="sem")
     got = table[table["method"] == "sem"]["estimate"].to_numpy()
