@@ -116,7 +116,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     frame = read_table_file(args.data)
     res = fit(frame, group=args.group, x=args.x, y=args.y, z=args.z, member=args.member,
               row_order_is_member=args.row_order_is_member,
-              method=methods if methods is not None else None, cov_type="HC3")
+              method=methods, cov_type="HC3")
     table = res.to_frame()
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
