@@ -1,31 +1,54 @@
-"""Fit micro-macro models to one dataset (a user's table or a simulated draw)."""
+"""Fit micro-macro models to one dataset (a user's table or a simulated draw).
+
+:func:`fit` takes a long DataFrame (one row per member) and the methods as a config's
+``methods:`` list names them (a name, ``{label: {method: ..., option: value}}``, or a
+list of those), and returns one :class:`~micromacro_sim.apiresult.MicroMacroResult`
+whatever the number of methods.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .apiresult import (
+    LOW_RELIABILITY,
+    MethodResult,
+    MicroMacroResult,
+    Reliability,
+    Summary,
+    UnknownMethod,
+    results_table,
+)
 from .dataset import Dataset
-from .errors import DataError
-from .estimators import SE_TYPES, FitResult, available, get_estimator, registry
-from .schema import SE_COLUMNS
+from .errors import ConfigError, DataError
+from .estimators import SE_TYPES, FitResult, available, registry
+from .estimators.base import NotApplicable
 from .status import Status
 from .userdata import prepare
 
 __all__ = [
-    "Comparison",
+    "LOW_RELIABILITY",
+    "MethodResult",
+    "MethodsArg",
     "MicroMacroResult",
     "Reliability",
+    "Summary",
+    "UnknownMethod",
     "default_methods",
     "fit",
     "fit_dataset",
-    "fit_frame",
+    "method_specs",
     "reliability",
     "results_table",
 ]
+
+#: What ``method=`` accepts: a name, a mapping ``{label: {method: ..., **options}}``
+#: (several labels allowed), or a list of names and one-label mappings.
+MethodsArg = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
 
 
 def default_methods() -> list[str]:
@@ -33,99 +56,51 @@ def default_methods() -> list[str]:
     return [m for m in available() if not registry()[m].needs_truth]
 
 
-def fit_dataset(data: Dataset, methods: Sequence[str] | None = None) -> list[FitResult]:
-    """Fit each method to ``data`` (unknown names raise :class:`DataError`)."""
-    names = list(methods) if methods else default_methods()
-    for m in names:
-        if m not in registry():
-            raise DataError(f"method: unknown method {m!r} (known: {', '.join(available())})")
-    return [get_estimator(m).fit(data) for m in names]
+def method_specs(method: MethodsArg | None):
+    """Parse ``method`` exactly as a config's ``methods:`` list.
 
-
-def results_table(results: Sequence[FitResult]) -> pd.DataFrame:
-    """Long table: method, term, estimate, se, se_HC0..se_HC3, converged, admissible, reason."""
-    rows = []
-    for r in results:
-        for i, term in enumerate(r.terms):
-            row = {"method": r.method, "term": term, "estimate": r.params[i]}
-            for t, col in SE_COLUMNS.items():
-                row[col] = r.se(t)[i]
-            row.update(converged=r.converged, admissible=r.admissible, status=r.status.value,
-                       reason_code=r.reason_code, reason=r.reason)
-            rows.append(row)
-    out = pd.DataFrame(rows)
-    num = ["estimate", *SE_COLUMNS.values()]
-    out[num] = out[num].astype(float).where(np.isfinite(out[num].astype(float)))
-    return out
-
-
-def fit_frame(
-    frame: pd.DataFrame,
-    *,
-    group: str,
-    x: str | Sequence[str],
-    y: str,
-    z: str | Sequence[str] | None = None,
-    methods: Sequence[str] | None = None,
-) -> tuple[pd.DataFrame, tuple[str, ...], Reliability]:
-    """Prepare a long DataFrame and fit ``methods``.
+    Parameters
+    ----------
+    method : str, mapping, list or None
+        None means :func:`default_methods`.
 
     Returns
     -------
-    table, notes, reliability
-        The long results table (see :func:`results_table`), notes on dropped rows and
-        skipped methods, and the reliability of the group means.
+    tuple of :class:`~micromacro_sim.config.MethodSpec`
+
+    Raises
+    ------
+    DataError
+        Unknown method, unknown or ill-typed option, duplicate label (the config
+        layer's message, with the field called ``method``).
     """
-    prep = prepare(frame, group=group, x=x, y=y, z=z)
-    results, notes = [], list(prep.notes)
-    for r in fit_dataset(prep.data, methods):
-        if r.status is Status.NOT_APPLICABLE:
-            notes.append(f"{r.method} skipped: {r.reason}")
-        else:
-            results.append(r)
-    if not results:
-        raise DataError("method: no requested method applies to this dataset ("
-                        + "; ".join(notes) + ")")
-    return results_table(results), tuple(notes), reliability(prep.data)
+    from .config import _parse_methods
+
+    if method is None:
+        items: list[Any] = default_methods()
+    elif isinstance(method, str):
+        items = [method]
+    elif isinstance(method, Mapping):
+        items = [{k: v} for k, v in method.items()]
+    elif isinstance(method, Sequence):
+        items = list(method)
+    else:
+        raise DataError(f"method: expected a name, a mapping or a list, got {method!r}")
+    try:
+        return _parse_methods(items)
+    except ConfigError as exc:
+        msg = str(exc)
+        raise DataError("method" + msg[len("methods"):] if msg.startswith("methods")
+                        else msg) from None
 
 
-#: ICC(2) below this is "low reliability": group means are noticeably attenuated.
-LOW_RELIABILITY = 0.7
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """Reliability of the group means of each x.
-
-    Attributes
-    ----------
-    table : DataFrame
-        One row per x: ICC(1), ICC(2) (reliability of a group mean), coefficient alpha
-        raw and standardized (balanced groups only), mean group size.
-    """
-
-    table: pd.DataFrame
-
-    @property
-    def low(self) -> list[str]:
-        """x variables whose group means have ICC(2) below :data:`LOW_RELIABILITY`."""
-        t = self.table
-        return list(t.index[t["icc2"] < LOW_RELIABILITY])
-
-    def warning(self) -> str:
-        """A warning sentence when some group mean is unreliable, else ""."""
-        low = self.low
-        if not low:
-            return ""
-        vals = ", ".join(f"{v} {self.table.loc[v, 'icc2']:.2f}" for v in low)
-        return (f"low reliability of group means (ICC(2): {vals}; below {LOW_RELIABILITY}): "
-                "the group-mean coefficient is attenuated and Z's coefficient absorbs part of it "
-                "when Z correlates with the construct; prefer a latent method (croon, sem, "
-                "sem_2level) or report them side by side")
+def fit_dataset(data: Dataset, methods: MethodsArg | None = None) -> list[FitResult]:
+    """Fit each method to ``data`` (``methods`` as in :func:`method_specs`)."""
+    return [spec.build().fit(data) for spec in method_specs(methods)]
 
 
 def reliability(data: Dataset) -> Reliability:
-    """ICC(1), ICC(2) and (balanced groups) coefficient alpha of every x."""
+    """ICC(1), ICC(2) and (balanced groups, members identified) coefficient alpha."""
     from .reliability import anova, coefficient_alpha
 
     a = anova(data)
@@ -133,133 +108,40 @@ def reliability(data: Dataset) -> Reliability:
     for j, name in enumerate(data.x_names):
         alpha_raw = alpha_std = np.nan
         if data.balanced and data.sizes[0] >= 2:
-            alpha_raw, alpha_std = coefficient_alpha(data.wide(j))
+            try:
+                alpha_raw, alpha_std = coefficient_alpha(data.wide(j))
+            except NotApplicable:  # alpha treats members as items: needs member identity
+                pass
         rows.append({"variable": name, "icc1": a.icc1[j], "icc2": a.icc2[j], "alpha_raw": alpha_raw,
                      "alpha_std": alpha_std, "mean_group_size": float(data.sizes.mean())})
     return Reliability(pd.DataFrame(rows).set_index("variable"))
 
 
-@dataclass(frozen=True)
-class MicroMacroResult:
-    """One method fitted to one dataset, in the style of a statsmodels result.
-
-    Attributes
-    ----------
-    fit : FitResult
-        The underlying immutable result (all SE types).
-    cov_type : str
-        SE type used by :attr:`bse`, :meth:`conf_int` and :attr:`pvalues`.
-    n_groups, n_persons : int
-    scores : Series or None
-        Estimated group scores (two-step methods), indexed by group label.
-    reliability : Reliability
-    notes : tuple of str
-    """
-
-    fit: FitResult
-    cov_type: str
-    n_groups: int
-    n_persons: int
-    scores: pd.Series | None
-    reliability: Reliability
-    notes: tuple[str, ...] = ()
-
-    @property
-    def method(self) -> str:
-        """Method label."""
-        return self.fit.method
-
-    @property
-    def nobs(self) -> dict[str, int]:
-        """Numbers of groups and persons."""
-        return {"groups": self.n_groups, "persons": self.n_persons}
-
-    @property
-    def params(self) -> pd.Series:
-        """Estimates by term."""
-        return pd.Series(self.fit.params, index=list(self.fit.terms), name=self.method)
-
-    @property
-    def bse(self) -> pd.Series:
-        """Standard errors of :attr:`cov_type` by term."""
-        return pd.Series(self.fit.se(self.cov_type), index=list(self.fit.terms), name="se")
-
-    @property
-    def pvalues(self) -> pd.Series:
-        """Two-sided p-values (t with the residual df for two-step methods, else normal)."""
-        return pd.Series(self.fit.pvalues(self.cov_type), index=list(self.fit.terms))
-
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Confidence limits by term."""
-        ci = self.fit.conf_int(alpha, self.cov_type)
-        return pd.DataFrame(ci, index=list(self.fit.terms), columns=["lower", "upper"])
-
-    def table(self) -> pd.DataFrame:
-        """Coefficient table: estimate, SE, statistic, p-value, 95% limits."""
-        ci = self.conf_int()
-        return pd.DataFrame({
-            "estimate": self.params, "se": self.bse, "z_or_t": self.params / self.bse,
-            "p": self.pvalues, "lower": ci["lower"], "upper": ci["upper"],
-        })
-
-    def summary(self) -> str:
-        """A printable summary in the style of statsmodels."""
-        f = self.fit
-        inference = (f"t({f.df_resid:g})" if f.df_resid is not None else "normal")
-        head = [
-            f"micro-macro model: {self.method}",
-            f"groups: {self.n_groups}   persons: {self.n_persons}   SE: {self.cov_type}   "
-            f"inference: {inference}",
-            f"status: {'ok' if f.ok else 'FLAGGED: ' + (f.reason or 'inadmissible')}",
-        ]
-        if f.two_step:
-            head.append("two-step: SEs treat the estimated scores as known (first-step "
-                        "uncertainty ignored)")
-        body = self.table().to_string(float_format=lambda v: f"{v:.4f}")
-        rel = self.reliability.table.to_string(float_format=lambda v: f"{v:.3f}")
-        lines = [*head, "", body, "", "reliability of the group means:", rel]
-        warn = self.reliability.warning()
-        lines += [f"warning: {warn}"] if warn else []
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+def _method_result(res: FitResult, d: Dataset, cov_type: str, rel: Reliability,
+                   notes: Sequence[str]) -> MethodResult:
+    notes = list(notes)
+    ct = cov_type if (cov_type in res.bse or res.two_step) else "classical"
+    if ct != cov_type and res.status is not Status.NOT_APPLICABLE:
+        notes.append(f"{res.method} reports model-based (classical) SEs only")
+    scores = design = None
+    if "scores" in res.extras:
+        vals = np.asarray(res.extras["scores"], dtype=float)
+        design = d.design(vals)
+        vals = vals[:, 0] if vals.ndim == 2 and vals.shape[1] == 1 else vals
+        if vals.ndim == 1:
+            scores = pd.Series(vals, index=d.group_labels, name=f"{res.method} score")
+    return MethodResult(fit=res, cov_type=ct, n_groups=d.n_groups, n_persons=d.n_persons,
+                        scores=scores, reliability=rel, notes=tuple(notes), design=design,
+                        y=np.asarray(d.y) if design is not None else None)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Several methods fitted to the same dataset."""
-
-    results: tuple[MicroMacroResult, ...]
-
-    def __getitem__(self, method: str) -> MicroMacroResult:
-        for r in self.results:
-            if r.method == method:
-                return r
-        raise KeyError(method)
-
-    def table(self) -> pd.DataFrame:
-        """Side by side: rows are terms, columns ``<method>`` and ``<method> se``."""
-        cols = {}
-        for r in self.results:
-            cols[r.method] = r.params
-            cols[f"{r.method} se"] = r.bse
-        return pd.DataFrame(cols)
-
-    def summary(self) -> str:
-        """Printable comparison with reliability and flags."""
-        first = self.results[0]
-        lines = [f"micro-macro models: {first.n_groups} groups, {first.n_persons} persons, "
-                 f"SE {first.cov_type} for two-step methods (model-based for one-step ones)", "",
-                 self.table().to_string(float_format=lambda v: f"{v:.4f}"), ""]
-        for r in self.results:
-            if not r.fit.ok:
-                lines.append(f"flagged: {r.method}: {r.fit.reason or 'inadmissible'}")
-        lines += ["reliability of the group means:",
-                  first.reliability.table.to_string(float_format=lambda v: f"{v:.3f}")]
-        warn = first.reliability.warning()
-        lines += [f"warning: {warn}"] if warn else []
-        notes = dict.fromkeys(n for r in self.results for n in r.notes)
-        lines += [f"note: {n}" for n in notes]
-        return "\n".join(lines)
+def _member_note(mode: str, member: str | None) -> str:
+    if mode == "column":
+        return f"members identified by {member!r} (results do not depend on the row order)"
+    if mode == "row_order":
+        return ("row order accepted as member order: methods that treat members as indicators "
+                "depend on the order of the rows")
+    return ""
 
 
 def fit(
@@ -269,9 +151,11 @@ def fit(
     x: str | Sequence[str],
     y: str,
     z: str | Sequence[str] | None = None,
-    method: str | Sequence[str] = "unadjusted",
+    method: MethodsArg | None = "unadjusted",
     cov_type: str = "HC3",
-) -> MicroMacroResult | Comparison:
+    member: str | None = None,
+    row_order_is_member: bool = False,
+) -> MicroMacroResult:
     """Fit micro-macro model(s) to a long DataFrame (one row per member).
 
     Parameters
@@ -283,37 +167,44 @@ def fit(
         Member-level variable(s), each aggregated to its own latent group mean.
     z : str or list of str, optional
         Group-level covariates (constant within group).
-    method : str or list of str
-        A registered method (``micromacro methods``) or several; several give a
-        :class:`Comparison`.
+    method : str, mapping or list
+        As a config's ``methods:`` list: ``"croon"``, ``["unadjusted", "croon"]``,
+        ``{"lav": {"method": "sem_2level", "lavaan_fixed_x": True}}`` or a list mixing
+        names and one-label mappings; None fits every method for real data.
     cov_type : {"classical", "HC0", "HC1", "HC2", "HC3"}
         SE type of two-step methods (one-step models report their model-based SE).
+    member : str, optional
+        Member identifier column (unique within a group, the same label the same member
+        in every group). Needed by the methods that treat members as indicators
+        (factor_score, sem, sam, zcond_score, blup_hetvar); with it, no result depends
+        on the order of the rows.
+    row_order_is_member : bool
+        Without ``member``: accept the order of the rows inside each group as the member
+        order. Otherwise those methods are ``not_applicable`` (reason
+        ``member_order_undefined``).
 
     Returns
     -------
-    MicroMacroResult or Comparison
+    MicroMacroResult
+        Indexed by method label; methods that cannot fit these data are kept with status
+        ``not_applicable`` and their reason.
+
+    Raises
+    ------
+    DataError
+        Bad data or method options, or no requested method applies to the data.
     """
     if cov_type not in SE_TYPES:
         raise DataError(f"cov_type: expected one of {', '.join(SE_TYPES)}, got {cov_type!r}")
-    names = [method] if isinstance(method, str) else list(method)
-    prep = prepare(data, group=group, x=x, y=y, z=z)
+    specs = method_specs(method)
+    prep = prepare(data, group=group, x=x, y=y, z=z, member=member,
+                   row_order_is_member=row_order_is_member)
     d = prep.data
+    note = _member_note(d.member_mode, member)
+    notes = (*prep.notes, *((note,) if note else ()))
     rel = reliability(d)
-    out = []
-    for res in fit_dataset(d, names):
-        notes = list(prep.notes)
-        if res.status is Status.NOT_APPLICABLE:
-            raise DataError(f"method: {res.method} cannot fit these data ({res.reason})")
-        ct = cov_type if cov_type in res.bse else "classical"
-        if ct != cov_type:
-            notes.append(f"{res.method} reports model-based (classical) SEs only")
-        scores = None
-        if "scores" in res.extras:
-            vals = np.asarray(res.extras["scores"])
-            vals = vals[:, 0] if vals.ndim == 2 and vals.shape[1] == 1 else vals
-            if vals.ndim == 1:
-                scores = pd.Series(vals, index=d.group_labels, name=f"{res.method} score")
-        out.append(MicroMacroResult(fit=res, cov_type=ct, n_groups=d.n_groups,
-                                    n_persons=d.n_persons, scores=scores, reliability=rel,
-                                    notes=tuple(notes)))
-    return out[0] if isinstance(method, str) else Comparison(tuple(out))
+    out = tuple(_method_result(spec.build().fit(d), d, cov_type, rel, notes) for spec in specs)
+    if all(r.status is Status.NOT_APPLICABLE for r in out):
+        why = "; ".join(f"{r.method}: {r.reason} [{r.reason_code}]" for r in out)
+        raise DataError(f"method: no requested method applies to these data ({why})")
+    return MicroMacroResult(results=out, reliability=rel, notes=notes)

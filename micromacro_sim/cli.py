@@ -105,21 +105,62 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_methods(values: list[str] | None) -> list | None:
+    """``--method`` values as a config's ``methods:`` list.
+
+    Each value is a comma-separated list of names (``unadjusted,croon``), one labelled
+    method with options (``blup_ml={method: blup, reml: false}``), or a YAML/JSON list
+    or mapping (``'[croon, {lav: {method: sem_2level, lavaan_fixed_x: true}}]'``).
+    """
+    import yaml
+
+    from .errors import DataError
+
+    if not values:
+        return None
+    items: list = []
+    for value in values:
+        text = value.strip()
+        head, sep, body = text.partition("=")
+        if text[:1] in "[{" or sep:
+            try:
+                parsed = yaml.safe_load(text if text[:1] in "[{" else body)
+            except yaml.YAMLError:
+                raise DataError(f"method: cannot read {value!r} as YAML") from None
+            if sep and text[:1] not in "[{":
+                parsed = [{head.strip(): parsed}]
+            if isinstance(parsed, dict):
+                parsed = [{k: v} for k, v in parsed.items()]
+            if not isinstance(parsed, list):
+                raise DataError(f"method: expected a list or mapping, got {value!r}")
+            items += parsed
+        else:
+            items += [m.strip() for m in text.split(",") if m.strip()]
+    return items
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .api import fit_frame
+    from .api import fit
     from .atomic import write_atomic
     from .paths import check_output_file
+    from .status import Status
     from .userdata import read_table_file
 
     if args.output is not None:
         check_output_file(args.output)
+    methods = _fit_methods(args.method)
     frame = read_table_file(args.data)
-    methods = [m.strip() for m in args.method.split(",")] if args.method else None
-    table, notes, rel = fit_frame(frame, group=args.group, x=args.x, y=args.y, z=args.z,
-                                  methods=methods)
-    for note in notes:
+    res = fit(frame, group=args.group, x=args.x, y=args.y, z=args.z, member=args.member,
+              row_order_is_member=args.row_order_is_member,
+              method=methods, cov_type="HC3")
+    table = res.to_frame()
+    for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
-    warning = rel.warning()
+    for r in res.results:
+        if r.status is Status.NOT_APPLICABLE:
+            print(f"note: {r.method} not applicable [{r.reason_code}]: {r.reason}",
+                  file=sys.stderr)
+    warning = res.reliability.warning()
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if args.output is not None:
@@ -129,10 +170,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         import pandas as pd
 
+        shown = table[table["status"] != Status.NOT_APPLICABLE.value]  # noted above
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}", na_rep=""))
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.5g}", na_rep=""))
     print("\nreliability of the group means (ICC(2) is the reliability of a group mean):")
-    print(rel.table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(res.reliability.table.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
@@ -206,7 +248,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--x", required=True, help="member-level column(s), comma-separated")
     p.add_argument("--y", required=True, help="group-level outcome column")
     p.add_argument("--z", help="group-level covariate column(s), comma-separated")
-    p.add_argument("--method", help="method(s), comma-separated (default: all for real data)")
+    p.add_argument("--member", help="member identifier column (needed by the methods that treat "
+                   "members as indicators; results then do not depend on the row order)")
+    p.add_argument("--row-order-is-member", action="store_true",
+                   help="without --member: accept the row order inside each group as the "
+                   "member order")
+    p.add_argument("--method", action="append",
+                   help="method(s) as in a config's methods list: names comma-separated, "
+                   "LABEL={method: NAME, option: value}, or a YAML list; repeatable "
+                   "(default: all for real data)")
     p.add_argument("--output", help="write the table to this CSV instead of printing it")
     p.set_defaults(func=_cmd_fit)
 

@@ -67,6 +67,8 @@ class Reason(str, Enum):
     TOO_MANY_X = "too_many_x"
     TOO_FEW_MEMBERS = "too_few_members"
     NUMERICAL_ERROR = "numerical_error"
+    MEMBER_ORDER_UNDEFINED = "member_order_undefined"
+    MEMBERS_MISALIGNED = "members_misaligned"
 
 
 #: Default human text of each reason (a flag may carry a more specific text).
@@ -91,11 +93,16 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.TOO_MANY_X: "supports fewer x variables",
     Reason.TOO_FEW_MEMBERS: "too few members or groups for the model",
     Reason.NUMERICAL_ERROR: "numerical error",
+    Reason.MEMBER_ORDER_UNDEFINED: "depends on which member is which, and the data name no "
+                                   "member (give a member column, or accept row order)",
+    Reason.MEMBERS_MISALIGNED: "member labels differ across groups (the method needs the same "
+                               "members in every group)",
 }
 
 #: Reasons that make a fit ``not_applicable`` rather than ``flagged``.
 NOT_APPLICABLE_REASONS: frozenset[Reason] = frozenset(
-    {Reason.NEEDS_BALANCED, Reason.NEEDS_TRUTH, Reason.TOO_MANY_X, Reason.TOO_FEW_MEMBERS}
+    {Reason.NEEDS_BALANCED, Reason.NEEDS_TRUTH, Reason.TOO_MANY_X, Reason.TOO_FEW_MEMBERS,
+     Reason.MEMBER_ORDER_UNDEFINED, Reason.MEMBERS_MISALIGNED}
 )
 
 

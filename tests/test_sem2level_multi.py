@@ -287,7 +287,7 @@ def test_collinear_x_is_flagged_not_raised():
 def test_python_api_passes_several_x(fits):
     data, ref, frame, _ = fits["unbalanced_p2_z2"]
     res = micromacro_sim.fit(frame, group="group", x=["x1", "x2"], z=["z1", "z2"], y="y",
-                             method="sem_2level")
+                             method="sem_2level")["sem_2level"]
     r = ref["sem_2level_free"]["est"]
     assert res.fit.ok and list(res.params.index) == ["intercept", "z1", "z2", "x1", "x2"]
     np.testing.assert_allclose(res.params.to_numpy(), [r[t] for t in keys(data)], atol=1e-4)

@@ -77,21 +77,28 @@ def test_python_api_result_and_comparison(frame):
     import micromacro_sim as mm
 
     res = mm.fit(frame, group="group", x="x", y="y", z="z", method="croon", cov_type="HC2")
+    one = res["croon"]
     ref = get_estimator("croon").fit(prepare(frame, group="group", x="x", y="y", z="z").data)
-    assert np.allclose(res.params.to_numpy(), ref.params)
-    assert np.allclose(res.bse.to_numpy(), ref.se("HC2"))
-    ci = res.conf_int()
-    assert (ci["lower"] < res.params).all() and (res.params < ci["upper"]).all()
+    assert np.allclose(one.params.to_numpy(), ref.params)
+    assert np.allclose(one.bse.to_numpy(), ref.se("HC2"))
+    assert np.allclose(res.params["croon"].to_numpy(), ref.params)
+    ci = one.conf_int()
+    assert (ci["lower"] < one.params).all() and (one.params < ci["upper"]).all()
     assert res.nobs == {"groups": frame["group"].nunique(), "persons": len(frame)}
-    assert res.scores is not None and len(res.scores) == res.n_groups
+    assert one.scores is not None and len(one.scores) == one.n_groups
     assert 0 < res.reliability.table.loc["x", "icc2"] < 1
-    assert "croon" in res.summary() and "HC2" in res.summary()
-    both = mm.fit(frame, group="group", x="x", y="y", z="z", method=["unadjusted", "sem_2level"])
+    assert "croon" in res.summary().text and "HC2" in res.summary().text
+    both = mm.fit(frame, group="group", x="x", y="y", z="z",
+                  method=["unadjusted", "sem_2level", "sem"])
     table = both.table()
-    assert list(table.columns) == ["unadjusted", "unadjusted se", "sem_2level", "sem_2level se"]
+    assert list(table.columns) == ["unadjusted", "unadjusted se", "sem_2level", "sem_2level se",
+                                   "sem", "sem se"]
     assert both["sem_2level"].cov_type == "classical"  # one-step model: model-based SE
-    with pytest.raises(DataError, match="^method: sem cannot fit"):
-        mm.fit(frame, group="group", x="x", y="y", z="z", method="sem")  # unbalanced groups
+    assert both["sem"].reason_code == "needs_balanced"  # unbalanced groups
+    assert "not applicable: sem [needs_balanced]" in both.summary().text
+    with pytest.raises(DataError, match="^method: no requested method applies.*sem: needs "
+                       "balanced groups"):
+        mm.fit(frame, group="group", x="x", y="y", z="z", member="member", method="sem")
 
 
 def test_low_reliability_warning():
@@ -100,5 +107,5 @@ def test_low_reliability_warning():
     low = make_data(seed=1, icc=0.05, group_size=5).to_frame()
     high = make_data(seed=1, icc=0.6, group_size=20).to_frame()
     args = dict(group="group", x="x", y="y", z="z")
-    assert "low reliability" in mm.fit(low, **args).summary()
-    assert "low reliability" not in mm.fit(high, **args).summary()
+    assert "low reliability" in mm.fit(low, **args).summary().text
+    assert "low reliability" not in mm.fit(high, **args).summary().text
