@@ -17,7 +17,7 @@ from ..batch import Batch
 from ..dataset import Dataset
 from ..reliability import anova
 from ..status import Reason
-from .linalg import is_pd, solve_batch
+from .linalg import is_pd, member_sums, solve_batch
 
 __all__ = ["CVAdjustment", "CVAdjustmentBatch", "cv_adjustment", "cv_adjustment_batch"]
 
@@ -135,10 +135,15 @@ def _anova_batch(batch: Batch) -> tuple[np.ndarray, ...]:
     G = batch.n_groups
     n = batch.sizes.astype(float)
     N = n.sum(axis=1)
-    x, mask, xbar = batch.x, batch.mask, batch.xbar
-    total = np.where(mask, x, 0.0).sum(axis=(1, 2))
-    within = np.where(mask, x - xbar[:, :, None], 0.0)
-    ss_within = np.einsum("rgi,rgi->r", within, within)
+    x, xbar = batch.x, batch.xbar
+    if batch.balanced:
+        total = x.sum(axis=(1, 2))
+        within = x - xbar[:, :, None]
+        ss_within = np.einsum("rgi,rgi->r", within, within)
+    else:  # never reduce over the padded axis: its width depends on the batch
+        total = member_sums(x, batch.sizes).sum(axis=1)
+        within = np.where(batch.mask, x - xbar[:, :, None], 0.0)
+        ss_within = member_sums(within * within, batch.sizes).sum(axis=1)
     mu = total / N
     mse = ss_within / (N - G)
     dev = xbar - mu[:, None]

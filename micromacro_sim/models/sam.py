@@ -16,7 +16,7 @@ import numpy as np
 from ..batch import Batch
 from ..dataset import Dataset
 from ..status import Reason
-from .linalg import solve_batch
+from .linalg import quad_form, solve_batch
 from .moments import ml_moments, ml_moments_batch
 from .sam_info import expected_information, expected_information_batch
 
@@ -226,7 +226,7 @@ def _corrected_batch(mm: dict, v: np.ndarray, batch: Batch) -> tuple[np.ndarray,
     idx = [0, *range(2, 2 + q)]
     phi = veta[:, idx][:, :, idx]
     coef, sing = solve_batch(phi, veta[:, idx, 1])
-    psi_y = veta[:, 1, 1] - np.einsum("ri,rij,rj->r", coef, phi, coef)
+    psi_y = veta[:, 1, 1] - quad_form(coef, phi, coef)
     return lam, coef, psi_y, phi, singular | sing
 
 
@@ -252,8 +252,7 @@ def _twostep_batch(mm: dict, v: np.ndarray, coef: np.ndarray, psi_y: np.ndarray,
     sig_m[:, 0, 1:] = sig_m[:, 1:, 0] = pc
     sig_m[:, 0, 0] = np.einsum("ri,ri->r", coef, pc) + psi_y
     c = np.concatenate([np.ones((R, 1)), -coef], axis=1)
-    var_b0 = (np.einsum("ri,rij,rj->r", c, sig_m, c) / G
-              + np.einsum("ri,rij,rj->r", means, vb, means))
+    var_b0 = quad_form(c, sig_m, c) / G + quad_form(means, vb, means)
     order = [*range(1, k), 0]
     se = np.concatenate([np.sqrt(var_b0)[:, None],
                          np.sqrt(np.diagonal(vb, axis1=1, axis2=2)[:, order])], axis=1)
