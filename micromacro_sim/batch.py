@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from .dataset import Dataset
+from .models.linalg import member_sums
 
 __all__ = ["Batch"]
 
@@ -99,8 +100,10 @@ class Batch:
 
     @cached_property
     def xbar(self) -> np.ndarray:
-        """Group means, shape (R, G)."""
-        return self.x.sum(axis=2) / self.sizes
+        """Group means, shape (R, G) (sums over exactly the members: padding-free)."""
+        if self.balanced:
+            return self.x.sum(axis=2) / self.sizes
+        return member_sums(self.x, self.sizes) / self.sizes
 
     def design(self, scores: np.ndarray) -> np.ndarray:
         """Second-step design [1, Z, scores], shape (R, G, 1 + q + 1)."""

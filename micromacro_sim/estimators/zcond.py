@@ -1,4 +1,8 @@
-"""Z-conditional factor scores: the latent group mean predicted from xbar *and* Z, then OLS."""
+"""Z-conditional factor scores: the latent group mean predicted from xbar *and* Z, then OLS.
+
+The numerical work is :func:`micromacro_sim.models.moments.zcond_scores` (and its batch
+version); this module wires it to the two-step method.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..dataset import Dataset
-from ..models.linalg import solve_batch
-from ..models.moments import ml_moments, ml_moments_batch
+from ..models.moments import zcond_scores, zcond_scores_batch
 from ..results import BatchScores, Scores
 from ..status import Reason, add_flags, flag, no_flags
 from .base import TwoStepEstimator
@@ -55,47 +58,17 @@ class ZConditionalScore(TwoStepEstimator):
     batch_designs = ("balanced",)
 
     def scores(self, data: Dataset) -> Scores:
-        mm = ml_moments(data)
-        n, v, xbar, mu = mm["n"], mm["v"], mm["xbar"], mm["mu_x"]
-        G, q = data.n_groups, data.n_z
-        if q:
-            zc = data.z - data.z.mean(axis=0)
-            gamma = np.linalg.lstsq(zc, xbar - xbar.mean(), rcond=None)[0]
-        else:
-            zc, gamma = np.zeros((G, 0)), np.zeros(0)
-        m = mu + zc @ gamma
-        resid = xbar - m
-        psi_r = float(np.sum(resid**2) / G - v / n)
-        extras = {"v": v, "psi_r": psi_r, "gamma": gamma, "psi": mm["psi"]}
-        if not psi_r > 0 or not v > 0:
-            return Scores(values=np.full(G, np.nan), admissible=False,
-                          flags=(flag(Reason.NEGATIVE_VARIANCE),),
-                          extras={**extras, "W": np.nan})
-        w = psi_r / (psi_r + v / n)
-        return Scores(values=m + w * resid, extras={**extras, "W": w})
+        s = zcond_scores(data)
+        extras = {"v": s.v, "psi_r": s.psi_r, "gamma": s.gamma, "psi": s.psi, "W": s.w}
+        if s.negative:
+            return Scores(values=s.values, admissible=False,
+                          flags=(flag(Reason.NEGATIVE_VARIANCE),), extras=extras)
+        return Scores(values=s.values, extras=extras)
 
     def scores_batch(self, batch: Batch) -> BatchScores:
-        R, G = batch.y.shape
-        q = batch.z.shape[2]
-        if batch.x.shape[2] < 2:  # the reference raises for every replication
-            return BatchScores.ok(np.full((R, G), np.nan), fallback=np.ones(R, bool))
-        mm = ml_moments_batch(batch)
-        n, v, xbar, mu = mm["n"], mm["v"], mm["xbar"], mm["mu_x"]
-        fallback = np.zeros(R, dtype=bool)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if q:
-                zc = batch.z - batch.z.mean(axis=1, keepdims=True)
-                xc = xbar - xbar.mean(axis=1, keepdims=True)
-                gamma, fallback = solve_batch(np.einsum("rgi,rgj->rij", zc, zc),
-                                              np.einsum("rgi,rg->ri", zc, xc))
-                m = mu[:, None] + np.einsum("rgi,ri->rg", zc, gamma)
-            else:
-                m = np.broadcast_to(mu[:, None], (R, G))
-            resid = xbar - m
-            psi_r = np.sum(resid**2, axis=1) / G - v / n
-            ok = (psi_r > 0) & (v > 0)
-            w = psi_r / (psi_r + v / n)
-            values = np.where(ok[:, None], m + w[:, None] * resid, np.nan)
+        s = zcond_scores_batch(batch)
+        R = batch.n_reps
         flags = no_flags(R)
-        add_flags(flags, ~ok, flag(Reason.NEGATIVE_VARIANCE))
-        return BatchScores(values, np.ones(R, bool), ok, flags, fallback=fallback)
+        add_flags(flags, s.negative, flag(Reason.NEGATIVE_VARIANCE))
+        return BatchScores(s.values, np.ones(R, bool), ~s.negative, flags,
+                           fallback=s.fallback)
