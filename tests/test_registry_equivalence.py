@@ -30,9 +30,8 @@ DESIGNS = {
 
 #: Batch paths whose bits still depend on their batch companions (being fixed; strict, so
 #: a fixed one fails here until it is removed from this set).
-KNOWN_UNSTABLE = {("blup", "unbalanced"), ("blup_hetvar", "unbalanced"),
-                  ("croon", "unbalanced"), ("sam", "balanced"), ("sam", "balanced_lowicc"),
-                  ("sam", "balanced_z2"), ("sem_2level", "unbalanced")}
+KNOWN_UNSTABLE = {("blup_hetvar", "unbalanced"),
+                  ("sem_2level", "unbalanced")}
 
 
 def _cases(bits: bool = False):
