@@ -245,7 +245,8 @@ def _solve_one(config: RunConfig, spec: MethodSpec, solve: str, term: str,
     m_lo, se_lo = ev.run(lo, 2 * block, "bracket")
     grid = np.arange(lo, hi + 1)
     if m_hi < -2 * se_hi:
-        sol.note = f"the target is not met at {solve} = {hi}: widen --range"
+        sol.note = (f"the target is not met at {solve} = {hi} (widen --range if it improves "
+                    f"with {solve})")
     elif m_lo > 2 * se_lo:
         sol.answer, sol.lo, sol.hi = lo, None, lo
         sol.note = f"the target is already met at {solve} = {lo}"
