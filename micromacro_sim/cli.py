@@ -198,6 +198,8 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
 #: starts without those imports.
 _HEAVY = {
     "bench": "micromacro_sim.bench",
+    "plan": "micromacro_sim.planning.cli_plan",
+    "power": "micromacro_sim.planning.cli_power",
     "report": "micromacro_sim.report",
     "reproduce": "micromacro_sim.reproduce.cli",
 }
