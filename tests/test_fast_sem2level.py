@@ -19,13 +19,12 @@ import pytest
 from micromacro_sim.batch import Batch
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.base import BatchResult
-from micromacro_sim.estimators.sem_2level import (
+from micromacro_sim.models.twolevel import _loglik_parts, _prepare
+from micromacro_sim.models.twolevel_batch import (
     _batch_derivs,
     _batch_stats,
-    _fit_batch_two_level,
-    _loglik_parts,
-    _prepare,
     _start_batch,
+    fit_batch_two_level,
 )
 from tests.fastcheck import assert_same, make_batch
 
@@ -65,7 +64,7 @@ def test_grid_exercises_verdicts_and_the_batch_path(fits):
     reasons = set()
     for name, (batch, fast, _) in fits.items():
         reasons.update(fast.reason)
-        _, _, ok = _fit_batch_two_level(batch)
+        _, _, ok = fit_batch_two_level(batch)
         # the batch solution (not the per-replication fallback) covers the clean fits
         assert ok.sum() >= 0.5 * batch.n_reps, name
         assert np.all(fast.reason[ok] == "")

@@ -24,7 +24,7 @@ from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.factor_score import FactorScore, fit_cfa
 from micromacro_sim.estimators.sem import SEM, _implied, _pack, _unpack, sem_closed_form
-from micromacro_sim.estimators.sem_2level import (
+from micromacro_sim.models.twolevel import (
     _conditional_from_free,
     _loglik_parts,
     _prepare,

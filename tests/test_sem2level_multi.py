@@ -23,15 +23,14 @@ import pytest
 import micromacro_sim
 from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.sem_2level import (
+from micromacro_sim.models.twolevel import _z_loglik, fit_two_level
+from micromacro_sim.models.twolevel_multi import (
     _conditional_multi,
     _derivs_multi,
     _negll_multi,
     _prepare_multi,
     _psi_multi,
     _verdict_multi,
-    _z_loglik,
-    fit_two_level,
     fit_two_level_multi,
     observed_information_multi,
 )
