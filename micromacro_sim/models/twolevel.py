@@ -7,14 +7,22 @@ closed-form derivatives) and in the method ``sem_2level``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..dataset import Dataset
-from .twolevel_batch import _BOUND_TOL, _class_stats, _newton_batch
+from ..status import Reason
+from .twolevel_batch import (
+    _BOUND_TOL,
+    _batch_derivs,
+    _BatchStats,
+    _class_stats,
+    _newton_batch,
+    joint_se_batch,
+)
 
-__all__ = ["TwoLevelFit", "fit_two_level", "observed_information"]
+__all__ = ["TwoLevelFit", "fit_two_level", "joint_se_one"]
 
 
 @dataclass(frozen=True)
@@ -25,16 +33,17 @@ class _Data:
     X: np.ndarray  # (G, k): 1, z
     sizes: np.ndarray
     ssw: float
+    stats: _BatchStats  # the same pooled per size class (one replication)
 
 
 def _prepare(data: Dataset) -> _Data:
     xbar = data.xbar[:, 0]
     within = data.x[:, 0] - np.repeat(xbar, data.sizes)
     X = np.column_stack([np.ones(data.n_groups), data.z])
-    return _Data(
-        u=np.column_stack([data.y, xbar]), X=X, sizes=data.sizes.astype(float),
-        ssw=float(within @ within),
-    )
+    u = np.column_stack([data.y, xbar])
+    ssw = float(within @ within)
+    return _Data(u=u, X=X, sizes=data.sizes.astype(float), ssw=ssw,
+                 stats=_class_stats(u[None], X[None], data.sizes[None], np.array([ssw])))
 
 
 def _omega(eta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -92,19 +101,25 @@ def _profile(eta: np.ndarray, d: _Data) -> float:
 
 @dataclass(frozen=True)
 class TwoLevelFit:
-    """ML solution of the two-level model (lavaan's parameters and the fixed ones).
+    """ML solution of the two-level model (lavaan's parameters and the moments of z, x^B).
 
     Attributes
     ----------
-    b0, b_z, b_xi, sigma2_e, sigma_w : the free parameters.
-    mu_z, s_zz, s_zx, s_xx, mu_x : the (fixed) moments of z and the between part of x.
+    b0, b_z, b_xi, sigma2_e, sigma_w : lavaan's free parameters.
+    mu_z, s_zz, s_zx, s_xx, mu_x : the moments of z and the between part of x.
+    psi : ndarray
+        The saturated conditional parametrization (sigma_w, Omega_yy, Omega_yx, Omega_xx,
+        the y and xbar columns of B), as the batch kernel uses it.
     loglik : float
         Log-likelihood of x and y given z (up to a constant).
     converged : bool
+        The analytic gradient of the profile log-likelihood per person is below
+        :data:`GRAD_TOL` (scale-free: it does not grow with the number of rows).
     grad_max : float
-        Largest absolute gradient of the profile log-likelihood at the solution.
-    at_bound : bool
-        A between variance (of x^B given z, or of e) is at the zero bound.
+        That largest gradient per person.
+    reason : Reason or None
+        ``NEGATIVE_VARIANCE`` when a between variance (of x^B given z, or of e) is at the
+        zero bound, else None.
     """
 
     b0: float
@@ -117,14 +132,34 @@ class TwoLevelFit:
     s_zx: np.ndarray
     s_xx: float
     mu_x: float
+    psi: np.ndarray
     loglik: float
     converged: bool
     grad_max: float
-    at_bound: bool
+    reason: Reason | None
 
     def free(self) -> np.ndarray:
         """lavaan's free parameters: sigma_w, b0, b_z, b_xi, sigma2_e."""
         return np.concatenate([[self.sigma_w, self.b0], self.b_z, [self.b_xi, self.sigma2_e]])
+
+
+#: Convergence bound on the gradient of the profile log-likelihood per person (in the
+#: log / Cholesky parameters): the BFGS objective is the deviance per person.
+GRAD_TOL = 1e-6
+
+
+def _profile_grad(eta: np.ndarray, d: _Data) -> np.ndarray:
+    """Analytic gradient of :func:`_profile` (the B gradient vanishes at the GLS B)."""
+    sw, om = _omega(eta)
+    try:
+        B = _gls(d, sw, om)
+    except np.linalg.LinAlgError:
+        return np.full(4, np.nan)
+    psi = np.concatenate([[sw, om[0, 0], om[0, 1], om[1, 1]], B[:, 0], B[:, 1]])
+    g = _batch_derivs(d.stats, psi[None])[1][0, :4]
+    l11, l21, l22 = np.exp(eta[1]), eta[2], np.exp(eta[3])
+    return np.array([g[0] * sw, 2 * l11**2 * g[3] + l11 * l21 * g[2],
+                     l11 * g[2] + 2 * l21 * g[1], 2 * l22**2 * g[1]])
 
 
 def _conditional_from_free(theta: np.ndarray, fit: TwoLevelFit) -> tuple[float, np.ndarray,
@@ -146,7 +181,13 @@ def _conditional_from_free(theta: np.ndarray, fit: TwoLevelFit) -> tuple[float, 
 
 
 def fit_two_level(data: Dataset) -> TwoLevelFit:
-    """ML fit of the two-level model (one x, any group sizes, q >= 0 covariates z)."""
+    """ML fit of the two-level model (one x, any group sizes, q >= 0 covariates z).
+
+    BFGS with the analytic gradient on the profile deviance per person, in log / Cholesky
+    parameters (so the solution stays in the parameter space), from the ANOVA moments;
+    then Newton with the closed-form derivatives of the full likelihood where the
+    optimum is interior (:func:`_newton_polish`).
+    """
     d = _prepare(data)
     G, N = data.n_groups, data.n_persons
     if N <= G:
@@ -158,62 +199,55 @@ def fit_two_level(data: Dataset) -> TwoLevelFit:
     R0 = d.u - d.X @ B0
     S0 = R0.T @ R0 / G
     tau0 = max(S0[1, 1] - mse * np.mean(1.0 / d.sizes), 0.05 * S0[1, 1])
-    wyx = S0[0, 1]
-    l21 = wyx / np.sqrt(tau0)
+    l21 = S0[0, 1] / np.sqrt(tau0)
     l22 = np.sqrt(max(S0[0, 0] - l21**2, 0.05 * S0[0, 0]))
     eta0 = np.array([np.log(mse), 0.5 * np.log(tau0), l21, np.log(l22)])
     from scipy import optimize  # lazy: the fast engine never needs it
 
-    opt = optimize.minimize(_profile, eta0, args=(d,), method="BFGS",
-                            options={"gtol": 1e-9, "maxiter": 2000})
-    eta = opt.x
-    # polish with Newton steps on a finite-difference Hessian
-    for _ in range(5):
-        g = optimize.approx_fprime(eta, _profile, 1e-7, d)
-        if np.max(np.abs(g)) < 1e-7:
-            break
-        H = _fd_hessian(lambda e: _profile(e, d), eta, 1e-4)
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            break
-        if not np.isfinite(_profile(eta - step, d)) or _profile(eta - step, d) > _profile(
-            eta, d
-        ) + 1e-9:
-            break
-        eta = eta - step
-    eta = _newton_polish(d, eta)
-    grad = optimize.approx_fprime(eta, _profile, 1e-7, d)
+    opt = optimize.minimize(lambda e: _profile(e, d) / N, eta0, method="BFGS",
+                            jac=lambda e: _profile_grad(e, d) / N,
+                            options={"gtol": 1e-10, "maxiter": 2000})
+    eta = _newton_polish(d, opt.x)
+    grad = np.max(np.abs(_profile_grad(eta, d))) / N
     sw, om = _omega(eta)
     B = _gls(d, sw, om)
     tau = om[1, 1]
     bx = om[0, 1] / tau
     s2e = om[0, 0] - om[0, 1] ** 2 / tau
     a, c = B[0, 1], B[1:, 1]
-    b0 = B[0, 0] - bx * a
-    bz = B[1:, 0] - bx * c
     Z = data.z
     mu_z = Z.mean(axis=0)
     s_zz = (Z - mu_z).T @ (Z - mu_z) / G
     s_zx = s_zz @ c
     at_bound = bool(tau < _BOUND_TOL * max(np.var(xbar), 1e-300)
                     or s2e < _BOUND_TOL * max(np.var(y), 1e-300))
+    f = _profile(eta, d)
     return TwoLevelFit(
-        b0=float(b0), b_z=bz, b_xi=float(bx), sigma2_e=float(s2e), sigma_w=sw,
-        mu_z=mu_z, s_zz=s_zz, s_zx=s_zx, s_xx=float(tau + c @ s_zx),
-        mu_x=float(a + c @ mu_z), loglik=-float(_profile(eta, d)),
-        converged=bool(np.max(np.abs(grad)) < 1e-3 and np.isfinite(opt.fun)),
-        grad_max=float(np.max(np.abs(grad))), at_bound=at_bound,
+        b0=float(B[0, 0] - bx * a), b_z=B[1:, 0] - bx * c, b_xi=float(bx),
+        sigma2_e=float(s2e), sigma_w=sw, mu_z=mu_z, s_zz=s_zz, s_zx=s_zx,
+        s_xx=float(tau + c @ s_zx), mu_x=float(a + c @ mu_z),
+        psi=np.concatenate([[sw, om[0, 0], om[0, 1], tau], B[:, 0], B[:, 1]]),
+        loglik=-float(f), converged=bool(grad < GRAD_TOL and np.isfinite(f)),
+        grad_max=float(grad), reason=Reason.NEGATIVE_VARIANCE if at_bound else None,
     )
+
+
+def joint_se_one(d: _Data, fit: TwoLevelFit) -> np.ndarray | None:
+    """SEs of (b0, b_z, b_xi) of the joint ML (lavaan ``fixed.x = FALSE``) from the analytic
+    Hessian at ``fit.psi`` (:func:`~.twolevel_batch.joint_se_batch`); None when it is not
+    positive definite."""
+    _, _, H = _batch_derivs(d.stats, fit.psi[None])
+    se = joint_se_batch(fit.psi[None], H)[0]
+    return se if np.all(np.isfinite(se)) else None
 
 
 def _newton_polish(d: _Data, eta: np.ndarray) -> np.ndarray:
     """Newton steps with the closed-form derivatives of the full likelihood from the BFGS
     solution to the optimum at machine precision.
 
-    BFGS on finite-difference gradients stops where their rounding noise (about 1e-6)
-    dominates, which leaves weakly determined directions (a small Var(x^B)) off by up
-    to 1e-3. The polished point replaces the BFGS one only when Newton converged inside
+    BFGS stops where the profile is flat to its tolerance, which can leave weakly
+    determined directions (a small Var(x^B)) off in the last digits. The polished point
+    replaces the BFGS one only when Newton converged inside
     the parameter space (Omega positive definite) and the likelihood is not lower.
     """
     sw, om = _omega(eta)
@@ -221,10 +255,9 @@ def _newton_polish(d: _Data, eta: np.ndarray) -> np.ndarray:
         B = _gls(d, sw, om)
     except np.linalg.LinAlgError:
         return eta
-    s = _class_stats(d.u[None], d.X[None], d.sizes[None], np.array([d.ssw]))
     psi0 = np.concatenate([[sw, om[0, 0], om[0, 1], om[1, 1]], B[:, 0], B[:, 1]])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        psi, conv = _newton_batch(s, psi0[None])
+        psi, conv = _newton_batch(d.stats, psi0[None])
     sw, o00, o01, tau = psi[0, :4]
     if not conv[0] or not (sw > 0 and tau > 0 and o00 * tau > o01**2):
         return eta
@@ -232,23 +265,6 @@ def _newton_polish(d: _Data, eta: np.ndarray) -> np.ndarray:
                     0.5 * np.log(o00 - o01**2 / tau)])
     f_old, f_new = _profile(eta, d), _profile(new, d)
     return new if f_new <= f_old + 1e-12 * abs(f_old) else eta
-
-
-def _fd_hessian(f, x: np.ndarray, h: float) -> np.ndarray:
-    """Central-difference Hessian with relative steps."""
-    k = len(x)
-    H = np.empty((k, k))
-    steps = h * np.maximum(1.0, np.abs(x))
-    for i in range(k):
-        for j in range(i, k):
-            ei = np.zeros(k)
-            ej = np.zeros(k)
-            ei[i] = steps[i]
-            ej[j] = steps[j]
-            H[i, j] = H[j, i] = (
-                f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)
-            ) / (4 * steps[i] * steps[j])
-    return H
 
 
 def _z_loglik(z: np.ndarray, mu_z: np.ndarray, s_zz: np.ndarray) -> float:
@@ -260,57 +276,3 @@ def _z_loglik(z: np.ndarray, mu_z: np.ndarray, s_zz: np.ndarray) -> float:
         return -np.inf
     D = z - mu_z
     return float(-0.5 * (len(z) * logdet + np.sum(D @ np.linalg.inv(s_zz) * D)))
-
-
-def _with_moments(theta: np.ndarray, fit: TwoLevelFit) -> TwoLevelFit:
-    """A copy of ``fit`` whose moments of z and x^B are taken from the tail of theta."""
-    q = len(fit.b_z)
-    i = 4 + q
-    mu_z = theta[i : i + q]
-    i += q
-    iu = np.triu_indices(q)
-    s_zz = np.zeros((q, q))
-    s_zz[iu] = theta[i : i + len(iu[0])]
-    s_zz = s_zz + np.triu(s_zz, 1).T
-    i += len(iu[0])
-    s_zx = theta[i : i + q]
-    i += q
-    return replace(fit, mu_z=mu_z, s_zz=s_zz, s_zx=s_zx, s_xx=float(theta[i]),
-                   mu_x=float(theta[i + 1]))
-
-
-def observed_information(data: Dataset, fit: TwoLevelFit, *, fixed_x: bool = True) -> np.ndarray:
-    """Negative Hessian of the log-likelihood (extrapolated central differences).
-
-    Parameters
-    ----------
-    fixed_x : bool
-        True (lavaan's default): only sigma_w, b0, b_z, b_xi, sigma2_e are free; the
-        moments of z and x^B are held fixed. False (lavaan ``fixed.x = FALSE``): those
-        moments are free parameters too (appended in the order mu_z, Var(z) upper
-        triangle, Cov(z, x^B), Var(x^B), mean of x^B) and the likelihood includes z.
-    """
-    d = _prepare(data)
-    z = data.z
-
-    def negll(theta: np.ndarray) -> float:
-        f = fit if fixed_x else _with_moments(theta, fit)
-        sw, om, B = _conditional_from_free(theta, f)
-        if sw <= 0:
-            return np.inf
-        ll = _loglik_parts(d, sw, om, B)
-        if not fixed_x:
-            ll += _z_loglik(z, f.mu_z, f.s_zz)
-        return -ll
-
-    theta = fit.free()
-    if not fixed_x:
-        iu = np.triu_indices(len(fit.b_z))
-        theta = np.concatenate(
-            [theta, fit.mu_z, fit.s_zz[iu], fit.s_zx, [fit.s_xx, fit.mu_x]]
-        )
-    # Richardson extrapolation of central differences (steps h and 2h, error O(h^4)):
-    # plain central differences with h = 1e-4 are off by up to ~1e-5 in the SEs of
-    # weakly determined fits (rounding at smaller, truncation at larger steps)
-    h = 5e-4
-    return (4 * _fd_hessian(negll, theta, h) - _fd_hessian(negll, theta, 2 * h)) / 3

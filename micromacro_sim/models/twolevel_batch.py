@@ -12,7 +12,7 @@ import numpy as np
 
 from ..batch import Batch
 
-__all__ = ["fit_batch_two_level"]
+__all__ = ["fit_batch_two_level", "joint_se_batch"]
 
 #: Relative size below which a variance counts as having hit the zero bound.
 _BOUND_TOL = 1e-4
@@ -58,14 +58,53 @@ def _class_stats(u: np.ndarray, X: np.ndarray, sizes: np.ndarray, ssw: np.ndarra
 
 
 def _batch_stats(batch: Batch) -> tuple[_BatchStats, np.ndarray, np.ndarray]:
-    """Class statistics of a batch, and Var(y), Var(xbar) per replication."""
-    xbar = batch.xbar
-    dev = np.where(batch.mask, batch.x - xbar[:, :, None], 0.0)
+    """Class statistics of a batch, and Var(y), Var(xbar) per replication.
+
+    Each replication's statistics are computed from its own dataset alone (and placed in
+    the batch's size classes, which adds exact zeros), so they do not depend on which
+    other replications share the batch (the padded arrays of :class:`Batch` would).
+    """
+    sizes = batch.sizes.astype(int)
+    lo, C = int(sizes.min()), int(sizes.max() - sizes.min()) + 1
     R, G = batch.y.shape
-    X = np.concatenate([np.ones((R, G, 1)), batch.z], axis=2)
-    s = _class_stats(np.stack([batch.y, xbar], axis=2), X, batch.sizes,
-                     np.einsum("rgm,rgm->r", dev, dev))
-    return s, batch.y.var(axis=1), xbar.var(axis=1)
+    k = batch.z.shape[2] + 1
+    count, M = np.zeros((R, C)), np.zeros((R, C, 2 + k, 2 + k))
+    ssw, var_y, var_xbar = np.empty(R), np.empty(R), np.empty(R)
+    for r, d in enumerate(batch.datasets):
+        xbar = d.xbar[:, 0]
+        within = d.x[:, 0] - np.repeat(xbar, d.sizes)
+        u = np.column_stack([d.y, xbar])
+        X = np.column_stack([np.ones(G), d.z])
+        one = _class_stats(u[None], X[None], d.sizes[None], np.array([within @ within]))
+        c0 = int(d.sizes.min()) - lo
+        count[r, c0 : c0 + one.count.shape[1]] = one.count[0]
+        M[r, c0 : c0 + one.count.shape[1]] = one.M[0]
+        ssw[r], var_y[r], var_xbar[r] = one.ssw[0], np.var(d.y), np.var(xbar)
+    s = _BatchStats(count=count, inv_n=np.broadcast_to(1.0 / (lo + np.arange(C)), (R, C)),
+                    M=M, ssw=ssw, n_within=sizes.sum(axis=1) - float(G), n_groups=G)
+    return s, var_y, var_xbar
+
+
+def _csum(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 1 (the size classes) in a fixed order, whatever the batch size."""
+    out = a[:, 0].copy()
+    for c in range(1, a.shape[1]):
+        out = out + a[:, c]
+    return out
+
+
+def _tr(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """tr(A B) of trailing 2 x 2 blocks, written out (no reduction order to vary)."""
+    return (A[..., 0, 0] * B[..., 0, 0] + A[..., 0, 1] * B[..., 1, 0]
+            + A[..., 1, 0] * B[..., 0, 1] + A[..., 1, 1] * B[..., 1, 1])
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum_p a[r, p] b[r, p] in a fixed order."""
+    out = a[:, 0] * b[:, 0]
+    for i in range(1, a.shape[1]):
+        out = out + a[:, i] * b[:, i]
+    return out
 
 
 def _subset(s: _BatchStats, idx: np.ndarray) -> _BatchStats:
@@ -110,7 +149,7 @@ def _batch_derivs(s: _BatchStats, psi: np.ndarray) -> tuple[np.ndarray, ...]:
         Q, P = _residual_moments(s, B)
         swv = psi[:, 0]
         negll = 0.5 * (s.n_within * np.log(swv) + s.ssw / swv) + 0.5 * (
-            (s.count * np.log(det)).sum(axis=1) + np.einsum("rcab,rcba->r", W, Q))
+            _csum(s.count * np.log(det)) + _csum(_tr(W, Q)))
         # dSigma / d(sigma_w, O_yy, O_yx, O_xx), shape (4, R, C, 2, 2)
         S = np.zeros((4, R, C, 2, 2))
         S[0, ..., 1, 1] = s.inv_n
@@ -124,19 +163,23 @@ def _batch_derivs(s: _BatchStats, psi: np.ndarray) -> tuple[np.ndarray, ...]:
         Pk = P @ W  # sum_g x v'
         grad = np.empty((R, 4 + 2 * k))
         hess = np.empty((R, 4 + 2 * k, 4 + 2 * k))
-        trA = np.einsum("jrcaa,rc->jr", A, s.count)
-        grad[:, :4] = 0.5 * (trA - np.einsum("jrcab,rcba->jr", S, WQW)).T
+        # every reduction over classes and 2 x 2 blocks is written out (_csum, _tr), so
+        # a replication's numbers do not depend on the batch it shares
+        for j in range(4):
+            grad[:, j] = 0.5 * _csum(s.count * (A[j, ..., 0, 0] + A[j, ..., 1, 1])
+                                     - _tr(S[j], WQW))
+            for i in range(4):
+                hess[:, i, j] = 0.5 * _csum(-s.count * _tr(A[i], A[j])
+                                            + 2 * _tr(A[i] @ A[j], WQ))
+            hbp = _csum(P @ AW[j])  # (R, k, 2): [k, b]
+            hess[:, 4:, j] = hbp.swapaxes(1, 2).reshape(R, 2 * k)
+            hess[:, j, 4:] = hess[:, 4:, j]
         grad[:, 0] += 0.5 * (s.n_within / swv - s.ssw / swv**2)
-        grad[:, 4:] = -Pk.sum(axis=1).swapaxes(1, 2).reshape(R, 2 * k)
-        hess[:, :4, :4] = 0.5 * (
-            -np.einsum("ircab,jrcba,rc->rij", A, A, s.count)
-            + 2 * np.einsum("ircab,jrcbd,rcda->rij", A, A, WQ))
+        grad[:, 4:] = -_csum(Pk).swapaxes(1, 2).reshape(R, 2 * k)
         hess[:, 0, 0] += 0.5 * (-s.n_within / swv**2 + 2 * s.ssw / swv**3)
-        hbp = np.einsum("rcka,jrcab->rbkj", P, AW).reshape(R, 2 * k, 4)
-        hess[:, 4:, :4] = hbp
-        hess[:, :4, 4:] = hbp.transpose(0, 2, 1)
-        hess[:, 4:, 4:] = np.einsum("rcab,rckl->rakbl", W, s.M[..., 2:, 2:]).reshape(
-            R, 2 * k, 2 * k)
+        Mxx = s.M[..., 2:, 2:]
+        hess[:, 4:, 4:] = _csum(W[:, :, :, None, :, None] * Mxx[:, :, None, :, None, :]
+                                ).reshape(R, 2 * k, 2 * k)
     negll[bad] = np.nan
     return negll, grad, hess
 
@@ -148,15 +191,15 @@ def _start_batch(s: _BatchStats, *, clamp: bool = False) -> np.ndarray:
     R, C = s.count.shape
     k = s.M.shape[-1] - 2
     sw = s.ssw / s.n_within
-    M = s.M.sum(axis=1)
+    M = _csum(s.M)
     B = np.linalg.solve(M[:, 2:, 2:], M[:, 2:, :2])  # (R, k, 2)
     Q, _ = _residual_moments(s, B)
-    S = Q.sum(axis=1) / s.n_groups
+    S = _csum(Q) / s.n_groups
     psi = np.empty((R, 4 + 2 * k))
     psi[:, 0] = sw
     psi[:, 1] = S[:, 0, 0]
     psi[:, 2] = S[:, 0, 1]
-    psi[:, 3] = S[:, 1, 1] - sw * (s.count * s.inv_n).sum(axis=1) / s.n_groups
+    psi[:, 3] = S[:, 1, 1] - sw * _csum(s.count * s.inv_n) / s.n_groups
     if clamp:
         psi[:, 3] = np.maximum(psi[:, 3], 0.05 * S[:, 1, 1])
         psi[:, 1] = np.maximum(psi[:, 1], psi[:, 2] ** 2 / psi[:, 3] + 0.05 * S[:, 0, 0])
@@ -189,7 +232,7 @@ def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
         fin = np.all(np.isfinite(H[idx]), axis=(1, 2))
         if fin.any():
             step[fin] = _solve(H[idx][fin], g[idx][fin])
-        dec = np.einsum("rp,rp->r", g[idx], step)
+        dec = _rowdot(g[idx], step)
         good = np.isfinite(dec) & (dec >= 0)
         active[idx[~good]] = False
         idx, step, dec = idx[good], step[good], dec[good]
@@ -212,6 +255,14 @@ def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
 
 def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
     """H^-1 g for a stack of matrices; NaN where H is singular."""
+    if g.ndim == 3:  # several right-hand sides
+        out = np.full(g.shape, np.nan)
+        for i in range(len(g)):
+            try:
+                out[i] = np.linalg.solve(H[i], g[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
     out = np.full(g.shape, np.nan)
     try:
         return np.linalg.solve(H, g[:, :, None])[:, :, 0]
@@ -225,7 +276,7 @@ def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ML estimates and observed-information SEs (``fixed_x=True``) of every replication.
+    """ML estimates and joint-ML SEs (:func:`joint_se_batch`) of every replication.
 
     Returns params (R, k), SEs (R, k) and a mask of the replications the batch solution
     covers: an interior optimum (both between variances clear of the zero bound by
@@ -233,8 +284,7 @@ def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     information. The others go through the reference fit.
     """
     s, var_y, var_xbar = _batch_stats(batch)
-    R, k = batch.n_reps, len(batch.terms) - 1
-    q = k - 1
+    k = len(batch.terms) - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         psi = _start_batch(s, clamp=not batch.balanced)
         if batch.balanced:  # the start is the ML (every Sigma_g is the same)
@@ -250,20 +300,34 @@ def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         params = np.concatenate([By - bx[:, None] * Bx, bx[:, None]], axis=1)
         inside = (tau >= _FAST_MARGIN * var_xbar) & (s2e >= _FAST_MARGIN * var_y)
         ok = conv & inside & (s.n_within > 0) & np.all(np.isfinite(params), axis=1)
-        # theta = (sigma_w, b0, b_z, b_xi, sigma2_e) -> psi, with the moments of z and
-        # x^B (the xbar column of B and Omega_xx) fixed: J = d psi / d theta
-        P, T = 4 + 2 * k, 4 + q
-        J = np.zeros((R, P, T))
-        J[:, 0, 0] = 1.0
-        J[:, 4 : 4 + k, 1 : 1 + k] = np.eye(k)
-        J[:, 1, 1 + k] = 2 * bx * tau
-        J[:, 2, 1 + k] = tau
-        J[:, 4 : 4 + k, 1 + k] = Bx
-        J[:, 1, 2 + k] = 1.0
-        info = np.einsum("rpa,rpq,rqb->rab", J, H, J)
-        info[:, 1 + k, 1 + k] += 2 * tau * g[:, 1]  # curvature of Omega_yy in b_xi
-        info[~ok] = np.eye(T)
-        var = np.diagonal(np.linalg.inv(info), axis1=1, axis2=2)
-        ok &= np.all(np.isfinite(var) & (var > 0), axis=1)
-        se = np.sqrt(np.where(ok[:, None], var, np.nan))[:, 1 : 2 + k]
+        se = joint_se_batch(psi, H)
+        ok &= np.all(np.isfinite(se), axis=1)
+        se[~ok] = np.nan
     return params, se, ok
+
+
+def joint_se_batch(psi: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """SEs of (b0, b_z, b_xi) at the joint ML (lavaan ``fixed.x = FALSE``), (R, k + 1).
+
+    The model is a reparametrization of the saturated conditional model psi times the
+    likelihood of z, whose parameters separate from psi, and b depends on psi only
+    (b_xi = Omega_yx / Omega_xx, b_j = B_yj - b_xi B_xj): at the optimum the joint
+    observed information gives Cov(b) = D H^-1 D' with D = db/dpsi (the delta method).
+    NaN where ``H`` is singular or a variance is not positive.
+    """
+    R, P = psi.shape
+    k = (P - 4) // 2
+    o01, o11 = psi[:, 2], psi[:, 3]
+    bx = o01 / o11
+    Bx = psi[:, 4 + k :]
+    D = np.zeros((R, k + 1, P))
+    D[:, k, 2] = 1 / o11
+    D[:, k, 3] = -bx / o11
+    j = np.arange(k)
+    D[:, j, 4 + j] = 1.0
+    D[:, j, 4 + k + j] = -bx[:, None]
+    D[:, :k, 2] = -Bx / o11[:, None]
+    D[:, :k, 3] = Bx * (bx / o11)[:, None]
+    X = _solve(H, D.transpose(0, 2, 1))
+    var = np.stack([_rowdot(D[:, t], X[:, :, t]) for t in range(k + 1)], axis=1)
+    return np.sqrt(np.where(var > 0, var, np.nan))

@@ -13,10 +13,10 @@ import numpy as np
 
 from ..dataset import Dataset
 from ..status import Reason
-from .twolevel import _fd_hessian, _z_loglik
+from .twolevel import GRAD_TOL
 from .twolevel_batch import _BOUND_TOL
 
-__all__ = ["TwoLevelFitMulti", "fit_two_level_multi", "observed_information_multi"]
+__all__ = ["TwoLevelFitMulti", "fit_two_level_multi"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -377,8 +377,9 @@ def fit_two_level_multi(data: Dataset) -> TwoLevelFitMulti:
     eta0 = _to_eta(mse, om0)
     from scipy import optimize  # lazy, as in the one-x path
 
-    opt = optimize.minimize(_profile_multi, eta0, args=(d,), jac=_profile_grad_multi,
-                            method="BFGS", options={"gtol": 1e-9, "maxiter": 5000})
+    opt = optimize.minimize(lambda e: _profile_multi(e, d) / N, eta0, method="BFGS",
+                            jac=lambda e: _profile_grad_multi(e, d) / N,
+                            options={"gtol": 1e-10, "maxiter": 5000})
     eta = opt.x
     # polish an interior optimum by Newton with the analytic Hessian
     sw, om = _from_eta(eta, p)
@@ -390,7 +391,7 @@ def fit_two_level_multi(data: Dataset) -> TwoLevelFitMulti:
         f_old, f_new = _profile_multi(eta, d), _profile_multi(new, d)
         if f_new <= f_old + 1e-12 * abs(f_old):
             eta = new
-    grad = _profile_grad_multi(eta, d)
+    grad = _profile_grad_multi(eta, d) / N  # per person: scale-free
     sw, om = _from_eta(eta, p)
     B = _gls_multi(d, np.linalg.inv(_sigma_classes(d, sw, om)))
     tau = om[1:, 1:]
@@ -406,7 +407,7 @@ def fit_two_level_multi(data: Dataset) -> TwoLevelFitMulti:
         b0=float(B[0, 0] - bx @ a), b_z=B[1:, 0] - c @ bx, b_x=bx, sigma2_e=s2e, sigma_w=sw,
         mu_z=mu_z, s_zz=s_zz, s_zx=s_zx, s_xx=tau + c.T @ s_zx, mu_x=a + c.T @ mu_z,
         loglik=-float(_profile_multi(eta, d)),
-        converged=bool(np.max(np.abs(grad)) < 1e-3 and np.isfinite(opt.fun)),
+        converged=bool(np.max(np.abs(grad)) < GRAD_TOL and np.isfinite(opt.fun)),
         grad_max=float(np.max(np.abs(grad))), reason=reason,
     )
 
@@ -430,30 +431,3 @@ def _verdict_multi(tau: np.ndarray, s2e: float, sw: np.ndarray, *, var_y: float,
             or np.linalg.eigvalsh(sw / np.outer(dw, dw))[0] < _BOUND_TOL):
         return Reason.NOT_POSITIVE_DEFINITE
     return None
-
-
-def observed_information_multi(data: Dataset, fit: TwoLevelFitMulti, *,
-                               fixed_x: bool = True) -> np.ndarray:
-    """Negative Hessian of the log-likelihood in lavaan's free parameters
-    (:meth:`TwoLevelFitMulti.free`, then with ``fixed_x=False`` the moments of z and x^B,
-    :meth:`~TwoLevelFitMulti.moments`, and the likelihood includes z); extrapolated
-    central differences as in :func:`observed_information`."""
-    d = _prepare_multi(data)
-    q, p = data.n_z, data.n_x
-    nf = len(fit.free())
-
-    def negll(theta: np.ndarray) -> float:
-        mom = fit.moments() if fixed_x else theta[nf:]
-        try:
-            sw, om, B = _conditional_multi(theta[:nf], q, p, mom)
-        except np.linalg.LinAlgError:
-            return np.inf
-        f = _negll_multi(d, sw, om, B)
-        if not fixed_x and q:
-            i = q + q * (q + 1) // 2
-            f -= _z_loglik(data.z, mom[:q], _unvech(mom[q:i], q))
-        return f
-
-    theta = fit.free() if fixed_x else np.concatenate([fit.free(), fit.moments()])
-    h = 5e-4
-    return (4 * _fd_hessian(negll, theta, h) - _fd_hessian(negll, theta, 2 * h)) / 3
