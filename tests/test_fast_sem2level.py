@@ -1,12 +1,12 @@
 """Fast engine of sem_2level against the reference path, replication by replication.
 
-The reference (``fit_two_level``: BFGS on the profile likelihood, Newton polish,
-observed information by extrapolated central differences) is itself checked against
-lavaan in ``test_sem.py``. The fast path solves the same likelihood in closed form
-(balanced groups) or by batched Newton (unbalanced) and takes the information from the
-analytic Hessian; replications near the zero bound go through the reference. Both reach
-the optimum to ~1e-13 and the difference-quotient information to ~1e-7 in the SEs, so the
-engine contract (estimates 1e-6, SEs 1e-5, identical flags and reasons) has margin. The
+The reference (``fit_two_level``: BFGS with the analytic gradient on the profile
+likelihood, Newton polish) is itself checked against lavaan in ``test_kernels_twolevel.py``.
+The fast path solves the same likelihood in closed form (balanced groups) or by batched
+Newton (unbalanced); both take the joint-ML SEs from the same analytic Hessian, and
+replications near the zero bound go through the reference. Both reach the optimum to
+~1e-13, so the engine contract (estimates 1e-6, SEs 1e-5, identical flags and reasons) has
+margin. The
 derivatives of the batch are checked against finite differences of the reference
 log-likelihood, which does not share their code.
 """
@@ -19,13 +19,12 @@ import pytest
 from micromacro_sim.batch import Batch
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.base import BatchResult
-from micromacro_sim.estimators.sem_2level import (
+from micromacro_sim.models.twolevel import _loglik_parts, _prepare
+from micromacro_sim.models.twolevel_batch import (
     _batch_derivs,
     _batch_stats,
-    _fit_batch_two_level,
-    _loglik_parts,
-    _prepare,
     _start_batch,
+    fit_batch_two_level,
 )
 from tests.fastcheck import assert_same, make_batch
 
@@ -65,7 +64,7 @@ def test_grid_exercises_verdicts_and_the_batch_path(fits):
     reasons = set()
     for name, (batch, fast, _) in fits.items():
         reasons.update(fast.reason)
-        _, _, ok = _fit_batch_two_level(batch)
+        _, _, ok = fit_batch_two_level(batch)
         # the batch solution (not the per-replication fallback) covers the clean fits
         assert ok.sum() >= 0.5 * batch.n_reps, name
         assert np.all(fast.reason[ok] == "")
@@ -77,8 +76,8 @@ def test_unbalanced_has_fast_path():
     assert get_estimator("sem_2level").has_batch(False)
 
 
-def test_fixed_x_false_goes_through_the_reference():
-    est = get_estimator("sem_2level", fixed_x=False)
+def test_lavaan_fixed_x_goes_through_the_reference():
+    est = get_estimator("sem_2level", lavaan_fixed_x=True)
     batch = make_batch(SCENARIOS["row16"][0], 3)
     assert_same(est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference"))
 

@@ -11,7 +11,6 @@ optimum by up to about 1e-4 along flat directions (checked: our discrepancy is l
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,6 @@ from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.factor_score import FactorScore, fit_cfa
 from micromacro_sim.estimators.sem import SEM, _implied, _pack, _unpack, sem_closed_form
-from micromacro_sim.estimators.sem_2level import (
-    _conditional_from_free,
-    _loglik_parts,
-    _prepare,
-    fit_two_level,
-)
 from micromacro_sim.scenario import Scenario
 
 FIX = Path(__file__).parent / "fixtures" / "sem"
@@ -183,77 +176,7 @@ def test_sem_negative_latent_variance_is_flagged():
     assert np.all(np.isnan(res.se()))
 
 
-# ---------------------------------------------------------------------- sem_2level
-ML_TERMS = ("y~1@2", "y~z@2", "y~x@2")
-ALL = [*BALANCED, "unbalanced"]
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_sem_2level_estimates_are_lavaans_ml(name):
-    # lavaan with fixed.x = FALSE fits the model without fixing any moment, so its
-    # estimates are the ML of the stated model; ours agree to a few 1e-6
-    data, ref = load(name)
-    r = ref["sem_2level_free"]
-    assert r["converged"]
-    res = get_estimator("sem_2level", fixed_x=False).fit(data)
-    assert res.ok and res.df_resid is None and set(res.bse) == {"classical"}
-    np.testing.assert_allclose(res.params, [r["est"][k] for k in ML_TERMS], atol=1e-4)
-    np.testing.assert_allclose(res.se(), [r["se"][k] for k in ML_TERMS], atol=1e-3)
-    e = res.extras
-    assert e["sigma_w"] == pytest.approx(r["est"]["x~~x@1"], abs=1e-4)
-    assert e["sigma2_e"] == pytest.approx(r["est"]["y~~y@2"], abs=1e-4)
-    assert e["var_xb"] == pytest.approx(r["est"]["x~~x@2"], abs=1e-4)
-    assert e["cov_z_xb"][0] == pytest.approx(r["est"]["z~~x@2"], abs=1e-4)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_sem_2level_default_matches_lavaan_default(name):
-    # lavaan's default (fixed.x = TRUE) fixes the between mean of x at the between part
-    # of its saturated fit, whose EM splits the grand mean of x between the levels while
-    # the model's within intercept is 0: the fitted mean of x misses the within part
-    # (0.014 in "unbalanced") and the estimates move by up to ~2e-3. We report the ML
-    # estimates, so the tolerance here is 3e-3; the SEs agree within 1e-3 (observed
-    # information with the moments held fixed, as lavaan).
-    data, ref = load(name)
-    r = ref["sem_2level"]
-    assert r["converged"] and r["information"] == "observed"
-    res = get_estimator("sem_2level").fit(data)
-    assert res.ok
-    np.testing.assert_allclose(res.params, [r["est"][k] for k in ML_TERMS], atol=3e-3)
-    np.testing.assert_allclose(res.se(), [r["se"][k] for k in ML_TERMS], atol=1e-3)
-    # lavaan's default solution is not the maximum of the model's likelihood; ours is
-    fit = fit_two_level(data)
-    est = r["est"]
-    lav = replace(
-        fit, b0=est["y~1@2"], b_z=np.array([est["y~z@2"]]), b_xi=est["y~x@2"],
-        sigma2_e=est["y~~y@2"], sigma_w=est["x~~x@1"], mu_z=np.array([est["z~1@2"]]),
-        s_zz=np.array([[est["z~~z@2"]]]), s_zx=np.array([est["z~~x@2"]]),
-        s_xx=est["x~~x@2"], mu_x=est["x~1@2"],
-    )
-    sw, om, B = _conditional_from_free(lav.free(), lav)
-    assert _loglik_parts(_prepare(data), sw, om, B) <= fit.loglik + 1e-9
-
-
-@pytest.mark.parametrize("name", BALANCED)
-def test_sem_2level_balanced_closed_form(name):
-    # balanced groups: ML is closed form (within variance SSW/(N-G), between variance
-    # Var(xbar) - sigma_w/n with denominator G, mean of x the grand mean)
-    data, _ = load(name)
-    fit = fit_two_level(data)
-    G, n = data.n_groups, int(data.sizes[0])
-    xbar = data.xbar[:, 0]
-    w = data.x[:, 0] - np.repeat(xbar, n)
-    sw = w @ w / (G * (n - 1))
-    assert fit.sigma_w == pytest.approx(sw, rel=1e-6)
-    assert fit.s_xx == pytest.approx(np.var(xbar) - sw / n, rel=1e-5)
-    assert fit.mu_x == pytest.approx(data.x.mean(), abs=1e-6)
-
-
-def test_sem_2level_negative_between_variance_is_flagged():
-    data = extreme(1)  # Var(xbar) < within variance / n
-    res = get_estimator("sem_2level").fit(data)
-    assert not res.admissible and "negative variance" in res.reason
-    assert np.all(np.isnan(res.se()))
+# sem_2level: tests/test_kernels_twolevel.py
 
 
 def test_cfa_closed_form_derivatives_match_explicit_ones():

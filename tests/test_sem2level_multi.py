@@ -5,9 +5,9 @@ written by ``tools/make_sem2level_multi_fixtures.py`` / ``tools/r/sem2level_mult
 on the datasets stored beside them (p = 2 balanced with one z, p = 2 unbalanced with two z,
 p = 3 unbalanced without z; the x have means near 0.5 and correlated within parts). The
 model: ``level: 1 / x1 ~~ x1 + x2; x2 ~~ x2 / level: 2 / y ~ z + x1 + x2``, cluster = group.
-Tolerances: estimates 1e-4, SEs 1e-3 (observed: 4e-5 and 7e-6 against ``fixed.x = FALSE``);
-the exceptions (lavaan's stopping rule on Var(x^B), lavaan's default solution, which is not
-the ML) are explained where they occur.
+Tolerances: estimates 1e-4, SEs 1e-3 (observed: 4e-5 and 7e-6 against ``fixed.x = FALSE``
+for the default, 1.2e-5 and 3.5e-7 against lavaan's default for ``lavaan_fixed_x``); the
+exception (lavaan's stopping rule on Var(x^B)) is explained where it occurs.
 """
 
 from __future__ import annotations
@@ -23,17 +23,15 @@ import pytest
 import micromacro_sim
 from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.sem_2level import (
+from micromacro_sim.models.twolevel import _z_loglik, fit_two_level
+from micromacro_sim.models.twolevel_lavaan import joint_se, lavaan_h1_moments
+from micromacro_sim.models.twolevel_multi import (
     _conditional_multi,
     _derivs_multi,
-    _negll_multi,
     _prepare_multi,
     _psi_multi,
     _verdict_multi,
-    _z_loglik,
-    fit_two_level,
     fit_two_level_multi,
-    observed_information_multi,
 )
 from micromacro_sim.status import Reason
 
@@ -93,7 +91,7 @@ def test_estimates_are_lavaans_ml(fits, name):
     data, ref, _, fit = fits[name]
     r = ref["sem_2level_free"]
     assert r["converged"] and r["post_check"]
-    res = get_estimator("sem_2level", fixed_x=False).fit(data)
+    res = get_estimator("sem_2level").fit(data)
     assert res.ok and res.df_resid is None and set(res.bse) == {"classical"}
     assert res.terms == ("intercept", *data.z_names, *data.x_names)
     k = keys(data)
@@ -136,85 +134,52 @@ def test_balanced_closed_form(fits, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_information_convention_is_lavaans_default(fits, name):
-    # lavaan's default (fixed.x = TRUE, observed information): the inverse Hessian in the
-    # free parameters (within covariance, b0, b_z, b_x, Var(e)) with the moments of z and
-    # x^B held fixed. At lavaan's own solution our information gives its SEs to ~1e-10.
+def test_lavaan_fixed_x_reproduces_lavaans_default(fits, name):
+    # lavaan's default fixes the moments of z and x^B at its EM fit of the unrestricted
+    # model (which splits the mean of x between the levels and stops at a 1e-4 gain);
+    # lavaan_fixed_x reproduces that EM and the ML of the other parameters given it
     data, ref, _, fit = fits[name]
     r = ref["sem_2level"]
     assert r["converged"] and r["information"] == "observed"
-    lav = lavaan_point(data, r["est"], fit)
-    p, q = data.n_x, data.n_z
-    nw = p * (p + 1) // 2
-    se = np.sqrt(np.diag(np.linalg.inv(observed_information_multi(data, lav))))
-    k = keys(data)
-    np.testing.assert_allclose(se[nw : nw + 1 + q + p], [r["se"][t] for t in k], atol=1e-6)
-    w = [r["se"][f"{a}~~{b}@1"] for i, a in enumerate(data.x_names)
-         for b in data.x_names[i:]]
-    np.testing.assert_allclose(se[:nw], w, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_default_against_lavaan_default(fits, name):
-    # lavaan's default fixes the mean of x^B at the between part of its saturated fit,
-    # whose EM splits the grand mean of x between the levels while the model's within
-    # intercept is 0: here (means of x about 0.5) the fixed means are 11-18% too small,
-    # so lavaan's intercept moves by b_x' (difference) -- up to 0.03 -- and the slopes by
-    # up to 2.5e-3; its solution has a lower likelihood than ours (checked below). We
-    # report the ML, so the tolerances are 0.04 (intercept) and 3e-3 (slopes); the SEs at
-    # the two points differ by up to 2.7e-3 (intercept) and 5e-4 (slopes). With the
-    # information convention checked exactly above, these are differences of the point.
-    data, ref, _, fit = fits[name]
-    r = ref["sem_2level"]
-    res = get_estimator("sem_2level").fit(data)
+    res = get_estimator("sem_2level", lavaan_fixed_x=True).fit(data)
     assert res.ok
     k = keys(data)
-    est = np.array([r["est"][t] for t in k])
-    se = np.array([r["se"][t] for t in k])
-    assert abs(res.params[0] - est[0]) < 0.04
-    np.testing.assert_allclose(res.params[1:], est[1:], atol=3e-3)
-    assert abs(res.se()[0] - se[0]) < 3e-3
-    np.testing.assert_allclose(res.se()[1:], se[1:], atol=1e-3)
-    # the fixed means are where lavaan departs from the ML (grand mean in balanced data)
-    mu_lav = np.array([r["est"][f"{x}~1@2"] for x in data.x_names])
-    assert np.all(mu_lav < 0.9 * fit.mu_x)
-    if data.balanced:
-        np.testing.assert_allclose(fit.mu_x, data.x.mean(axis=0), atol=1e-8)
-    lav = lavaan_point(data, r["est"], fit)
-    d = _prepare_multi(data)
-    ll_lav = -_negll_multi(d, *_conditional_multi(lav.free(), data.n_z, data.n_x,
-                                                   lav.moments()))
-    assert ll_lav < fit.loglik - 1e-3
+    np.testing.assert_allclose(res.params, [r["est"][t] for t in k], atol=1e-4)
+    np.testing.assert_allclose(res.se(), [r["se"][t] for t in k], atol=1e-3)
+    mom = lavaan_h1_moments(data)
+    np.testing.assert_allclose(mom, lavaan_point(data, r["est"], fit).moments(), atol=1e-4)
+    # the default (joint ML) is not lavaan's default: the intercept moves by b_x' (the
+    # within part of the mean of x that lavaan's EM splits off)
+    default = get_estimator("sem_2level").fit(data)
+    assert np.max(np.abs(default.params - res.params)) > 1e-3
 
 
 @pytest.mark.parametrize("name", ["row16", "high_icc", "g50_low_icc", "unbalanced"])
-@pytest.mark.parametrize("fixed_x", [True, False])
-def test_one_x_general_path_equals_the_one_x_path(name, fixed_x):
+def test_one_x_general_path_equals_the_one_x_path(name):
     # the several-x code run on one x reproduces the one-x path (which has its own lavaan
-    # tests in test_sem.py): estimates to rounding, SEs to the difference-quotient error
-    from tests.test_sem import load as load_one
+    # tests in test_kernels_twolevel.py): estimates, and SEs (complex-step delta method
+    # against the closed-form one), to rounding
+    from tests.test_kernels_twolevel import load_one
 
     data, _ = load_one(name)
-    est = get_estimator("sem_2level", fixed_x=fixed_x)
-    one, general = est.fit(data), est._fit_multi(data)
-    assert one.ok and general.ok
-    np.testing.assert_allclose(general.params, one.params, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(general.se(), one.se(), rtol=0, atol=1e-7)
+    one = get_estimator("sem_2level").fit(data)
     f1, f2 = fit_two_level(data), fit_two_level_multi(data)
+    psi = _psi_multi(*_conditional_multi(f2.free(), data.n_z, 1, f2.moments()))
+    se = joint_se(psi, _derivs_multi(_prepare_multi(data), psi)[2], 1, data.n_z)
+    assert one.ok
+    np.testing.assert_allclose(f2.free()[1:-1], one.params, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(se, one.se(), rtol=0, atol=1e-9)
     assert f2.loglik == pytest.approx(f1.loglik, abs=1e-9)
     assert f2.sigma_w[0, 0] == pytest.approx(f1.sigma_w, abs=1e-10)
     assert f2.s_xx[0, 0] == pytest.approx(f1.s_xx, abs=1e-10)
 
 
 def test_one_x_boundary_verdicts_agree():
-    from tests.test_sem import extreme
+    from tests.test_kernels_twolevel import extreme
 
-    est = get_estimator("sem_2level")
     for seed in (1, 2, 3, 7):  # 1, 2, 7: Var(x^B) at the zero bound
         data = extreme(seed)
-        one, general = est.fit(data), est._fit_multi(data)
-        assert general.reason == one.reason
-        assert general.admissible == one.admissible
+        assert fit_two_level_multi(data).reason == fit_two_level(data).reason
 
 
 def test_derivatives_match_finite_differences(fits):
