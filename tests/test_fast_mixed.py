@@ -15,14 +15,8 @@ from conftest import make_data
 from micromacro_sim.batch import Batch
 from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.blup import (
-    PROFILE_GRID,
-    _batch_dneg2ll,
-    _batch_stats,
-    _grid_deviance,
-    _group_stats,
-    _neg2ll,
-)
+from micromacro_sim.models.oneway import PROFILE_GRID, _group_stats, _neg2ll
+from micromacro_sim.models.oneway_batch import _batch_dneg2ll, _batch_stats, _grid_deviance
 from tests.fastcheck import assert_same, make_batch
 
 #: (scenario, replications). Low ICC with G=50, n=5 gives boundary (inadmissible) fits.
