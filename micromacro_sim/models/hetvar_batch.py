@@ -14,6 +14,7 @@ import numpy as np
 
 from ..batch import Batch
 from .hetvar import BOUNDARY_TOL, GRAD_TOL, HALVINGS, LL_NOISE, MAX_STEP, SMALL_STEP
+from .oneway_batch import width_groups
 
 __all__ = ["HetVarBatch", "hetvar_ml_batch"]
 
@@ -129,22 +130,26 @@ class _WideBatch:
 
 
 def _solve_steps(info: np.ndarray, grad: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """Fisher steps on the free parameters (fixed ones get identity rows: step 0)."""
+    """Fisher steps on the free parameters (fixed ones get identity rows: step 0).
+
+    Each replication's system is solved by the same LAPACK call whatever its companions:
+    when one of the batch is singular the others are solved one by one as they were, and
+    only the singular ones take the reference's least-squares step.
+    """
     both = free[:, :, None] & free[:, None, :]
     eye = np.broadcast_to(np.eye(info.shape[1], dtype=bool), info.shape)
     A = np.where(both, info, eye.astype(float))
-    g = np.where(free, grad, 0.0)
+    g = np.where(free, grad, 0.0)[:, :, None]
     try:
-        return np.linalg.solve(A, g[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:  # rare: solve one by one as the reference does
-        step = np.zeros_like(g)
+        return np.linalg.solve(A, g)[:, :, 0]
+    except np.linalg.LinAlgError:  # rare: find the singular ones
+        step = np.zeros(g.shape[:2])
         for r in range(g.shape[0]):
-            f = free[r]
-            inf, gr = info[r][np.ix_(f, f)], grad[r][f]
             try:
-                step[r, f] = np.linalg.solve(inf, gr)
+                step[r] = np.linalg.solve(A[r : r + 1], g[r : r + 1])[0, :, 0]
             except np.linalg.LinAlgError:
-                step[r, f] = np.linalg.lstsq(inf, gr, rcond=None)[0]
+                f = free[r]
+                step[r, f] = np.linalg.lstsq(info[r][np.ix_(f, f)], grad[r][f], rcond=None)[0]
         return step
 
 
@@ -160,18 +165,20 @@ class _State:
     iterations: np.ndarray
 
 
-def _start(batch: Batch, reps: np.ndarray) -> tuple[_WideBatch, _State, np.ndarray]:
-    """The reference's moment start for the replications ``reps``; also their grand means
-    (the data are centred at them)."""
-    M = batch.mask[reps]
+def _start(batch: Batch, reps: np.ndarray, J: int) -> tuple[_WideBatch, _State, np.ndarray]:
+    """The reference's moment start for the replications ``reps``, all of largest group
+    size ``J`` (their arrays are cut to it); also their grand means (the data are centred
+    at them)."""
+    M = batch.mask[reps, :, :J]
     sizes = batch.sizes[reps]
     n = sizes.astype(float)
     N = n.sum(axis=1)
     R, G = n.shape
-    mu0 = batch.x[reps].sum(axis=(1, 2)) / N
-    X = np.where(M, batch.x[reps] - mu0[:, None, None], 0.0)
+    x = batch.x[reps, :, :J]
+    mu0 = x.sum(axis=(1, 2)) / N
+    X = np.where(M, x - mu0[:, None, None], 0.0)
     full = _WideBatch(X, X * X, sizes)
-    xbar = batch.xbar[reps] - mu0[:, None]
+    xbar = x.sum(axis=2) / sizes - mu0[:, None]
     resid = np.where(M, X - xbar[:, :, None], 0.0)
     mse = np.einsum("rgi,rgi->r", resid, resid) / np.maximum(N - G, 1)
     msa = np.einsum("rg,rg,rg->r", n, xbar, xbar) / (G - 1)
@@ -253,20 +260,9 @@ def _iterate(full: _WideBatch, s: _State, max_iter: int, tol: float) -> None:
             wide = wide.take(np.flatnonzero(keep))
 
 
-def hetvar_ml_batch(
-    batch: Batch, *, reps: np.ndarray | None = None, max_iter: int = 500, tol: float = 1e-12
-) -> HetVarBatch:
-    """:func:`~.hetvar.hetvar_ml` for the replications ``reps`` of a batch, all at once.
-
-    Fisher scoring vectorized over replications with the reference's start, step cap
-    (5 in the log parameters), step halving (up to 40 times, until the likelihood does not
-    fall, with the same rounding allowance for tiny steps), stopping rule (no acceptable
-    step, or a step below ``tol``), switch to ``tau2 = 0`` near the boundary, and
-    gradient/KKT convergence check; a replication leaves the iteration when its own rule
-    stops it.
-    """
-    reps = np.arange(batch.n_reps) if reps is None else np.asarray(reps)
-    full, s, mu0 = _start(batch, reps)
+def _fit_width(batch: Batch, reps: np.ndarray, J: int, max_iter: int, tol: float) -> dict:
+    """:func:`hetvar_ml_batch` of replications whose largest group size is ``J``."""
+    full, s, mu0 = _start(batch, reps, J)
     _iterate(full, s, max_iter, tol)
     grad, _, modes = full.score_info(s.mu, s.tau2, s.d)
     free = np.concatenate([s.free0[:, None], full.present], axis=1)
@@ -278,8 +274,39 @@ def hetvar_ml_batch(
     total = s.tau2 + full.mean_d(s.d)
     small_var = BOUNDARY_TOL * total
     boundary = (s.tau2 < small_var) | np.any(full.present & (s.d < small_var[:, None]), axis=1)
-    return HetVarBatch(
+    return dict(
         mu=s.mu + mu0, tau2=s.tau2, s2=np.where(full.present, s.d, np.nan), modes=modes,
         loglik=s.ll, iterations=s.iterations, grad_max=grad_max,
         converged=grad_max <= GRAD_TOL, boundary=boundary,
     )
+
+
+def hetvar_ml_batch(
+    batch: Batch, *, reps: np.ndarray | None = None, max_iter: int = 500, tol: float = 1e-12
+) -> HetVarBatch:
+    """:func:`~.hetvar.hetvar_ml` for the replications ``reps`` of a batch, all at once.
+
+    Fisher scoring vectorized over replications with the reference's start, step cap
+    (5 in the log parameters), step halving (up to 40 times, until the likelihood does not
+    fall, with the same rounding allowance for tiny steps), stopping rule (no acceptable
+    step, or a step below ``tol``), switch to ``tau2 = 0`` near the boundary, and
+    gradient/KKT convergence check; a replication leaves the iteration when its own rule
+    stops it. Replications are fitted in groups of equal largest group size, each on
+    arrays of its own width (:func:`~.oneway_batch.width_groups`), so none depends on its
+    batch companions.
+    """
+    reps = np.arange(batch.n_reps) if reps is None else np.asarray(reps)
+    sizes = batch.sizes[reps]
+    R, G, J = reps.size, sizes.shape[1], int(sizes.max(initial=1))
+    out = dict(mu=np.empty(R), tau2=np.empty(R), s2=np.full((R, J), np.nan),
+               modes=np.empty((R, G)), loglik=np.empty(R), iterations=np.zeros(R, dtype=int),
+               grad_max=np.empty(R), converged=np.zeros(R, dtype=bool),
+               boundary=np.zeros(R, dtype=bool))
+    for width, rows in width_groups(sizes):
+        part = _fit_width(batch, reps[rows], width, max_iter, tol)
+        for key, val in part.items():
+            if key == "s2":
+                out[key][rows, :width] = val
+            else:
+                out[key][rows] = val
+    return HetVarBatch(**out)

@@ -18,7 +18,7 @@ import numpy as np
 from ..batch import Batch
 from .oneway import PROFILE_GRID, oneway_profile
 
-__all__ = ["NEWTON_MAX_ITER", "OneWayBatch", "oneway_batch"]
+__all__ = ["NEWTON_MAX_ITER", "OneWayBatch", "oneway_batch", "width_groups"]
 
 #: Newton iterations of the batched root search before a replication is handed to
 #: :func:`~.oneway.oneway_profile` (Newton converges in well under 10 from inside the cell).
@@ -49,12 +49,30 @@ class OneWayBatch:
     modes: np.ndarray
 
 
+def width_groups(sizes: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Replications grouped by their own largest group size ``J_r``, as (J, rows).
+
+    A batch pads every replication to the batch's largest group; sums over the padded
+    member axis would then depend on which replications share the batch. The kernels
+    work on each group's arrays cut to its own width, so a replication's arithmetic is
+    the same whatever its companions.
+    """
+    width = sizes.max(axis=1)
+    return [(int(J), np.flatnonzero(width == J)) for J in np.unique(width)]
+
+
 def _batch_stats(batch: Batch, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group sizes (float), group means and SSE of the replications ``reps``."""
-    x, mask = batch.x[reps], batch.mask[reps]
-    xbar = batch.xbar[reps]
-    resid = (x - xbar[:, :, None]) * mask
-    return batch.sizes[reps].astype(float), xbar, np.einsum("rgi,rgi->r", resid, resid)
+    """Group sizes (float), group means and SSE of the replications ``reps`` (each from
+    its own, unpadded width: see :func:`width_groups`)."""
+    sizes = batch.sizes[reps]
+    xbar = np.empty(sizes.shape)
+    sse = np.empty(reps.size)
+    for J, rows in width_groups(sizes):
+        x, mask = batch.x[reps[rows], :, :J], batch.mask[reps[rows], :, :J]
+        xbar[rows] = x.sum(axis=2) / sizes[rows]
+        resid = (x - xbar[rows][:, :, None]) * mask
+        sse[rows] = np.einsum("rgi,rgi->r", resid, resid)
+    return sizes.astype(float), xbar, sse
 
 
 def _batch_gls(
@@ -104,9 +122,11 @@ def _grid_deviance(
     """Profiled deviance of every replication on :data:`~.oneway.PROFILE_GRID`, (R, T).
 
     Groups of equal size share ``w``, so the sums over groups are sums over the distinct
-    sizes of per-size counts and sums of (centred) group means: a few matrix products.
+    sizes of per-size counts and sums of (centred) group means. The sums over sizes run in
+    ascending size, one size at a time: sizes a replication lacks add exact zeros, so its
+    deviance does not depend on the sizes its batch companions have.
     """
-    R = n.shape[0]
+    R, T = n.shape[0], PROFILE_GRID.size
     sizes, inv = np.unique(n, return_inverse=True)
     K = sizes.size
     idx = (np.arange(R)[:, None] * K + inv.reshape(n.shape)).ravel()
@@ -115,9 +135,14 @@ def _grid_deviance(
     s1 = np.bincount(idx, weights=xc, minlength=R * K).reshape(R, K)
     s2 = np.bincount(idx, weights=xc * xc, minlength=R * K).reshape(R, K)
     wk = sizes[None, :] / (1.0 + sizes[None, :] * PROFILE_GRID[:, None])  # (T, K)
-    sw = count @ wk.T
-    q = sse[:, None] + s2 @ wk.T - (s1 @ wk.T) ** 2 / sw
-    logdet = count @ np.log1p(sizes[None, :] * PROFILE_GRID[:, None]).T
+    lk = np.log1p(sizes[None, :] * PROFILE_GRID[:, None])
+    sw, s1w, s2w, logdet = (np.zeros((R, T)) for _ in range(4))
+    for k in range(K):
+        sw += count[:, k, None] * wk[None, :, k]
+        s1w += s1[:, k, None] * wk[None, :, k]
+        s2w += s2[:, k, None] * wk[None, :, k]
+        logdet += count[:, k, None] * lk[None, :, k]
+    q = sse[:, None] + s2w - s1w**2 / sw
     N = n.sum(axis=1)[:, None]
     if reml:
         return (N - 1) * (np.log(2 * np.pi * q / (N - 1)) + 1) + logdet + np.log(sw)
@@ -192,30 +217,48 @@ def _newton(
     return gamma, settled
 
 
+def _profile(
+    batch: Batch, reps: np.ndarray, n: np.ndarray, xbar: np.ndarray, sse: np.ndarray,
+    reml: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Profile-likelihood optimum: mu, tau2, sigma2, boundary and fallback verdicts."""
+    boundary, lo, hi, bracketed = _bracket(n, xbar, sse, reml)
+    gamma, settled = _newton(n, xbar, sse, reml, lo, hi, np.flatnonzero(bracketed))
+    fallback = ~boundary & ~settled
+    _, _, mu, _, q = _batch_gls(gamma, n, xbar, sse)
+    sigma2 = q / (n.sum(axis=1) - 1 if reml else n.sum(axis=1))
+    tau2 = gamma * sigma2
+    for r in np.flatnonzero(fallback):  # rare: no bracket (flat deviance) or no settling
+        fit = oneway_profile(batch.datasets[reps[r]], reml=reml)
+        mu[r], tau2[r], sigma2[r], boundary[r] = fit.mu, fit.tau2, fit.sigma2, fit.boundary
+    return mu, tau2, sigma2, boundary, fallback
+
+
 def oneway_batch(batch: Batch, *, reml: bool = True, reps: np.ndarray | None = None) -> OneWayBatch:
     """ML/REML estimates of the one-way model for the replications ``reps`` of a batch.
 
-    Balanced batches use the closed forms of :func:`~.oneway.oneway_closed_form`;
-    unbalanced ones the optimum of :func:`~.oneway.oneway_profile` (same grid, same
-    boundary rule, the derivative's root in the bracketing cell by safeguarded Newton
-    steps, to rounding error). No MixedLM check. The replications must have at least 2
-    groups and N > G.
+    Balanced replications (every group of the same size; decided per replication, as the
+    reference decides per dataset) use the closed forms of
+    :func:`~.oneway.oneway_closed_form`; the others the optimum of
+    :func:`~.oneway.oneway_profile` (same grid, same boundary rule, the derivative's root
+    in the bracketing cell by safeguarded Newton steps, to rounding error). No MixedLM
+    check. The replications must have at least 2 groups and N > G.
     """
     reps = np.arange(batch.n_reps) if reps is None else np.asarray(reps)
     n, xbar, sse = _batch_stats(batch, reps)
-    fallback = np.zeros(n.shape[0], dtype=bool)
-    if batch.balanced:
-        mu, tau2, sigma2, boundary = _closed_form(n, xbar, sse, reml)
-    else:
-        boundary, lo, hi, bracketed = _bracket(n, xbar, sse, reml)
-        gamma, settled = _newton(n, xbar, sse, reml, lo, hi, np.flatnonzero(bracketed))
-        fallback = ~boundary & ~settled
-        _, _, mu, _, q = _batch_gls(gamma, n, xbar, sse)
-        sigma2 = q / (n.sum(axis=1) - 1 if reml else n.sum(axis=1))
-        tau2 = gamma * sigma2
-        for r in np.flatnonzero(fallback):  # rare: no bracket (flat deviance) or no settling
-            fit = oneway_profile(batch.datasets[reps[r]], reml=reml)
-            mu[r], tau2[r], sigma2[r], boundary[r] = fit.mu, fit.tau2, fit.sigma2, fit.boundary
+    R = n.shape[0]
+    mu, tau2, sigma2 = np.empty(R), np.empty(R), np.empty(R)
+    boundary, fallback = np.zeros(R, dtype=bool), np.zeros(R, dtype=bool)
+    balanced = np.all(n == n[:, :1], axis=1)
+    for rows, closed in ((np.flatnonzero(balanced), True), (np.flatnonzero(~balanced), False)):
+        if rows.size == 0:
+            continue
+        if closed:
+            mu[rows], tau2[rows], sigma2[rows], boundary[rows] = _closed_form(
+                n[rows], xbar[rows], sse[rows], reml)
+        else:
+            mu[rows], tau2[rows], sigma2[rows], boundary[rows], fallback[rows] = _profile(
+                batch, reps[rows], n[rows], xbar[rows], sse[rows], reml)
     lam = tau2[:, None] * n
     with np.errstate(divide="ignore", invalid="ignore"):
         modes = lam / (sigma2[:, None] + lam) * (xbar - mu[:, None])
