@@ -69,7 +69,9 @@ def _batch_stats(batch: Batch, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray
     sse = np.empty(reps.size)
     for J, rows in width_groups(sizes):
         x, mask = batch.x[reps[rows], :, :J], batch.mask[reps[rows], :, :J]
-        xbar[rows] = x.sum(axis=2) / sizes[rows]
+        # at the batch's own width the cached means are the same sums
+        xbar[rows] = (batch.xbar[reps[rows]] if J == batch.x.shape[2]
+                      else x.sum(axis=2) / sizes[rows])
         resid = (x - xbar[rows][:, :, None]) * mask
         sse[rows] = np.einsum("rgi,rgi->r", resid, resid)
     return sizes.astype(float), xbar, sse
@@ -134,14 +136,15 @@ def _grid_deviance(
     count = np.bincount(idx, minlength=R * K).reshape(R, K)
     s1 = np.bincount(idx, weights=xc, minlength=R * K).reshape(R, K)
     s2 = np.bincount(idx, weights=xc * xc, minlength=R * K).reshape(R, K)
-    wk = sizes[None, :] / (1.0 + sizes[None, :] * PROFILE_GRID[:, None])  # (T, K)
-    lk = np.log1p(sizes[None, :] * PROFILE_GRID[:, None])
+    wk = sizes[:, None] / (1.0 + sizes[:, None] * PROFILE_GRID[None, :])  # (K, T)
+    lk = np.log1p(sizes[:, None] * PROFILE_GRID[None, :])
+    count = count.astype(float)
     sw, s1w, s2w, logdet = (np.zeros((R, T)) for _ in range(4))
     for k in range(K):
-        sw += count[:, k, None] * wk[None, :, k]
-        s1w += s1[:, k, None] * wk[None, :, k]
-        s2w += s2[:, k, None] * wk[None, :, k]
-        logdet += count[:, k, None] * lk[None, :, k]
+        sw += count[:, k : k + 1] * wk[k]
+        s1w += s1[:, k : k + 1] * wk[k]
+        s2w += s2[:, k : k + 1] * wk[k]
+        logdet += count[:, k : k + 1] * lk[k]
     q = sse[:, None] + s2w - s1w**2 / sw
     N = n.sum(axis=1)[:, None]
     if reml:
