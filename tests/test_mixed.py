@@ -20,7 +20,8 @@ from conftest import make_data
 
 from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.blup import (
+from micromacro_sim.models.hetvar import _Wide, hetvar_ml
+from micromacro_sim.models.oneway import (
     _dneg2ll,
     _group_stats,
     _loglik,
@@ -29,7 +30,6 @@ from micromacro_sim.estimators.blup import (
     oneway_mixedlm,
     oneway_profile,
 )
-from micromacro_sim.estimators.blup_hetvar import _Wide, hetvar_ml
 from micromacro_sim.reliability import anova
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mixed"
