@@ -65,13 +65,10 @@ def _batch_stats(batch: Batch, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Group sizes (float), group means and SSE of the replications ``reps`` (each from
     its own, unpadded width: see :func:`width_groups`)."""
     sizes = batch.sizes[reps]
-    xbar = np.empty(sizes.shape)
+    xbar = batch.xbar[reps]  # padding-free sums over exactly each group's members
     sse = np.empty(reps.size)
     for J, rows in width_groups(sizes):
         x, mask = batch.x[reps[rows], :, :J], batch.mask[reps[rows], :, :J]
-        # at the batch's own width the cached means are the same sums
-        xbar[rows] = (batch.xbar[reps[rows]] if J == batch.x.shape[2]
-                      else x.sum(axis=2) / sizes[rows])
         resid = (x - xbar[rows][:, :, None]) * mask
         sse[rows] = np.einsum("rgi,rgi->r", resid, resid)
     return sizes.astype(float), xbar, sse
