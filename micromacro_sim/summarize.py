@@ -157,6 +157,8 @@ class RunSummary:
     factors : tuple of str
         Design-factor columns of ``performance`` (the fields that vary over the run's
         scenarios).
+    scenarios : DataFrame or None
+        Rows of the run's ``scenarios.parquet`` with results, in run order.
     """
 
     performance: pd.DataFrame
@@ -164,6 +166,7 @@ class RunSummary:
     datasets: pd.DataFrame
     partial: bool
     factors: tuple[str, ...] = ()
+    scenarios: pd.DataFrame | None = None
 
 
 def _reasons(s: pd.Series) -> str:
@@ -294,6 +297,8 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         rank if s.name == "scenario" else mrank)).reset_index(drop=True)
     dsum = dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
                       right_index=True, how="left")
+    done = set(dsum["scenario"])
     partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
     return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
-                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names))
+                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
+                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())

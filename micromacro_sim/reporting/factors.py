@@ -24,7 +24,8 @@ import pandas as pd
 from ..fields import FIELDS, Field, Sizes, z_names
 from ..groups import GroupSizes
 
-__all__ = ["SIZE_PARTS", "cell_labels", "design_factors", "factor_columns", "short_labels",
+__all__ = ["SIZE_PARTS", "cell_labels", "design_factors", "factor_columns", "factor_levels",
+           "short_labels",
            "sizes_from_label", "typed_scenarios"]
 
 #: Suffixes of the typed columns a group-size field becomes.
@@ -170,6 +171,25 @@ def cell_labels(scen: pd.DataFrame) -> dict[str, str]:
                 text = format(float(v), (lab.spec if lab is not None else "") or "g")
             parts.append(prefix + text)
         out[row["scenario"]] = " ".join(parts)
+    return out
+
+
+def factor_levels(scen: pd.DataFrame) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Each design factor as (short name, levels in run order, scenario key -> level).
+
+    Names are the field's label prefix (``G``, ``n``, ``ICC``) or its column; levels are
+    text, in the order they first appear among the run's scenarios (the grid order).
+    """
+    out = []
+    for f, col in _varying(scen):
+        lab = f.label if f.label is not None and not f.per_z else None
+        name = lab.prefix.rstrip("=") if lab is not None else col
+        text = {}
+        for key, v in zip(scen["scenario"], scen[col], strict=True):
+            if isinstance(v, (float, np.floating)):
+                v = format(float(v), (lab.spec if lab is not None else "") or "g")
+            text[key] = str(v)
+        out.append((name, list(dict.fromkeys(text.values())), text))
     return out
 
 
