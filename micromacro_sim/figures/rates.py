@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MicroMacroError
-from ..results import SE_TYPES
 from ..reporting.factors import factor_levels
+from ..results import SE_TYPES
 from ._base import (
     MAX_WIDTH,
     Z_MCSE,
