@@ -110,7 +110,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt: str = "html",
                  alpha: float = 0.05, include_flagged: bool = False, se_type: str = "HC3",
-                 plots: bool = True) -> Path:
+                 plots: bool = True, terms: list[str] | None = None) -> Path:
     """Write a report of a run folder.
 
     Parameters
@@ -130,6 +130,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         Robust SE type shown beside the classical one (tables, nested-loop and zip plots).
     plots : bool
         Draw the figures (needs matplotlib, the ``plots`` extra).
+    terms : list of str, optional
+        Terms that get figures (default every slope, i.e. every term but the intercept).
 
     Returns
     -------
@@ -183,7 +185,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
     if not plots:
         return render({})
     kw = {"alpha": alpha, "include_flagged": include_flagged, "se_type": se_type,
-          "published": published}
+          "published": published, "terms": terms}
     if fmt == "html":
         with tempfile.TemporaryDirectory(dir=out, prefix=".figures-") as tmp:
             return render(draw_figures(summary, estimates, scen_all, Path(tmp), **kw))
@@ -193,7 +195,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
 def _cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.run_dir, args.output, fmt=args.format, alpha=args.alpha,
                         include_flagged=args.include_flagged, se_type=args.se_type,
-                        plots=not args.no_plots)
+                        plots=not args.no_plots,
+                        terms=[t.strip() for t in args.terms.split(",")] if args.terms else None)
     print(f"wrote {path}")
     return 0
 
@@ -225,5 +228,6 @@ def add_parser(subparsers: Any, *,
     p.add_argument("--se-type", default="HC3", choices=[t for t in SE_TYPES if t != "classical"],
                    help="robust SE type shown beside the classical one in the accuracy table")
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
+    p.add_argument("--terms", help="terms that get figures, comma-separated (default: slopes)")
     p.set_defaults(func=func or _cmd_report)
     return p

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import ConfigError
 from ..summarize import RunSummary
 from .report_tables import Figure
 
@@ -39,7 +40,8 @@ def published_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFrame,
                  folder: Path, *, alpha: float, include_flagged: bool, se_type: str,
-                 published: dict[str, pd.DataFrame]) -> dict[str, Figure]:
+                 published: dict[str, pd.DataFrame],
+                 terms: list[str] | None = None) -> dict[str, Figure]:
     """Draw every report figure into ``folder``; key -> :class:`Figure` in display order.
 
     Keys: ``bias:<term>``, ``spread:xi``, ``cover:<term>``, ``zip:<term>``,
@@ -51,8 +53,13 @@ def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFram
     _base.require_matplotlib()
     perf = summary.performance
     # the intercept's rates are in the tables; the figures show the slopes
-    terms = [t for t in dict.fromkeys(perf["term"]) if t != "intercept"] or list(
-        dict.fromkeys(perf["term"]))
+    known = list(dict.fromkeys(perf["term"]))
+    if terms is not None:
+        bad = [t for t in terms if t not in known]
+        if bad:
+            raise ConfigError(f"terms: unknown term {bad[0]!r} (available: {', '.join(known)})")
+    else:
+        terms = [t for t in known if t != "intercept"] or known
     n_cells = perf["scenario"].nunique()
     has_se = f"cover_{se_type}" in perf.columns or "cover_classical" in perf.columns
     figs: dict[str, Figure] = {}
