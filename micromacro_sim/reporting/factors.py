@@ -10,7 +10,8 @@ varies too, since it then carries no information of its own.
 Group sizes are stored as a label (``10``, ``[5,30]``, ``U(5,15)``). In typed outputs a
 field of kind :class:`~micromacro_sim.fields.Sizes` becomes four columns:
 ``<name>_kind`` (balanced / list / uniform), ``<name>_mean`` (expected members per
-group, float), ``<name>_min`` and ``<name>_max`` (integers), plus ``<name>_label``.
+group, float), ``<name>_min`` and ``<name>_max`` (integers), plus ``<name>_label`` (the field's label
+prefix and the size label, ``n=10``, so that it is text in every reader, CSV included).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def sizes_from_label(label: str) -> GroupSizes:
     raise ValueError(f"group_size: not a group-size label: {label!r}")
 
 
-def _size_parts(label: str) -> dict[str, object]:
+def _size_parts(label: str, prefix: str) -> dict[str, object]:
     gs = sizes_from_label(label)
     if gs.kind == "balanced":
         lo = hi = int(gs.value)  # type: ignore[arg-type]
@@ -66,7 +67,7 @@ def _size_parts(label: str) -> dict[str, object]:
     else:
         lo, hi = gs.value  # type: ignore[misc]
         mean = (lo + hi) / 2.0
-    return {"kind": gs.kind, "mean": mean, "min": lo, "max": hi, "label": str(label)}
+    return {"kind": gs.kind, "mean": mean, "min": lo, "max": hi, "label": f"{prefix}{label}"}
 
 
 def _stored_columns(f: Field, scen: pd.DataFrame) -> list[str]:
@@ -109,7 +110,8 @@ def typed_scenarios(scen: pd.DataFrame) -> pd.DataFrame:
     for f, col in _fields(scen):
         if not isinstance(f.kind, Sizes):
             continue
-        parts = pd.DataFrame([_size_parts(v) for v in scen[col]], index=scen.index)
+        prefix = f.label.prefix if f.label is not None else f"{f.name}="
+        parts = pd.DataFrame([_size_parts(v, prefix) for v in scen[col]], index=scen.index)
         at = list(out.columns).index(col)
         out = out.drop(columns=col)
         for j, p in enumerate(SIZE_PARTS):
