@@ -10,8 +10,8 @@ varies too, since it then carries no information of its own.
 Group sizes are stored as a label (``10``, ``[5,30]``, ``U(5,15)``). In typed outputs a
 field of kind :class:`~micromacro_sim.fields.Sizes` becomes four columns:
 ``<name>_kind`` (balanced / list / uniform), ``<name>_mean`` (expected members per
-group, float), ``<name>_min`` and ``<name>_max`` (integers), plus ``<name>_label`` (the field's label
-prefix and the size label, ``n=10``, so that it is text in every reader, CSV included).
+group, float), ``<name>_min`` and ``<name>_max`` (integers), plus ``<name>_label``
+(the field's label prefix and the size label, ``n=10``: text in every reader, CSV too).
 """
 
 from __future__ import annotations
