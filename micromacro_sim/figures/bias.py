@@ -20,7 +20,6 @@ from ..reporting.factors import factor_levels
 from ._base import (
     MAX_WIDTH,
     Z_MCSE,
-    cell_names,
     cell_order,
     colors,
     finish,
@@ -46,8 +45,8 @@ def _facets(summary: Any, keys: list[str], facets: Sequence[str] | None):
             raise MicroMacroError(f"plots: facets must be up to two design factors of the run "
                                   f"({', '.join(by_name) or 'none'}), got {list(facets)!r}")
         chosen = [by_name[f] for f in facets]
-    else:
-        chosen = levels[:2]
+    else:  # keep at least one factor for the rows inside a facet
+        chosen = levels[:max(0, min(2, len(levels) - 1))]
     rest = [lv for lv in levels if lv not in chosen]
     while len(chosen) < 2:
         chosen.append(None)
@@ -67,7 +66,8 @@ def plot_percent_bias(summary: Any, path: str | Path, *, term: str,
     term : str
     facets : sequence of str, optional
         Names of the row and column factors (as in :func:`factor_levels`, e.g. ``G``,
-        ``n``, ``ICC``, ``beta_z``); default the first two design factors.
+        ``n``, ``ICC``, ``beta_z``); default the first two design factors (with two
+        factors, only the first; with one, none).
     methods : sequence of str, optional
 
     Returns
@@ -84,10 +84,8 @@ def plot_percent_bias(summary: Any, path: str | Path, *, term: str,
              if np.isfinite(perf.loc[perf["scenario"] == k, col].to_numpy(dtype=float)).any()]
     dropped = len(order) - len(shown)
     fr, fc, rest = _facets(summary, shown, facets)
-    names = cell_names(summary)
-
     def rest_text(k: str) -> str:
-        return " ".join(f"{n}={t[k]}" for n, _, t in rest) if rest else names[k]
+        return " ".join(f"{n}={t[k]}" for n, _, t in rest) if rest else "all cells"
 
     rows_lv = fr[1] if fr else [""]
     cols_lv = fc[1] if fc else [""]

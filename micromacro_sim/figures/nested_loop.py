@@ -39,13 +39,12 @@ def _reference(ax: Any, measure: str, alpha: float) -> None:
 
 
 def _factor_panel(ax: Any, levels: list, keys: list[str]) -> None:
-    x = np.arange(1, len(keys) + 1)
     n = len(levels)
     for i, (name, lv, text) in enumerate(levels):
         base = (n - 1 - i) * 1.4
         idx = np.array([lv.index(text[k]) for k in keys], dtype=float)
         y = base + (idx / max(len(lv) - 1, 1)) * 0.9
-        ax.step(x, y, where="mid", color="0.2", lw=1.1)
+        ax.stairs(y, np.arange(len(keys) + 1) + 0.5, baseline=None, color="0.2", lw=1.1)
         ax.text(-0.02, base + 0.45, f"{name}: {', '.join(lv)}", transform=ax.get_yaxis_transform(),
                 ha="right", va="center", fontsize=7.5)
     ax.set_ylim(-0.3, (n - 1) * 1.4 + 1.2)
@@ -98,7 +97,7 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
                              figsize=(MAX_WIDTH, sum(heights) + 1.0),
                              gridspec_kw={"height_ratios": heights})
     axes = axes[:, 0]
-    x = np.arange(1, len(keys) + 1)
+    x_edges = np.arange(len(keys) + 1) + 0.5
     pos = {k: i for i, k in enumerate(keys)}
     cmap, styles = colors(plt, len(methods)), ("-", "--", "-.", ":")
     breaks = ([i + 0.5 for i in range(1, len(keys))
@@ -113,7 +112,8 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
             for k, v in sub.items():
                 if k in pos:
                     y[pos[k]] = v
-            (h,) = ax.step(x, y, where="mid", color=cmap[j], lw=1.2, ls=styles[j % 4])
+            h = ax.stairs(y, x_edges, baseline=None, color=cmap[j], lw=1.2, ls=styles[j % 4],
+                          label=m)
             handles.append(h)
         for b in breaks:
             ax.axvline(b, color="0.85", lw=0.8, zorder=0)
@@ -123,6 +123,9 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
     if levels:
         _factor_panel(axes[-1], levels, keys)
     axes[-1].set_xlim(0.5, len(keys) + 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel(f"cell (1 to {len(keys)}), sorted by the design factors below",
                         fontsize=8)
     finish(fig, handles, methods,
