@@ -1,4 +1,4 @@
-"""Command line: ``micromacro run | summarize | fit | demo | reproduce | report | bench | ...``.
+"""Command line: ``micromacro run | summarize | export | fit | reproduce | report | ...``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
 stderr and exit with status 2, having written nothing.
@@ -51,10 +51,11 @@ def _check_alpha(text: str | float) -> float:
 
 
 def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
-    from .atomic import write_atomic
     from .paths import check_output_dir
+    from .reporting.summary_text import format_summary
+    from .reporting.tidy import write_summary_tables
     from .storage import overlapping_shards
-    from .summarize import format_summary, summarize_run
+    from .summarize import summarize_run
 
     args.alpha = _check_alpha(args.alpha)
     summary_dir = getattr(args, "summary_dir", None)
@@ -67,19 +68,35 @@ def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
               f"{key}, replications {list(a)} and {list(b)}); their rows were de-duplicated "
               "by (scenario, replication, method, term), each replication counted once",
               file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("summary", s.performance), ("flags", s.flags),
-                        ("reliability", s.datasets)):
-        write_atomic(out / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
-        write_atomic(out / f"{name}.parquet",
-                     lambda tmp, f=frame: f.to_parquet(tmp, index=False))
-    print(format_summary(s, se_type=args.se_type))
-    print(f"\nwrote summary, flags and reliability tables (CSV and Parquet) to {out}")
+    pick = {k: _names(getattr(args, k, None)) for k in ("methods", "terms")}
+    if getattr(args, "style", "table") == "mplus":
+        from .reporting.mplus import format_mplus
+
+        text = format_mplus(s, se_type=args.mplus_se, focal=args.focal, **pick)
+    else:
+        text = format_summary(s, se_type=args.se_type, measures=_names(args.measures),
+                              mcse=args.mcse, **pick)
+    write_summary_tables(s, out)
+    print(text)
+
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
     return _summarize(Path(args.run_dir), args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .reporting.tidy import export_estimates
+
+    path = export_estimates(args.run_dir, args.format, args.output)
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
@@ -97,7 +114,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     from .estimators import registry
 
     for name, cls in registry().items():
-        opts = ", ".join(f"{k}={v!r}" for k, v in cls.options.items())
+        opts = ", ".join(f"{k} ({o.describe()})" for k, o in cls.options.items())
         flags = [f for f, on in (("two-step", cls.two_step), ("balanced only", cls.needs_balanced),
                                  ("simulation only", cls.needs_truth)) if on]
         print(f"{name:14s} {cls.description}" + (f" [{'; '.join(flags)}]" if flags else "")
@@ -191,6 +208,17 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
                    help="also use flagged fits that have estimates")
     p.add_argument("--se-type", default="HC3", choices=["HC0", "HC1", "HC2", "HC3"],
                    help="robust SE type shown beside the classical one in the printed table")
+    p.add_argument("--measures", help="measures to print, comma-separated (default k, theta, "
+                   "mean, pct_bias, empse, modse, cover, reject, rmse)")
+    p.add_argument("--methods", help="methods to print, comma-separated (default all)")
+    p.add_argument("--terms", help="terms to print, comma-separated (default all)")
+    p.add_argument("--mcse", action="store_true", help="print Monte Carlo SEs in parentheses")
+    p.add_argument("--style", choices=["table", "mplus"], default="table",
+                   help="mplus: Mplus MONTECARLO table with Muthen & Muthen (2002) checks")
+    p.add_argument("--mplus-se", default="classical",
+                   choices=["classical", "HC0", "HC1", "HC2", "HC3"],
+                   help="SE type of the mplus table (default classical)")
+    p.add_argument("--focal", help="focal term of the mplus checks (default the last term)")
 
 
 #: Commands whose modules import pandas, scipy or matplotlib: their parsers are built only
@@ -244,6 +272,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_summary_options(p)
     p.set_defaults(func=_cmd_summarize)
 
+    p = sub.add_parser("export", help="per-replication estimates joined with the scenarios "
+                       "as one CSV or Parquet file")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                   help="file format (default csv)")
+    p.add_argument("--output", help="file to write (default RUN_DIR/estimates_export.FORMAT)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("fit", help="fit the methods to one long-format dataset")
     p.add_argument("data", help="CSV (or Parquet) file, one row per member")
     p.add_argument("--group", required=True, help="group identifier column")
@@ -286,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    light = {"run", "summarize", "fit", "demo", "grid", "methods"}
+    light = {"run", "summarize", "export", "fit", "demo", "grid", "methods"}
     parser = build_parser(first if first in light | set(_HEAVY) else None)
     args = parser.parse_args(argv)
     try:

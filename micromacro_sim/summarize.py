@@ -15,7 +15,9 @@ import pandas as pd
 
 from .errors import ConfigError
 from .fields import true_value
-from .schema import SE_COLUMNS
+from .reporting.factors import cell_labels, design_factors
+from .results import SE_COLUMNS
+from .status import REASON_TEXT, Reason
 from .storage import read_manifest, read_table
 
 __all__ = ["RunSummary", "performance", "summarize_run"]
@@ -52,7 +54,8 @@ def performance(
     dict
         ``k``, mean, bias, bias_mcse, pct_bias, pct_bias_mcse, median, median_bias,
         trimmed_mean, trimmed_bias, empse, empse_mcse, mse, mse_mcse, rmse, rmse_mcse,
-        and per SE type ``T``: modse_T, modse_T_mcse, relerr_T, relerr_T_mcse, cover_T,
+        and per SE type ``T``: modse_T (root mean squared SE), modse_T_mcse, meanse_T
+        (mean SE, Mplus's "S.E. Average"), meanse_T_mcse, relerr_T, relerr_T_mcse, cover_T,
         cover_T_mcse, becover_T (bias-eliminated), reject_T, reject_T_mcse.
     """
     from scipy import stats  # lazy: a large import the CLI need not pay up front
@@ -121,6 +124,8 @@ def performance(
             {
                 f"modse_{name}": modse,
                 f"modse_{name}_mcse": modse_mcse,
+                f"meanse_{name}": float(s.mean()),
+                f"meanse_{name}_mcse": float(s.std(ddof=1) / np.sqrt(m)) if m > 1 else nan,
                 f"relerr_{name}": rel,
                 f"relerr_{name}_mcse": rel_mcse,
                 f"cover_{name}": cover,
@@ -140,25 +145,47 @@ class RunSummary:
     Attributes
     ----------
     performance : DataFrame
-        One row per scenario x method x term.
+        One row per scenario x method x term; ``cell`` (a label naming every design
+        factor's level) and the design factors (typed, see
+        :mod:`micromacro_sim.reporting.factors`) follow ``label``.
     flags : DataFrame
         Per scenario x method: replications, flagged and failed counts and reasons.
     datasets : DataFrame
         Per scenario: reliability (alpha, ICC) and redraw counts.
     partial : bool
         The run is not finished: counts are below the configured replications.
+    factors : tuple of str
+        Design-factor columns of ``performance`` (the fields that vary over the run's
+        scenarios).
+    scenarios : DataFrame or None
+        Rows of the run's ``scenarios.parquet`` with results, in run order.
     """
 
     performance: pd.DataFrame
     flags: pd.DataFrame
     datasets: pd.DataFrame
     partial: bool
+    factors: tuple[str, ...] = ()
+    scenarios: pd.DataFrame | None = None
 
 
 def _reasons(s: pd.Series) -> str:
     """Counts of reason codes, most frequent first: ``negative_variance (12); ...``."""
     counts = s[s != ""].value_counts()
     return "; ".join(f"{r} ({n})" for r, n in counts.items())
+
+
+def _reason_texts(s: pd.Series) -> str:
+    """As :func:`_reasons`, with each code's human text (for display)."""
+    counts = s[s != ""].value_counts()
+    return "; ".join(f"{_text(r)} ({n})" for r, n in counts.items())
+
+
+def _text(code: str) -> str:
+    try:
+        return REASON_TEXT[Reason(code)]
+    except ValueError:  # a code this version does not know: show it as stored
+        return code
 
 
 def _status_counts(est: pd.DataFrame) -> pd.DataFrame:
@@ -223,6 +250,13 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     perf_df["_m"] = perf_df["method"].map(order)
     perf_df["_s"] = perf_df["scenario"].map({k: i for i, k in enumerate(keys)})
     perf_df = perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
+    factors = design_factors(scen.loc[keys].reset_index())
+    names = [c for c in factors.columns if c != "scenario"]
+    cells = cell_labels(scen.loc[keys].reset_index())
+    perf_df = perf_df.merge(factors, on="scenario", how="left")
+    perf_df.insert(2, "cell", perf_df["scenario"].map(cells))
+    lead = ["scenario", "label", "cell", *names]
+    perf_df = perf_df[lead + [c for c in perf_df.columns if c not in lead]]
 
     first = est.drop_duplicates(["scenario", "replication", "method"])
     flags = (
@@ -235,6 +269,7 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
             n_not_applicable=("status", lambda s: int((s == "not_applicable").sum())),
             n_error=("status", lambda s: int((s == "error").sum())),
             reasons=("reason_code", _reasons),
+            reasons_text=("reason_code", _reason_texts),
         )
         .reset_index()
     )
@@ -256,39 +291,16 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         .reset_index()
     )
     dsum["redraw_rate"] = dsum["reps_redrawn"] / dsum["n_reps"]
+    dsum.insert(1, "cell", dsum["scenario"].map(cells))
+    rank = {k: i for i, k in enumerate(keys)}
+    dsum = dsum.sort_values("scenario", key=lambda s: s.map(rank), kind="stable")
+    mrank = {m: i for i, m in enumerate(manifest["methods"])}
+    flags = flags.sort_values(["scenario", "method"], kind="stable", key=lambda s: s.map(
+        rank if s.name == "scenario" else mrank)).reset_index(drop=True)
     dsum = dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
                       right_index=True, how="left")
+    done = set(dsum["scenario"])
     partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
     return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
-                      datasets=dsum, partial=partial)
-
-
-def format_summary(summary: RunSummary, se_type: str = "HC3") -> str:
-    """A readable text rendering of the main columns."""
-    p = summary.performance
-    cols = {
-        "label": "scenario", "method": "method", "term": "term", "k": "K", "theta": "true",
-        "mean": "mean", "pct_bias": "%bias", "pct_bias_mcse": "(mcse)", "median": "median",
-        "empse": "empSE", "modse_classical": "modSE", f"modse_{se_type}": f"modSE.{se_type}",
-        "cover_classical": "cover", f"cover_{se_type}": f"cover.{se_type}",
-        "reject_classical": "reject", f"reject_{se_type}": f"reject.{se_type}",
-        "rmse": "RMSE", "n_flagged": "flagged",
-    }
-    cols = {k: v for k, v in cols.items() if k in p.columns}
-    lines = []
-    if summary.partial:
-        lines.append("PARTIAL RUN: some replications are not finished; figures cover those done.")
-    lines.append(p[list(cols)].rename(columns=cols).to_string(
-        index=False, float_format=lambda v: f"{v:.4g}"))
-    lines.append("")
-    d = summary.datasets[["label", "n_reps", "reliability", "alpha_std_mean", "alpha_std_min",
-                          "alpha_std_max", "icc1_mean", "icc2_mean", "redraw_rate", "redraws"]]
-    lines.append(d.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    f = summary.flags[summary.flags["n_flagged"] > 0]
-    lines.append("")
-    if f.empty:
-        lines.append("No flagged fits.")
-    else:
-        lines.append(f[["scenario", "method", "n_reps", "n_flagged", "flag_rate", "reasons"]]
-                     .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return "\n".join(lines)
+                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
+                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())

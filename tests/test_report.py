@@ -99,7 +99,13 @@ def test_html_is_self_contained_with_valid_images(html_report):
     assert [p.name for p in html_report.parent.iterdir()] == ["report.html"]
     text = html_report.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 4  # percent bias, coverage, rejection, xi distribution
+    alts = re.findall(r'<img alt="([^"]+)"', text)
+    for term in ("z", "xi"):  # every slope term has every figure family
+        for fig in ("Percent bias of", "Coverage of", "Zip plot of",
+                    "Type I error and power of", "Nested-loop plot of"):
+            assert f"{fig} {term}" in alts
+    assert "Distribution of the xi estimates" in alts
+    assert len(images) == len(alts) == 11
     for b64 in images:
         _valid_png(base64.b64decode(b64))
     assert not re.search(r'src="(?!data:)', text)  # no external file referenced
@@ -109,7 +115,15 @@ def test_html_holds_facts_and_key_tables(html_report, run_dir):
     text = html_report.read_text()
     for heading in ("Scenarios", "Percent bias", "Coverage per SE type",
                     "Rejection rate per SE type", "Flagged fits", "Reliability and redraws"):
-        assert f"<h2>{heading}</h2>" in text
+        assert re.search(rf'<h3 id="[a-z0-9-]+">{heading}</h3>', text)
+    # a table of contents whose every link has its target
+    assert '<nav class="toc"' in text
+    targets = set(re.findall(r'id="([^"]+)"', text))
+    links = re.findall(r'href="#([^"]+)"', text)
+    assert len(links) >= 10 and set(links) <= targets
+    # no fit was flagged: the flags table is folded away, and says so
+    flags_part = text.split(">Flagged fits</h3>", 1)[1].split("<h3", 1)[0]
+    assert "<details>" in flags_part and "was proper" in flags_part
     for fact in ("tiny-report", "<td>3</td>", "20 configured, 20 finished", "engine",
                  "numpy", "policy flag"):
         assert fact in text
@@ -137,16 +151,16 @@ def test_html_holds_facts_and_key_tables(html_report, run_dir):
 
 
 def test_markdown_with_png_files(run_dir, tmp_path):
-    path = write_report(run_dir, tmp_path / "md", fmt="md")
+    path = write_report(run_dir, tmp_path / "md", fmt="md", terms=["xi"])
     assert path.name == "report.md"
     text = path.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 4
+    assert len(links) == 6  # the figures of xi
     for link in links:
         png = path.parent / link
         assert png.is_file()
         _valid_png(png.read_bytes())
-    assert "## Percent bias" in text and "| band | classical | HC0 | HC1 | HC2 | HC3 |" in text
+    assert "### Percent bias" in text and "| band | classical | HC0 | HC1 | HC2 | HC3 |" in text
     assert "PARTIAL RUN" not in text
 
 
@@ -212,3 +226,57 @@ def test_missing_matplotlib_names_the_extra(run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "report.html").exists()
     # tables only still works without it
     assert write_report(run_dir, tmp_path, plots=False).is_file()
+
+
+_BROWSER_CHECK_HEAD = """<script>window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+</script>"""
+_BROWSER_CHECK_BODY = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const out = {n: imgs.length, errors: window.__errors,
+               natural: imgs.map(i => i.complete ? i.naturalWidth : 0),
+               shown: imgs.map(i => i.getBoundingClientRect().width)};
+  const pre = document.createElement('pre'); pre.id = 'browser-check';
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});</script>"""
+
+
+def _chromium():
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name) or (f"/usr/bin/{name}" if __import__("os").path.exists(
+            f"/usr/bin/{name}") else None)
+        if path:
+            return path
+    return None
+
+
+def test_report_loads_in_headless_chromium(html_report, tmp_path):
+    """The page loads without errors, every image decodes and is shown near its own size."""
+    import json
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found")
+    text = html_report.read_text()
+    page = tmp_path / "page.html"
+    page.write_text(text.replace("<head>", "<head>" + _BROWSER_CHECK_HEAD, 1)
+                    .replace("</body>", _BROWSER_CHECK_BODY + "</body>", 1))
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000",
+         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="browser-check">(.*?)</pre>', proc.stdout, re.S)
+    assert m, proc.stderr[-2000:]
+    import html as _html
+
+    check = json.loads(_html.unescape(m.group(1)))
+    n_images = len(re.findall(r"<img ", text))
+    assert check["errors"] == []
+    assert check["n"] == n_images == 11
+    assert all(w > 100 for w in check["natural"])  # every image decoded
+    # shown at (nearly) the size it was drawn for: text stays readable
+    assert all(s >= 0.85 * min(w, 1200) for s, w in zip(check["shown"], check["natural"],
+                                                         strict=True))

@@ -1,0 +1,112 @@
+"""Published values beside this run's, one row per compared number.
+
+For reproductions: this run's value is a filled point with +/- 2 MCSE; the published
+value an open diamond, with +/- 2 of its own Monte Carlo SE where it is known (a
+published simulation result over K_pub datasets) and a bar of its rounding otherwise.
+
+Call it with a comparison table as the reproductions build them, e.g.::
+
+    from micromacro_sim.figures.published import plot_published
+    plot_published(tables["percent_bias"], out / "percent_bias.png",
+                   label_columns=("method", "term"), xlabel="percent bias")
+
+The table needs the columns named by ``ours``, ``published`` and ``label_columns``;
+``ours_mcse``, ``published_mcse`` and ``rounding`` are used when present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MicroMacroError
+from ._base import MAX_WIDTH, Z_MCSE, finish, require_matplotlib, save
+
+__all__ = ["plot_published"]
+
+OURS, THEIRS = "#3b75af", "#d1495b"
+
+
+def _column(frame: pd.DataFrame, name: str | None) -> np.ndarray:
+    if name is None or name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def plot_published(frame: pd.DataFrame, path: str | Path, *,
+                   label_columns: Sequence[str] = ("cell", "method", "term"),
+                   ours: str = "this_run", ours_mcse: str | None = "mcse",
+                   published: str = "published", published_mcse: str | None = "mcse_published",
+                   rounding: float | str | None = None, xlabel: str = "value",
+                   title: str | None = None, reference: float | None = None) -> Path:
+    """Dot plot of published values beside this run's.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per compared number.
+    path : path
+        PNG file to write.
+    label_columns : sequence of str
+        Columns naming a row (those absent are skipped).
+    ours, ours_mcse : str
+        This run's value and its Monte Carlo SE.
+    published, published_mcse : str
+        The published value and, where known, its Monte Carlo SE (NaN: unknown).
+    rounding : float or str, optional
+        Half a unit of the published value's last digit (a number, or a column): drawn
+        as the published bar where its MCSE is unknown.
+    xlabel, title : str
+    reference : float, optional
+        A vertical reference line (e.g. 0 for bias, .95 for coverage).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    MicroMacroError
+        The table lacks ``ours`` or ``published``, or has no row with both.
+    """
+    for col in (ours, published):
+        if col not in frame.columns:
+            raise MicroMacroError(f"plots: the comparison table has no column {col!r}")
+    keep = np.isfinite(_column(frame, ours)) | np.isfinite(_column(frame, published))
+    frame = frame[keep].reset_index(drop=True)
+    if frame.empty:
+        raise MicroMacroError("plots: no row of the comparison table has a value")
+    plt = require_matplotlib()
+    names = [c for c in label_columns if c in frame.columns]
+    labels = [" ".join(str(v) for v in row if str(v)) for row in
+              frame[names].itertuples(index=False)] if names else [str(i) for i in frame.index]
+    y = np.arange(len(frame), dtype=float)
+    a, a_se = _column(frame, ours), _column(frame, ours_mcse)
+    b, b_se = _column(frame, published), _column(frame, published_mcse)
+    rnd = (_column(frame, rounding) if isinstance(rounding, str)
+           else np.full(len(frame), np.nan if rounding is None else float(rounding)))
+    b_bar = np.where(np.isfinite(b_se), Z_MCSE * b_se, rnd)
+    label_w = 0.35 + 0.062 * max(len(s) for s in labels)
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH, label_w + 6.0), 0.28 * len(frame) + 1.5))
+    if reference is not None:
+        ax.axvline(reference, color="0.4", lw=0.9)
+    h1 = ax.errorbar(a, y - 0.12, xerr=np.where(np.isfinite(a_se), Z_MCSE * a_se, 0.0),
+                     fmt="o", ms=4.5, color=OURS, elinewidth=1.2, capsize=0, lw=0)
+    h2 = ax.errorbar(b, y + 0.12, xerr=np.where(np.isfinite(b_bar), b_bar, 0.0), fmt="D",
+                     ms=4.5, mfc="white", color=THEIRS, elinewidth=1.2, capsize=0, lw=0)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(len(frame) - 0.5, -0.5)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.grid(axis="x", color="0.92", lw=0.8)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    finish(fig, [h1, h2], ["this run", "published"],
+           f"bars: +/- {Z_MCSE:g} Monte Carlo SE (published: its own MCSE where known, "
+           "else half a unit of its last printed digit)")
+    return save(fig, plt, path)

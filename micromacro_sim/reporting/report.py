@@ -1,0 +1,231 @@
+"""A self-contained report of a run folder: facts, tables and figures by study question.
+
+:func:`write_report` reads any run folder (a reproduction or a user's own grid) and
+writes either one HTML file with the figures embedded as base64 PNGs, or a Markdown file
+with the PNGs in a ``figures`` folder beside it. When the run folder is the ``run``
+folder of a reproduction (its parent holds the reproduction's ``notes.txt`` and its
+comparison tables), the published values are drawn beside this run's.
+:func:`add_parser` adds ``micromacro report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..atomic import write_text
+from ..errors import ConfigError
+from ..results import SE_TYPES
+from ..storage import read_manifest, read_table
+from ..summarize import RunSummary, summarize_run
+from . import report_tables as rt
+from .render import render_html, render_markdown
+from .report_figures import draw_figures, published_tables
+
+__all__ = ["FORMATS", "add_parser", "write_report"]
+
+FORMATS = ("html", "md")
+Q_DESIGN = "What was simulated?"
+Q_FITS = "Did the fits work?"
+Q_BIAS = "Are the estimates biased?"
+Q_COVER = "Do the intervals cover the true value?"
+Q_TESTS = "Type I error and power: do the tests hold their level?"
+Q_PRECISION = "How precise are the methods across the grid?"
+Q_PUBLISHED = "Does this run agree with the published values?"
+
+
+def _partial_text(summary: RunSummary, manifest: dict[str, Any]) -> str:
+    done = int(summary.datasets["n_reps"].sum())
+    reps = manifest.get("replications")
+    n_scen = len(manifest.get("scenarios", [])) or len(summary.datasets)
+    want = f" of {int(reps) * n_scen}" if isinstance(reps, int) else ""
+    empty = n_scen - len(summary.datasets)
+    none = f" {empty} of {n_scen} scenarios have none yet." if empty > 0 else ""
+    return (f"PARTIAL RUN: {done}{want} replications are finished.{none} Every table and "
+            "figure covers only the finished ones; run the config again to resume.")
+
+
+def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
+              alpha: float, se_type: str, published: dict[str, pd.DataFrame]) -> list:
+    perf = summary.performance
+    order = list(scen_all["scenario"])
+    methods = list(dict.fromkeys(perf["method"]))
+    S = rt.Section
+
+    def keys(prefix: str) -> tuple[str, ...]:
+        return tuple(k for k in figs if k.startswith(prefix))
+
+    zero = rt.flags_all_zero(summary)
+    secs = [
+        S("Scenarios", rt.scenario_table(scen_all, summary.datasets.set_index("scenario")
+                                         ["n_reps"]),
+          "One row per cell of the grid with its derived values; finished: replications "
+          "done; key: the folder name of its shards."
+          + (f" {len(scen_all)} cells: the table is folded." if len(scen_all) > 16 else ""),
+          question=Q_DESIGN, collapsed=len(scen_all) > 16),
+        S("Flagged fits", rt.flags_table(summary, order, methods),
+          ("Every fit of every scenario and method was proper: no flagged, not converged, "
+           "inadmissible, not applicable or failed fit (the table of zeros is folded).")
+          if zero else "Every scenario and method, zero counts included. Flagged: not "
+          "converged or inadmissible (a replication can be both).",
+          question=Q_FITS, collapsed=zero),
+        S("Reliability and redraws", rt.datasets_table(summary, order),
+          "Per scenario, over generated datasets: redraws under the admissibility policy, "
+          "coefficient alpha of the wide data (balanced designs) and ICC(1), ICC(2) from the "
+          "ANOVA estimates, beside the true ICC and reliability of a group mean.",
+          question=Q_FITS),
+        S("Percent bias", rt.bias_table(perf),
+          "100 (mean estimate / true value - 1), mcse in parentheses; where the true value is "
+          "0 the bias is shown instead. K: smallest number of estimates over terms.",
+          keys("bias:") + keys("spread:"), question=Q_BIAS),
+        S("Coverage per SE type", rt.rate_table(perf, "cover", alpha),
+          f"Share of {100 * (1 - alpha):g}% intervals that contain the true value, mcse in "
+          "parentheses. band: nominal +/- 2 sqrt(p(1-p)/K); * marks a rate outside it.",
+          keys("cover:") + keys("zip:"), question=Q_COVER),
+        S("Rejection rate per SE type", rt.rate_table(perf, "reject", alpha),
+          f"Share of replications rejecting H0: term = 0 at alpha = {alpha:g}. A Type I error "
+          "where the true value is 0 (band and * as for coverage); power elsewhere.",
+          keys("reject:"), question=Q_TESTS),
+        S("Accuracy and precision", rt.accuracy_table(perf, se_type),
+          "empSE: SD of the estimates; modSE: root mean squared model SE; relative error of "
+          "the model SE: 100 (modSE / empSE - 1).", keys("nested:"), question=Q_PRECISION),
+    ]
+    for name, frame in published.items():
+        secs.append(S(f"Published: {name}", frame.copy(),
+                      "The reproduction's comparison table (from its CSV beside the run).",
+                      keys(f"published:{name}"), question=Q_PUBLISHED))
+    return secs
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    write_text(path, text)
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt: str = "html",
+                 alpha: float = 0.05, include_flagged: bool = False, se_type: str = "HC3",
+                 plots: bool = True, terms: list[str] | None = None) -> Path:
+    """Write a report of a run folder.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (``manifest.json``, ``scenarios.parquet`` and the shards).
+    out_dir : path, optional
+        Folder for the report (default ``RUN_DIR/report``).
+    fmt : {"html", "md"}
+        ``html``: one self-contained ``report.html`` with the figures embedded as base64
+        PNGs. ``md``: ``report.md`` with the PNGs in ``figures/`` beside it.
+    alpha : float
+        Nominal level of intervals and tests.
+    include_flagged : bool
+        Also summarize flagged fits that have estimates (as ``micromacro summarize``).
+    se_type : str
+        Robust SE type shown beside the classical one (tables, nested-loop and zip plots).
+    plots : bool
+        Draw the figures (needs matplotlib, the ``plots`` extra).
+    terms : list of str, optional
+        Terms that get figures (default every slope, i.e. every term but the intercept).
+
+    Returns
+    -------
+    Path
+        The report file.
+
+    Raises
+    ------
+    ConfigError
+        ``fmt`` is unknown, or the folder holds no run or no finished replication.
+    MicroMacroError
+        ``plots`` is true and matplotlib is not installed.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if se_type not in SE_TYPES:
+        raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    run_dir = Path(run_dir)
+    summary = summarize_run(run_dir, alpha=alpha, include_flagged=include_flagged)
+    manifest = read_manifest(run_dir) or {}
+    scen_all = pd.read_parquet(run_dir / "scenarios.parquet")
+    order = [k for k in manifest.get("scenarios", []) if k in set(scen_all["scenario"])]
+    if order:
+        scen_all = scen_all.set_index("scenario").loc[order].reset_index()
+    estimates = read_table(run_dir, "estimates", list(summary.datasets["scenario"]))
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"micromacro run report: {manifest.get('name', run_dir.name)}"
+    banner = _partial_text(summary, manifest) if summary.partial else ""
+    intro = (
+        "Performance measures after Morris, White & Crowther (2019) with Monte Carlo SEs "
+        "(mcse) in parentheses. K is the number of replications with a proper fit "
+        f"({'flagged fits included' if include_flagged else 'flagged fits excluded'}). "
+        f"Nominal level alpha = {alpha:g}."
+    )
+    published = published_tables(run_dir)
+    facts = rt.facts(manifest, summary, estimates)
+
+    def render(figs: dict[str, rt.Figure]) -> Path:
+        sections = _sections(summary, scen_all, list(figs), alpha=alpha, se_type=se_type,
+                             published=published)
+        if fmt == "html":
+            path = out / "report.html"
+            _write_atomic(path, render_html(title, facts, banner, sections, figs, intro))
+        else:
+            path = out / "report.md"
+            _write_atomic(path, render_markdown(title, facts, banner, sections, figs, intro,
+                                                out))
+        return path
+
+    if not plots:
+        return render({})
+    kw = {"alpha": alpha, "include_flagged": include_flagged, "se_type": se_type,
+          "published": published, "terms": terms}
+    if fmt == "html":
+        with tempfile.TemporaryDirectory(dir=out, prefix=".figures-") as tmp:
+            return render(draw_figures(summary, estimates, scen_all, Path(tmp), **kw))
+    return render(draw_figures(summary, estimates, scen_all, out / "figures", **kw))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(args.run_dir, args.output, fmt=args.format, alpha=args.alpha,
+                        include_flagged=args.include_flagged, se_type=args.se_type,
+                        plots=not args.no_plots,
+                        terms=[t.strip() for t in args.terms.split(",")] if args.terms else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_parser(subparsers: Any, *,
+               func: Callable[[argparse.Namespace], int] | None = None) -> argparse.ArgumentParser:
+    """Add ``report RUN_DIR [--output DIR] [--format html|md]`` to a sub-parser set.
+
+    Parameters
+    ----------
+    subparsers
+        The object returned by ``ArgumentParser.add_subparsers``.
+    func : callable, optional
+        Command function stored as ``func`` (default: write the report, print its path).
+
+    Returns
+    -------
+    ArgumentParser
+        The new sub-parser.
+    """
+    p = subparsers.add_parser("report", help="HTML or Markdown report of a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--output", help="folder for the report (default RUN_DIR/report)")
+    p.add_argument("--format", choices=list(FORMATS), default="html",
+                   help="html: one self-contained file (default); md: Markdown with PNGs")
+    p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
+    p.add_argument("--include-flagged", action="store_true",
+                   help="also use flagged fits that have estimates")
+    p.add_argument("--se-type", default="HC3", choices=[t for t in SE_TYPES if t != "classical"],
+                   help="robust SE type shown beside the classical one in the accuracy table")
+    p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
+    p.add_argument("--terms", help="terms that get figures, comma-separated (default: slopes)")
+    p.set_defaults(func=func or _cmd_report)
+    return p

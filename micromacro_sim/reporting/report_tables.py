@@ -1,0 +1,265 @@
+"""The tables of a run report (text cells, formatted), built from a :class:`RunSummary`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..results import SE_TYPES
+from ..summarize import RunSummary
+
+__all__ = ["Figure", "Section", "accuracy_table", "bias_table", "datasets_table", "facts",
+           "flags_all_zero", "flags_table", "rate_table", "scenario_table"]
+
+# ---------------------------------------------------------------------------- formatting
+def _num(v: Any, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not np.isfinite(f):
+        return ""
+    return f"{f:.{digits}f}"
+
+
+def _with_mcse(v: Any, se: Any, digits: int) -> str:
+    a = _num(v, digits)
+    if not a:
+        return ""
+    b = _num(se, digits)
+    return f"{a} ({b})" if b else a
+
+
+def _cell_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A drawn PNG with its title and caption."""
+
+    title: str
+    path: Path
+    caption: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of the report, under a study ``question``.
+
+    ``collapsed``: the table is folded away (shown on demand) and ``note`` says why.
+    """
+
+    title: str
+    frame: pd.DataFrame | None = None
+    note: str = ""
+    figures: tuple[str, ...] = ()  # keys of the figures drawn in this section
+    question: str = ""
+    collapsed: bool = False
+
+
+# ---------------------------------------------------------------------------- content
+def facts(manifest: dict[str, Any], summary: RunSummary,
+           estimates: pd.DataFrame) -> list[tuple[str, str]]:
+    ident = manifest.get("result_identity", {}) or {}
+    cfg = manifest.get("config", {}) or {}
+    done = summary.datasets["n_reps"]
+    reps = manifest.get("replications", "")
+    done_txt = (f"{int(done.min())}" if done.min() == done.max()
+                else f"{int(done.min())} to {int(done.max())}")
+    methods = cfg.get("methods") or ident.get("methods") or manifest.get("methods", [])
+    engine = ident.get("engine", cfg.get("engine", "auto"))
+    used = ""
+    if "engine" in estimates.columns and not estimates.empty:
+        per = (estimates.drop_duplicates(["scenario", "replication", "method"])
+               .groupby("method", sort=False)["engine"]
+               .agg(lambda s: ", ".join(f"{e} ({n})" for e, n in s.value_counts().items())))
+        used = "; ".join(f"{m}: {e}" for m, e in per.items())
+    adm = ident.get("admissibility", cfg.get("admissibility"))
+    runs = manifest.get("runs", []) or []
+    seconds = sum(float(r.get("seconds", 0) or 0) for r in runs)
+    facts = [
+        ("config name", str(manifest.get("name", ""))),
+        ("description", str(manifest.get("description", "") or "")),
+        ("status", str(manifest.get("status", "unknown"))),
+        ("seed", str(manifest.get("seed", ""))),
+        ("replications per scenario", f"{reps} configured, {done_txt} finished"),
+        ("scenarios", _scenario_count(manifest, summary)),
+        ("methods", ", ".join(_method_text(m) for m in methods)),
+        ("admissibility policy", _mapping_text(adm)),
+        ("engine", f"{engine}" + (f" (fits by engine, per method: {used})" if used else "")),
+        ("result hash", str(manifest.get("result_hash", ""))),
+        ("created", str(manifest.get("created", ""))),
+        ("finished", str(manifest.get("finished", ""))),
+        ("compute time", f"{seconds:.1f} s over {len(runs)} invocation(s)" if runs else ""),
+        ("machine", _mapping_text(manifest.get("machine"))),
+        ("versions", _mapping_text(manifest.get("versions"))),
+    ]
+    return [(k, v) for k, v in facts if v]
+
+
+def _scenario_count(manifest: dict[str, Any], summary: RunSummary) -> str:
+    total = len(manifest.get("scenarios", [])) or len(summary.datasets)
+    with_results = len(summary.datasets)
+    return str(total) if with_results == total else f"{total} ({with_results} with results)"
+
+
+def _mapping_text(m: Any) -> str:
+    if isinstance(m, dict):
+        return ", ".join(f"{k} {v}" for k, v in m.items())
+    return "" if m is None else str(m)
+
+
+def _method_text(m: Any) -> str:
+    if isinstance(m, dict) and len(m) == 1:
+        label, opts = next(iter(m.items()))
+        return f"{label} ({_mapping_text(opts)})" if opts else str(label)
+    return str(m)
+
+
+def scenario_table(scen: pd.DataFrame, done: pd.Series) -> pd.DataFrame:
+    """One row per scenario: its cell label, key, finished replications and every column."""
+    from .factors import cell_labels
+
+    cells = cell_labels(scen)
+    rest = [c for c in scen.columns if c not in ("label", "scenario")]
+    out = scen[["scenario", *rest]].copy()
+    out.insert(0, "cell", scen["scenario"].map(cells))
+    out.insert(2, "finished", scen["scenario"].map(done).fillna(0).astype(int))
+    for c in out.columns:
+        out[c] = out[c].map(_cell_text)
+    return out.rename(columns={"scenario": "key"})
+
+
+def bias_table(perf: pd.DataFrame) -> pd.DataFrame:
+    terms = list(dict.fromkeys(perf["term"]))
+    rows = []
+    for (_, label, method), g in perf.groupby(["scenario", "cell", "method"], sort=False):
+        row: dict[str, str] = {"scenario": label, "method": method,
+                               "K": f"{int(g['k'].min())}"}
+        for term in terms:
+            t = g[g["term"] == term]
+            if t.empty:
+                row[term] = ""
+                continue
+            r = t.iloc[0]
+            if np.isfinite(r.get("pct_bias", np.nan)):
+                row[term] = _with_mcse(r["pct_bias"], r["pct_bias_mcse"], 2)
+            else:  # true value 0: bias, not percent
+                row[term] = "bias " + _with_mcse(r.get("bias"), r.get("bias_mcse"), 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(perf: pd.DataFrame, se_focus: str) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "scenario": perf["cell"],
+        "method": perf["method"],
+        "term": perf["term"],
+        "true": perf["theta"].map(lambda v: f"{v:g}"),
+        "K": perf["k"].astype(int).astype(str),
+        "mean": perf["mean"].map(lambda v: _num(v, 4)),
+        "median": perf["median"].map(lambda v: _num(v, 4)),
+        "trimmed mean": perf["trimmed_mean"].map(lambda v: _num(v, 4)),
+        "empSE (mcse)": [_with_mcse(a, b, 4) for a, b in zip(perf["empse"], perf["empse_mcse"],
+                                                              strict=True)],
+        "RMSE (mcse)": [_with_mcse(a, b, 4) for a, b in zip(perf["rmse"], perf["rmse_mcse"],
+                                                             strict=True)],
+    })
+    for t in dict.fromkeys(("classical", se_focus)):
+        if f"modse_{t}" in perf.columns:
+            out[f"modSE {t}"] = perf[f"modse_{t}"].map(lambda v: _num(v, 4))
+            out[f"rel. error % {t} (mcse)"] = [
+                _with_mcse(a, b, 1)
+                for a, b in zip(perf[f"relerr_{t}"], perf[f"relerr_{t}_mcse"], strict=True)
+            ]
+    return out
+
+
+def rate_table(perf: pd.DataFrame, measure: str, alpha: float) -> pd.DataFrame:
+    nominal = 1 - alpha if measure == "cover" else alpha
+    types = [t for t in SE_TYPES if f"{measure}_{t}" in perf.columns]
+    rows = []
+    for _, r in perf.iterrows():
+        target = measure == "cover" or r["theta"] == 0
+        k = int(r["k"])
+        half = 2 * np.sqrt(nominal * (1 - nominal) / k) if k > 0 else np.nan
+        row = {"scenario": r["cell"], "method": r["method"], "term": r["term"],
+               "true": f"{r['theta']:g}", "K": str(k)}
+        if measure == "reject":
+            row["rate is"] = "Type I error" if target else "power"
+        row["band"] = (f"{max(0.0, nominal - half):.3f} to {min(1.0, nominal + half):.3f}"
+                       if target and np.isfinite(half) else "")
+        for t in types:
+            v, se = r.get(f"{measure}_{t}"), r.get(f"{measure}_{t}_mcse")
+            txt = _with_mcse(v, se, 3)
+            if txt and target and np.isfinite(half) and abs(float(v) - nominal) > half:
+                txt += " *"
+            row[t] = txt
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _in_order(frame: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
+    """Rows sorted by the run's scenario order (then ``by``, e.g. method order)."""
+    rank = {k: i for i, k in enumerate(order)}
+    keys = frame["scenario"].map(rank).fillna(len(rank))
+    return (frame.assign(_rank=keys).sort_values(["_rank", *by], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
+
+
+def flags_table(summary: RunSummary, order: list[str], methods: list[str]) -> pd.DataFrame:
+    mrank = {m: i for i, m in enumerate(methods)}
+    f = _in_order(summary.flags.assign(_m=summary.flags["method"].map(mrank)), order, ["_m"])
+    labels = summary.datasets.set_index("scenario")["cell"]
+    return pd.DataFrame({
+        "scenario": f["scenario"].map(labels).fillna(f["scenario"]),
+        "method": f["method"],
+        "replications": f["n_reps"].astype(str),
+        "flagged": f["n_flagged"].astype(str),
+        "flag rate": f["flag_rate"].map(lambda v: _num(v, 3)),
+        "not converged": f["n_not_converged"].astype(str),
+        "inadmissible": f["n_inadmissible"].astype(str),
+        "reasons": f["reasons"].replace("", "none"),
+    })
+
+
+def datasets_table(summary: RunSummary, order: list[str]) -> pd.DataFrame:
+    d = _in_order(summary.datasets, order, [])
+    return pd.DataFrame({
+        "scenario": d["cell"],
+        "replications": d["n_reps"].astype(str),
+        "redraws": d["redraws"].astype(int).astype(str),
+        "replications redrawn": d["reps_redrawn"].astype(str),
+        "redraw rate": d["redraw_rate"].map(lambda v: _num(v, 3)),
+        "gate failed, kept": d["gate_failed_kept"].astype(str),
+        "ICC (true)": d["icc"].map(lambda v: _num(v, 3)),
+        "reliability (true)": d["reliability"].map(lambda v: _num(v, 3)),
+        "alpha raw (mean)": d["alpha_raw_mean"].map(lambda v: _num(v, 3)),
+        "alpha std (mean)": d["alpha_std_mean"].map(lambda v: _num(v, 3)),
+        "alpha std (min to max)": [f"{_num(a)} to {_num(b)}" if _num(a) else ""
+                                   for a, b in zip(d["alpha_std_min"], d["alpha_std_max"],
+                                                   strict=True)],
+        "ICC(1) (mean)": d["icc1_mean"].map(lambda v: _num(v, 3)),
+        "ICC(2) (mean)": d["icc2_mean"].map(lambda v: _num(v, 3)),
+    })
+
+
+
+
+def flags_all_zero(summary: Any) -> bool:
+    """No fit of any scenario and method was flagged, not applicable or an error."""
+    f = summary.flags
+    cols = [c for c in ("n_flagged", "n_not_converged", "n_inadmissible", "n_not_applicable",
+                        "n_error") if c in f.columns]
+    return bool((f[cols].to_numpy() == 0).all())

@@ -1,0 +1,153 @@
+"""The printed ``micromacro summarize`` tables: performance, reliability, flags.
+
+Rows and columns are chosen by the caller (``--methods``, ``--terms``, ``--measures``);
+scenarios are shown by their label (words every label shares dropped), flags by their
+reason text, numbers in the formats of :func:`~.terminal.number_format`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..errors import ConfigError
+from ..results import SE_TYPES
+from .terminal import render_table, wrap_text
+from .tidy import MEASURES, SE_MEASURES
+
+__all__ = ["DEFAULT_MEASURES", "KNOWN_MEASURES", "format_summary", "select_rows"]
+
+#: Measures printed when ``--measures`` is not given.
+DEFAULT_MEASURES = ("k", "theta", "mean", "pct_bias", "empse", "modse", "cover", "reject",
+                    "rmse")
+#: Every measure ``--measures`` accepts.
+KNOWN_MEASURES = ("k", "theta", "n_flagged", *MEASURES, *SE_MEASURES)
+_HEADER = {"theta": "true", "pct_bias": "%bias", "n_flagged": "flagged", "k": "K"}
+
+
+def _pick(name: str, wanted: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    if not wanted:
+        return list(available)
+    bad = [w for w in wanted if w not in available]
+    if bad:
+        raise ConfigError(f"{name}: unknown {name[:-1]} {bad[0]!r} in this run "
+                          f"(available: {', '.join(available)})")
+    return list(wanted)
+
+
+def select_rows(perf: pd.DataFrame, methods: Sequence[str] | None = None,
+                terms: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of the performance table for the chosen methods and terms (run order kept).
+
+    Raises
+    ------
+    ConfigError
+        A method or term the run does not have (the message lists those it has).
+    """
+    m = _pick("methods", methods, list(dict.fromkeys(perf["method"])))
+    t = _pick("terms", terms, list(dict.fromkeys(perf["term"])))
+    return perf[perf["method"].isin(m) & perf["term"].isin(t)]
+
+
+def _measure_columns(perf: pd.DataFrame, measures: Sequence[str], se_type: str,
+                     mcse: bool) -> dict[str, pd.Series]:
+    cols: dict[str, pd.Series] = {}
+    for m in measures:
+        if m in SE_MEASURES:
+            for t in dict.fromkeys(("classical", se_type)):
+                col = f"{m}_{t}"
+                if col in perf.columns:
+                    label = m if t == "classical" else f"{m} {t}"
+                    cols[label] = _with_mcse(perf, col, f"{col}_mcse", label, mcse)
+        elif m in perf.columns:
+            se = MEASURES.get(m)
+            cols[_HEADER.get(m, m)] = _with_mcse(perf, m, se, _HEADER.get(m, m), mcse)
+    return cols
+
+
+def _with_mcse(perf: pd.DataFrame, col: str, se: str | None, label: str,
+               mcse: bool) -> pd.Series:
+    if not mcse or se is None or se not in perf.columns:
+        return perf[col]
+    from .terminal import number_format
+
+    spec = number_format(label)
+    return pd.Series([f"{v:{spec}} ({s:{spec}})" if pd.notna(v) else ""
+                      for v, s in zip(perf[col], perf[se], strict=True)], index=perf.index)
+
+
+def performance_frame(summary, *, measures: Sequence[str] | None = None,
+                      methods: Sequence[str] | None = None,
+                      terms: Sequence[str] | None = None, se_type: str = "HC3",
+                      mcse: bool = False) -> pd.DataFrame:
+    """The performance table as printed: scenario, method, term and the chosen measures."""
+    if se_type not in SE_TYPES:
+        raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    measures = list(measures) if measures else list(DEFAULT_MEASURES)
+    bad = [m for m in measures if m not in KNOWN_MEASURES]
+    if bad:
+        raise ConfigError(f"measures: unknown measure {bad[0]!r} "
+                          f"(known: {', '.join(KNOWN_MEASURES)})")
+    perf = select_rows(summary.performance, methods, terms)
+    labels = dict(zip(summary.datasets["scenario"], summary.datasets["cell"], strict=True))
+    frame = pd.DataFrame({"scenario": perf["scenario"].map(labels).fillna(perf["label"]),
+                          "method": perf["method"], "term": perf["term"]})
+    for name, values in _measure_columns(perf, measures, se_type, mcse).items():
+        frame[name] = values
+    return frame.reset_index(drop=True)
+
+
+def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | None = None,
+                   methods: Sequence[str] | None = None, terms: Sequence[str] | None = None,
+                   mcse: bool = False, width: int | None = None) -> str:
+    """The printed summary: performance, reliability and flagged fits, fitted to ``width``.
+
+    Parameters
+    ----------
+    summary : RunSummary
+    se_type : str
+        Robust SE type shown beside the classical one.
+    measures, methods, terms : sequence of str, optional
+        What to show (default :data:`DEFAULT_MEASURES`, every method and term).
+    mcse : bool
+        Show each measure's Monte Carlo SE in parentheses.
+    width : int, optional
+        Window width (default: the terminal's).
+    """
+    lines = []
+    if summary.partial:
+        lines.append(wrap_text("PARTIAL RUN: some replications are not finished; figures "
+                               "cover those done.", width))
+    perf = performance_frame(summary, measures=measures, methods=methods, terms=terms,
+                             se_type=se_type, mcse=mcse)
+    lines += [render_table(perf, width=width, title="Performance"), ""]
+    d = summary.datasets
+    rel = pd.DataFrame({
+        "scenario": d["cell"], "reps": d["n_reps"],
+        "reliability": d["reliability"], "alpha mean": d["alpha_std_mean"],
+        "alpha min": d["alpha_std_min"], "alpha max": d["alpha_std_max"],
+        "icc1 mean": d["icc1_mean"], "icc2 mean": d["icc2_mean"],
+        "redraw rate": d["redraw_rate"], "redraws": d["redraws"].astype("int64"),
+    })
+    lines += [render_table(rel, width=width, title="Reliability and redraws"), ""]
+    lines.append(flags_text(summary, methods=methods, width=width))
+    return "\n".join(lines)
+
+
+def flags_text(summary, *, methods: Sequence[str] | None = None,
+               width: int | None = None) -> str:
+    """Flagged fits per scenario and method, by scenario label and reason text."""
+    f = summary.flags
+    if methods:
+        f = f[f["method"].isin(list(methods))]
+    f = f[f["n_flagged"] > 0]
+    if f.empty:
+        return "No flagged fits."
+    labels = dict(zip(summary.datasets["scenario"], summary.datasets["cell"], strict=True))
+    reasons = f["reasons_text"] if "reasons_text" in f.columns else f["reasons"]
+    frame = pd.DataFrame({"scenario": f["scenario"].map(labels).fillna(f["scenario"]),
+                          "method": f["method"], "reps": f["n_reps"],
+                          "flagged": f["n_flagged"], "flag rate": f["flag_rate"],
+                          "reasons": reasons})
+    return render_table(frame, width=width, title="Flagged fits", keep=["scenario", "method"])
