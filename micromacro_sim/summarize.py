@@ -65,13 +65,33 @@ def performance(
     x = est[keep]
     k = int(x.size)
     out: dict[str, float] = {"k": k}
-    nan = float("nan")
     if k == 0:
         return out
+    out.update(_point_measures(x, theta, trim))
+    if not ses:
+        return out
+    dfk = np.full(k, np.nan) if df is None else np.asarray(df, dtype=float)[keep]
+    crit = np.where(
+        np.isfinite(dfk), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(dfk), dfk, 1.0)),
+        stats.norm.ppf(1 - alpha / 2),
+    )
+    for name, se_all in ses.items():
+        se = np.asarray(se_all, dtype=float)[keep]
+        ok = np.isfinite(se)
+        if ok.any():
+            out.update(_se_measures(name, x[ok], se[ok], crit[ok], theta, out["mean"],
+                                    out["empse"], k))
+    return out
+
+
+def _point_measures(x: np.ndarray, theta: float, trim: float) -> dict[str, float]:
+    """Bias, percent bias, median, trimmed mean, empirical SE and MSE with their MCSEs."""
+    from scipy import stats
+
+    k, nan = x.size, float("nan")
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if k > 1 else nan
-    bias = mean - theta
-    out.update(mean=mean, bias=bias, bias_mcse=sd / np.sqrt(k))
+    out = {"mean": mean, "bias": mean - theta, "bias_mcse": sd / np.sqrt(k)}
     if theta != 0:
         out.update(pct_bias=100 * (mean / theta - 1),
                    pct_bias_mcse=100 * out["bias_mcse"] / abs(theta))
@@ -93,49 +113,40 @@ def performance(
         rmse=rmse,
         rmse_mcse=mse_mcse / (2 * rmse) if rmse > 0 else nan,
     )
-    if not ses:
-        return out
-    dfk = np.full(k, np.nan) if df is None else np.asarray(df, dtype=float)[keep]
-    crit = np.where(
-        np.isfinite(dfk), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(dfk), dfk, 1.0)),
-        stats.norm.ppf(1 - alpha / 2),
-    )
-    for name, se_all in ses.items():
-        se = np.asarray(se_all, dtype=float)[keep]
-        ok = np.isfinite(se)
-        m = int(ok.sum())
-        if m == 0:
-            continue
-        s, xe, c = se[ok], x[ok], crit[ok]
-        v2 = s**2
-        modse = float(np.sqrt(v2.mean()))
-        var_v2 = float(v2.var(ddof=1)) if m > 1 else nan
-        modse_mcse = float(np.sqrt(var_v2 / (4 * m * modse**2))) if modse > 0 else nan
-        rel = 100 * (modse / sd - 1) if sd > 0 else nan
-        rel_mcse = (
-            100 * (modse / sd) * np.sqrt(var_v2 / (4 * m * modse**4) + 1 / (2 * (k - 1)))
-            if sd > 0 and modse > 0 else nan
-        )
-        half = c * s
-        cover = float(np.mean((xe - half <= theta) & (theta <= xe + half)))
-        becover = float(np.mean((xe - half <= mean) & (mean <= xe + half)))
-        reject = float(np.mean(np.abs(xe / s) >= c))
-        out.update(
-            {
-                f"modse_{name}": modse,
-                f"modse_{name}_mcse": modse_mcse,
-                f"meanse_{name}": float(s.mean()),
-                f"meanse_{name}_mcse": float(s.std(ddof=1) / np.sqrt(m)) if m > 1 else nan,
-                f"relerr_{name}": rel,
-                f"relerr_{name}_mcse": rel_mcse,
-                f"cover_{name}": cover,
-                f"cover_{name}_mcse": float(np.sqrt(cover * (1 - cover) / m)),
-                f"becover_{name}": becover,
-                f"reject_{name}": reject,
-                f"reject_{name}_mcse": float(np.sqrt(reject * (1 - reject) / m)),
-            }
-        )
     return out
+
+
+def _se_measures(name: str, xe: np.ndarray, s: np.ndarray, c: np.ndarray, theta: float,
+                 mean: float, sd: float, k: int) -> dict[str, float]:
+    """Model SE, its relative error, coverage and rejection for one SE type (Morris et al.
+    2019, Table 6), over the ``m`` replications with a finite SE of that type."""
+    m, nan = s.size, float("nan")
+    v2 = s**2
+    modse = float(np.sqrt(v2.mean()))
+    var_v2 = float(v2.var(ddof=1)) if m > 1 else nan
+    modse_mcse = float(np.sqrt(var_v2 / (4 * m * modse**2))) if modse > 0 else nan
+    rel = 100 * (modse / sd - 1) if sd > 0 else nan
+    rel_mcse = (
+        100 * (modse / sd) * np.sqrt(var_v2 / (4 * m * modse**4) + 1 / (2 * (k - 1)))
+        if sd > 0 and modse > 0 else nan
+    )
+    half = c * s
+    cover = float(np.mean((xe - half <= theta) & (theta <= xe + half)))
+    becover = float(np.mean((xe - half <= mean) & (mean <= xe + half)))
+    reject = float(np.mean(np.abs(xe / s) >= c))
+    return {
+        f"modse_{name}": modse,
+        f"modse_{name}_mcse": modse_mcse,
+        f"meanse_{name}": float(s.mean()),
+        f"meanse_{name}_mcse": float(s.std(ddof=1) / np.sqrt(m)) if m > 1 else nan,
+        f"relerr_{name}": rel,
+        f"relerr_{name}_mcse": rel_mcse,
+        f"cover_{name}": cover,
+        f"cover_{name}_mcse": float(np.sqrt(cover * (1 - cover) / m)),
+        f"becover_{name}": becover,
+        f"reject_{name}": reject,
+        f"reject_{name}_mcse": float(np.sqrt(reject * (1 - reject) / m)),
+    }
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,28 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     reps = int(manifest["replications"])
     est = _status_counts(est)
     est["ok"] = est["status"] == "ok"
+    rank = {k: i for i, k in enumerate(keys)}
+    mrank = {m: i for i, m in enumerate(manifest["methods"])}
+    cells = cell_labels(scen.loc[keys].reset_index())
+    factors = design_factors(scen.loc[keys].reset_index())
+    names = [c for c in factors.columns if c != "scenario"]
+    perf_df = _performance_table(est, scen, alpha, include_flagged, rank, mrank)
+    perf_df = perf_df.merge(factors, on="scenario", how="left")
+    perf_df.insert(2, "cell", perf_df["scenario"].map(cells))
+    lead = ["scenario", "label", "cell", *names]
+    perf_df = perf_df[lead + [c for c in perf_df.columns if c not in lead]]
+    flags = _flag_table(est, rank, mrank)
+    dsum = _dataset_table(ds, scen, cells, rank)
+    done = set(dsum["scenario"])
+    partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
+    return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
+                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
+                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())
+
+
+def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, alpha: float,
+                       include_flagged: bool, rank: dict, mrank: dict) -> pd.DataFrame:
+    """One row of :func:`performance` measures per scenario x method x term."""
     rows = []
     for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
         used = g if include_flagged else g[g["ok"]]
@@ -246,18 +279,13 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
             **perf,
         })
     perf_df = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(manifest["methods"])}
-    perf_df["_m"] = perf_df["method"].map(order)
-    perf_df["_s"] = perf_df["scenario"].map({k: i for i, k in enumerate(keys)})
-    perf_df = perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
-    factors = design_factors(scen.loc[keys].reset_index())
-    names = [c for c in factors.columns if c != "scenario"]
-    cells = cell_labels(scen.loc[keys].reset_index())
-    perf_df = perf_df.merge(factors, on="scenario", how="left")
-    perf_df.insert(2, "cell", perf_df["scenario"].map(cells))
-    lead = ["scenario", "label", "cell", *names]
-    perf_df = perf_df[lead + [c for c in perf_df.columns if c not in lead]]
+    perf_df["_m"] = perf_df["method"].map(mrank)
+    perf_df["_s"] = perf_df["scenario"].map(rank)
+    return perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
 
+
+def _flag_table(est: pd.DataFrame, rank: dict, mrank: dict) -> pd.DataFrame:
+    """Per scenario x method: replications, flag counts by status and by reason code."""
     first = est.drop_duplicates(["scenario", "replication", "method"])
     flags = (
         first.groupby(["scenario", "method"], sort=False)
@@ -274,6 +302,13 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         .reset_index()
     )
     flags["flag_rate"] = flags["n_flagged"] / flags["n_reps"]
+    return flags.sort_values(["scenario", "method"], kind="stable", key=lambda s: s.map(
+        rank if s.name == "scenario" else mrank)).reset_index(drop=True)
+
+
+def _dataset_table(ds: pd.DataFrame, scen: pd.DataFrame, cells: dict,
+                   rank: dict) -> pd.DataFrame:
+    """Per scenario: redraws, gate verdicts kept, alpha and ICC summaries."""
     dsum = (
         ds.groupby("scenario", sort=False)
         .agg(
@@ -292,15 +327,6 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     )
     dsum["redraw_rate"] = dsum["reps_redrawn"] / dsum["n_reps"]
     dsum.insert(1, "cell", dsum["scenario"].map(cells))
-    rank = {k: i for i, k in enumerate(keys)}
     dsum = dsum.sort_values("scenario", key=lambda s: s.map(rank), kind="stable")
-    mrank = {m: i for i, m in enumerate(manifest["methods"])}
-    flags = flags.sort_values(["scenario", "method"], kind="stable", key=lambda s: s.map(
-        rank if s.name == "scenario" else mrank)).reset_index(drop=True)
-    dsum = dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
+    return dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
                       right_index=True, how="left")
-    done = set(dsum["scenario"])
-    partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
-    return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
-                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
-                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())
