@@ -26,6 +26,7 @@ from .backends import backend_context
 from .batch import Batch
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
+from .models.cfa import CFAMemo
 from .progress import Progress
 from .reliability import reliability_rows
 from .results import SE_COLUMNS, BatchResult
@@ -114,8 +115,10 @@ def simulate_chunk(
     """
     estimators = [m.build() for m in methods]
     key = scenario.key
-    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
-    batch = Batch.from_datasets([d.data for d in draws])
+    memo = CFAMemo()  # the gate's CFA fits, reused by factor_score; dropped with the chunk
+    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference",
+                      memo=memo)
+    batch = Batch.from_datasets([d.data for d in draws], memo=memo)
     results = [est.fit_batch(batch, engine) for est in estimators]
     reps = np.asarray(replications, dtype=np.int64)
     est = _estimate_table(results, key, reps)
