@@ -41,7 +41,17 @@ def _gate_cfa(data: Dataset, memo: CFAMemo | None = None) -> str:
 
 def _gate_cfa_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
     """The cfa gate on many balanced datasets at once, x of shape (R, G, n)."""
-    return cfa_verdicts(fit_cfa_batch(x, memo))
+    return cfa_verdicts(fit_cfa_batch(x, memo), "cfa")
+
+
+def _gate_lavaan(data: Dataset, memo: CFAMemo | None = None) -> str:
+    """lavaan's verdict on Clark's call (converged and post.check), one dataset."""
+    return str(_gate_lavaan_batch(data.wide(0)[None], memo)[0])
+
+
+def _gate_lavaan_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
+    """The lavaan_cfa gate on many balanced datasets at once."""
+    return cfa_verdicts(fit_cfa_batch(x, memo), "lavaan_cfa")
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,15 @@ class Gate:
 
     ``check_batch(x)``, when present, gives the same verdicts for a stack of balanced
     datasets (R, G, n) at once. A gate with ``uses_memo`` takes the chunk's memo as a
-    second argument and leaves its CFA fits there for the methods.
+    second argument and leaves its CFA fits there for the methods. ``min_group_size``:
+    smaller groups are a config error (a one-factor CFA needs 3 indicators).
     """
 
     check: Callable[..., str]
     needs_balanced: bool
     check_batch: Callable[..., np.ndarray] | None = None
     uses_memo: bool = False
+    min_group_size: int = 1
 
     def verdict(self, data: Dataset, memo: CFAMemo | None = None) -> str:
         """``check(data)`` (with the memo when the gate uses one)."""
@@ -70,7 +82,9 @@ class Gate:
 
 GATES: dict[str, Gate] = {
     "none": Gate(_gate_none, False),
-    "cfa": Gate(_gate_cfa, True, _gate_cfa_batch, uses_memo=True),
+    "cfa": Gate(_gate_cfa, True, _gate_cfa_batch, uses_memo=True, min_group_size=3),
+    "lavaan_cfa": Gate(_gate_lavaan, True, _gate_lavaan_batch, uses_memo=True,
+                       min_group_size=3),
 }
 MODES = ("redraw", "flag")
 
@@ -83,7 +97,9 @@ class Policy:
     ----------
     mode : {"redraw", "flag"}
     gate : str
-        A key of :data:`GATES`; ``cfa`` (default) is the seed study's check.
+        A key of :data:`GATES`: ``cfa`` (default) redraws while the free-loading CFA's
+        global optimum is improper; ``lavaan_cfa`` reproduces lavaan's accept/reject of
+        the seed study's call (converged and post.check).
     max_redraws : int
         Redraw limit per replication; when reached the last dataset is kept and its
         gate failure recorded.
@@ -125,14 +141,21 @@ class Policy:
         return {"policy": self.mode, "gate": self.gate, "max_redraws": self.max_redraws}
 
     def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
-        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups)."""
-        if GATES[self.gate].needs_balanced:
-            for sc in scenarios:
-                if not sc.group_size.balanced:
-                    raise ConfigError(
-                        f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
-                        f"group_size {sc.group_size.label()} (use gate: none)"
-                    )
+        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups
+        or fewer than 3 members per group)."""
+        gate = GATES[self.gate]
+        for sc in scenarios:
+            if gate.needs_balanced and not sc.group_size.balanced:
+                raise ConfigError(
+                    f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
+                    f"group_size {sc.group_size.label()} (use gate: none)"
+                )
+            if gate.needs_balanced and sc.group_size.value < gate.min_group_size:
+                raise ConfigError(
+                    f"admissibility.gate: {self.gate!r} needs group_size >= "
+                    f"{gate.min_group_size} (members are the CFA's indicators), but a cell has "
+                    f"group_size {sc.group_size.label()} (use gate: none)"
+                )
 
     def gate_reason(self, data: Dataset, memo: CFAMemo | None = None) -> str:
         """Why ``data`` fails the gate, or "" when it passes."""

@@ -22,15 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..status import Flag, Reason, flag, flags_text, no_flags
+from ..status import Flag, flags_text, no_flags
 from . import cfa_solver as solver
+from .cfa_fit import fit_arrays
 
 __all__ = ["CFABatch", "CFAFit", "CFAMemo", "cfa_verdicts", "fit_cfa", "fit_cfa_batch"]
-
-#: A first loading this small relative to the largest means the marker
-#: parametrization (first loading 1) has no solution: not converged.
-_MARKER_TOL = 1e-6
-
 
 @dataclass(frozen=True)
 class CFAFit:
@@ -57,6 +53,9 @@ class CFAFit:
         Why the fit is flagged (empty when converged and admissible).
     n_iter : int
         Fisher-scoring iterations used.
+    lavaan_flags : tuple of Flag
+        The verdict of the positive start's solution, the basin lavaan's optimizer
+        reaches (the ``lavaan_cfa`` gate); empty when that solution is proper.
     """
 
     loadings: np.ndarray
@@ -68,6 +67,7 @@ class CFAFit:
     admissible: bool
     flags: tuple[Flag, ...]
     n_iter: int
+    lavaan_flags: tuple[Flag, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -125,6 +125,8 @@ class CFABatch:
         A tuple of flags per replication.
     n_iter : ndarray of int (R,)
         Newton iterations of the start that produced the solution.
+    lavaan_flags : ndarray of object (R,)
+        Per replication, the positive start's verdict (see :class:`CFAFit`).
     """
 
     loadings: np.ndarray
@@ -136,6 +138,7 @@ class CFABatch:
     admissible: np.ndarray
     flags: np.ndarray
     n_iter: np.ndarray
+    lavaan_flags: np.ndarray
 
     def fit(self, r: int) -> CFAFit:
         """Replication ``r`` as a :class:`CFAFit`."""
@@ -149,6 +152,7 @@ class CFABatch:
             admissible=bool(self.admissible[r]),
             flags=tuple(self.flags[r]),
             n_iter=int(self.n_iter[r]),
+            lavaan_flags=tuple(self.lavaan_flags[r]),
         )
 
     def scores(self, wide: np.ndarray, *, method: str = "regression") -> np.ndarray:
@@ -162,6 +166,11 @@ class CFABatch:
         if method == "regression":
             sig = solver.sigma(np.concatenate([lam, psi, phi[:, None]], axis=1))
             w = phi[:, None] * solver.solve(sig, lam)
+            for r in np.flatnonzero(ok & np.isnan(w[:, 0])):  # not PD: as the reference
+                try:
+                    w[r] = phi[r] * np.linalg.solve(sig[r], lam[r])
+                except np.linalg.LinAlgError:
+                    pass
         elif method == "bartlett":
             t = lam / psi
             w = t / np.sum(t * lam, axis=1, keepdims=True)
@@ -175,7 +184,8 @@ class CFABatch:
 
 
 _FIELDS = ("loadings", "residual_variances", "factor_variance", "intercepts", "fmin",
-           "converged", "admissible", "flags", "n_iter")
+           "converged", "admissible", "flags", "n_iter", "lavaan_flags")
+_OBJECT_FIELDS = ("flags", "lavaan_flags")
 
 
 def _digest(x: np.ndarray) -> bytes:
@@ -212,10 +222,11 @@ class CFAMemo:
                 return fresh
         rows = [self._rows[k] for k in keys]
         cols = {f: np.array([row[i] for row in rows]) for i, f in enumerate(_FIELDS)
-                if f != "flags"}
-        cols["flags"] = no_flags(len(rows))
-        for r, row in enumerate(rows):
-            cols["flags"][r] = row[_FIELDS.index("flags")]
+                if f not in _OBJECT_FIELDS}
+        for f in _OBJECT_FIELDS:
+            cols[f] = no_flags(len(rows))
+            for r, row in enumerate(rows):
+                cols[f][r] = row[_FIELDS.index(f)]
         return CFABatch(**cols)
 
 
@@ -242,92 +253,17 @@ def _fit_fresh(wide: np.ndarray) -> CFABatch:
     """One-factor CFA by ML with lavaan's default identification, for R datasets at once.
 
     Unbounded ML (as lavaan: a Heywood case shows up as a negative variance) on the sample
-    covariance with denominator G. The algorithm, identical for every replication:
-
-    1. start from the first principal component (positive factor variance), with the
-       strongest indicator as the marker;
-    2. Newton's method with step halving (Fisher scoring where the Hessian is not
-       positive definite), until the largest absolute gradient of F is below 1e-9 or the
-       Newton decrement below 1e-14, at most 100 iterations;
-    3. only where that fails (not converged, or a solution whose first loading is 0 so
-       that the marker parametrization does not exist), the same from the last principal
-       component (negative factor variance); if that fails too, the first attempt is
-       reported, flagged "not converged";
-    4. rescale to the marker parametrization (first loading 1, factor variance
-       phi lambda_1^2), which is the same implied covariance matrix and discrepancy.
-
-    The fit of one replication does not depend on the others, so :func:`fit_cfa` (this
-    function on one dataset) gives the same verdicts.
-
-    Parameters
-    ----------
-    wide : ndarray (R, G, n)
-        Rows are groups, columns member positions (the indicators), n >= 3.
-
-    Returns
-    -------
-    CFABatch
+    covariance with denominator G; both starts, the lowest discrepancy kept, the marker
+    checked (:mod:`micromacro_sim.models.cfa_fit`). The fit of one replication does not
+    depend on the others, so :func:`fit_cfa` (this function on one dataset) gives the same
+    verdicts.
     """
     X = np.asarray(wide, dtype=float)
     if X.ndim != 3:
         raise ValueError(f"wide: expected an (R, G, n) array, got shape {X.shape}")
-    R, G, n = X.shape
-    if n < 3:
-        raise ValueError(f"a one-factor CFA needs at least 3 indicators, got {n}")
-    mu = X.mean(axis=1)
-    dev = X - mu[:, None, :]
-    S = np.einsum("rgi,rgj->rij", dev, dev) / G
-    Ls, s_pd = solver.cholesky(S)
-    Ls[~s_pd] = np.eye(n)
-    logdet_s = 2.0 * np.sum(np.log(np.diagonal(Ls, axis1=1, axis2=2)), axis=1)
-    S_use = np.where(s_pd[:, None, None], S, np.eye(n))
-
-    theta = np.full((R, 2 * n + 1), np.nan)
-    f = np.full(R, np.nan)
-    conv = np.zeros(R, dtype=bool)
-    iters = np.zeros(R, dtype=int)
-    todo = np.flatnonzero(s_pd)
-    for sign in (1, -1):
-        if not len(todo):
-            break
-        th0, marker = solver.start(S_use[todo], sign)
-        th, fv, cv, it = solver.newton(th0, S_use[todo], logdet_s[todo], marker)
-        lam1 = th[:, 0]
-        cv &= np.abs(lam1) > _MARKER_TOL * np.max(np.abs(th[:, :n]), axis=1)
-        # marker parametrization of lavaan: first loading 1
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            th = np.concatenate([th[:, :n] / lam1[:, None], th[:, n : 2 * n],
-                                 (th[:, -1] * lam1**2)[:, None]], axis=1)
-        first = sign > 0
-        take = cv | first
-        theta[todo[take]], f[todo[take]] = th[take], fv[take]
-        conv[todo[take]], iters[todo[take]] = cv[take], it[take]
-        todo = todo[~cv]
-
-    lam, psi, phi = theta[:, :n], theta[:, n : 2 * n], theta[:, -1]
-    with np.errstate(invalid="ignore"):
-        negative = (phi <= 0) | np.any(psi <= 0, axis=1)
-    finite = np.all(np.isfinite(theta), axis=1)
-    implied = solver.sigma(np.nan_to_num(theta))
-    _, sig_pd = solver.cholesky(np.where(finite[:, None, None], implied, 0.0))
-    flags = no_flags(R)
-    admissible = np.ones(R, dtype=bool)
-    for r in range(R):
-        if not s_pd[r]:
-            flags[r], admissible[r] = (flag(Reason.SAMPLE_COV_NOT_PD),), False
-            continue
-        parts = [] if conv[r] else [flag(Reason.NOT_CONVERGED)]
-        if negative[r]:
-            parts.append(flag(Reason.NEGATIVE_VARIANCE))
-            admissible[r] = False
-        elif not (finite[r] and sig_pd[r]):
-            parts.append(flag(Reason.NOT_POSITIVE_DEFINITE))
-            admissible[r] = False
-        flags[r] = tuple(parts)
-    return CFABatch(
-        loadings=lam, residual_variances=psi, factor_variance=phi, intercepts=mu,
-        fmin=f / 2, converged=conv, admissible=admissible, flags=flags, n_iter=iters,
-    )
+    if X.shape[2] < 3:
+        raise ValueError(f"a one-factor CFA needs at least 3 indicators, got {X.shape[2]}")
+    return CFABatch(**fit_arrays(X))
 
 
 def fit_cfa(wide: np.ndarray, memo: CFAMemo | None = None) -> CFAFit:
@@ -355,12 +291,20 @@ def fit_cfa(wide: np.ndarray, memo: CFAMemo | None = None) -> CFAFit:
 
 
 
-def cfa_verdicts(fits: CFABatch) -> np.ndarray:
-    """The redraw gate's verdict per replication: "" when converged and admissible.
+def cfa_verdicts(fits: CFABatch, gate: str = "cfa") -> np.ndarray:
+    """A CFA redraw gate's verdict per replication: "" when the fit passes.
 
-    Otherwise ``"cfa: <reason>"`` (the text of the fit's flags).
+    ``gate="cfa"``: the kept (lowest-discrepancy) solution is converged and admissible,
+    its marker identified. ``gate="lavaan_cfa"``: lavaan's verdict on Clark's call
+    (``converged`` and ``post.check``), the positive start's solution with the same
+    checks. Otherwise ``"<gate>: <reason>"`` (the text of the flags).
     """
     out = np.full(len(fits.flags), "", dtype=object)
+    if gate == "lavaan_cfa":
+        for r, fl in enumerate(fits.lavaan_flags):
+            if fl:
+                out[r] = f"lavaan_cfa: {flags_text(fl)}"
+        return out.astype(str)
     for r, (c, a, fl) in enumerate(zip(fits.converged, fits.admissible, fits.flags,
                                        strict=True)):
         if not c:

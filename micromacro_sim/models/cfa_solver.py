@@ -87,7 +87,14 @@ def solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
     _, pd = cholesky(M)
     x = np.full(b.shape, np.nan)
     if pd.any():
-        x[pd] = np.linalg.solve(M[pd], b[pd][:, :, None])[:, :, 0]
+        try:
+            x[pd] = np.linalg.solve(M[pd], b[pd][:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:  # singular to LU though Cholesky passed: NaN there
+            for r in np.flatnonzero(pd):
+                try:
+                    x[r] = np.linalg.solve(M[r], b[r])
+                except np.linalg.LinAlgError:
+                    pass
     return x
 
 
@@ -102,10 +109,17 @@ def discrepancy(
     sig = sigma(theta)
     L, pd = cholesky(sig)
     A = np.broadcast_to(np.eye(n), sig.shape).copy()
-    if pd.all():
-        A = np.linalg.inv(sig)
-    elif pd.any():
-        A[pd] = np.linalg.inv(sig[pd])
+    try:
+        if pd.all():
+            A = np.linalg.inv(sig)
+        elif pd.any():
+            A[pd] = np.linalg.inv(sig[pd])
+    except np.linalg.LinAlgError:  # a pivot Cholesky accepted is singular to LU: not PD
+        for r in np.flatnonzero(pd):
+            try:
+                A[r] = np.linalg.inv(sig[r])
+            except np.linalg.LinAlgError:
+                A[r], pd[r] = np.eye(n), False
     logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
     f = logdet + np.einsum("rij,rji->r", S, A) - logdet_s - n
     f[~pd] = np.nan
