@@ -23,6 +23,7 @@ import numpy as np
 from .dataset import Dataset
 from .dgp import generate
 from .errors import ConfigError
+from .models.cfa import CFAMemo, cfa_verdicts, fit_cfa_batch
 from .scenario import Scenario
 from .seeding import replication_rng
 
@@ -33,29 +34,24 @@ def _gate_none(data: Dataset) -> str:
     return ""
 
 
-def _cfa_verdict(wide: np.ndarray) -> str:
-    """The seed's check on one G x n matrix: the free-loading one-factor CFA is proper."""
-    from .estimators.factor_score import fit_cfa
-
-    fit = fit_cfa(wide)
-    if not fit.converged:
-        return f"cfa: {fit.reason or 'not converged'}"
-    if not fit.admissible:
-        return f"cfa: {fit.reason or 'inadmissible'}"
-    return ""
+def _gate_cfa(data: Dataset, memo: CFAMemo | None = None) -> str:
+    """The seed's check on one dataset: the free-loading one-factor CFA is proper."""
+    return str(_gate_cfa_batch(data.wide(0)[None], memo)[0])
 
 
-def _gate_cfa(data: Dataset) -> str:
-    return _cfa_verdict(data.wide(0))
-
-
-def _gate_cfa_batch(x: np.ndarray) -> np.ndarray:
+def _gate_cfa_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
     """The cfa gate on many balanced datasets at once, x of shape (R, G, n)."""
-    try:
-        from .estimators.factor_score import cfa_gate_batch
-    except ImportError:  # no batch CFA: the same verdicts one dataset at a time
-        return np.array([_cfa_verdict(w) for w in x], dtype=object)
-    return cfa_gate_batch(x)
+    return cfa_verdicts(fit_cfa_batch(x, memo), "cfa")
+
+
+def _gate_lavaan(data: Dataset, memo: CFAMemo | None = None) -> str:
+    """lavaan's verdict on Clark's call (converged and post.check), one dataset."""
+    return str(_gate_lavaan_batch(data.wide(0)[None], memo)[0])
+
+
+def _gate_lavaan_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
+    """The lavaan_cfa gate on many balanced datasets at once."""
+    return cfa_verdicts(fit_cfa_batch(x, memo), "lavaan_cfa")
 
 
 @dataclass(frozen=True)
@@ -63,17 +59,32 @@ class Gate:
     """A redraw gate: ``check(data)`` returns a failure reason or "".
 
     ``check_batch(x)``, when present, gives the same verdicts for a stack of balanced
-    datasets (R, G, n) at once.
+    datasets (R, G, n) at once. A gate with ``uses_memo`` takes the chunk's memo as a
+    second argument and leaves its CFA fits there for the methods. ``min_group_size``:
+    smaller groups are a config error (a one-factor CFA needs 3 indicators).
     """
 
-    check: Callable[[Dataset], str]
+    check: Callable[..., str]
     needs_balanced: bool
-    check_batch: Callable[[np.ndarray], np.ndarray] | None = None
+    check_batch: Callable[..., np.ndarray] | None = None
+    uses_memo: bool = False
+    min_group_size: int = 1
+
+    def verdict(self, data: Dataset, memo: CFAMemo | None = None) -> str:
+        """``check(data)`` (with the memo when the gate uses one)."""
+        return self.check(data, memo) if self.uses_memo else self.check(data)
+
+    def verdicts(self, x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
+        """``check_batch(x)`` (with the memo when the gate uses one)."""
+        assert self.check_batch is not None
+        return self.check_batch(x, memo) if self.uses_memo else self.check_batch(x)
 
 
 GATES: dict[str, Gate] = {
     "none": Gate(_gate_none, False),
-    "cfa": Gate(_gate_cfa, True, _gate_cfa_batch),
+    "cfa": Gate(_gate_cfa, True, _gate_cfa_batch, uses_memo=True, min_group_size=3),
+    "lavaan_cfa": Gate(_gate_lavaan, True, _gate_lavaan_batch, uses_memo=True,
+                       min_group_size=3),
 }
 MODES = ("redraw", "flag")
 
@@ -86,7 +97,9 @@ class Policy:
     ----------
     mode : {"redraw", "flag"}
     gate : str
-        A key of :data:`GATES`; ``cfa`` (default) is the seed study's check.
+        A key of :data:`GATES`: ``cfa`` (default) redraws while the free-loading CFA's
+        global optimum is improper; ``lavaan_cfa`` reproduces lavaan's accept/reject of
+        the seed study's call (converged and post.check).
     max_redraws : int
         Redraw limit per replication; when reached the last dataset is kept and its
         gate failure recorded.
@@ -128,18 +141,25 @@ class Policy:
         return {"policy": self.mode, "gate": self.gate, "max_redraws": self.max_redraws}
 
     def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
-        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups)."""
-        if GATES[self.gate].needs_balanced:
-            for sc in scenarios:
-                if not sc.group_size.balanced:
-                    raise ConfigError(
-                        f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
-                        f"group_size {sc.group_size.label()} (use gate: none)"
-                    )
+        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups
+        or fewer than 3 members per group)."""
+        gate = GATES[self.gate]
+        for sc in scenarios:
+            if gate.needs_balanced and not sc.group_size.balanced:
+                raise ConfigError(
+                    f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
+                    f"group_size {sc.group_size.label()} (use gate: none)"
+                )
+            if gate.needs_balanced and sc.group_size.value < gate.min_group_size:
+                raise ConfigError(
+                    f"admissibility.gate: {self.gate!r} needs group_size >= "
+                    f"{gate.min_group_size} (members are the CFA's indicators), but a cell has "
+                    f"group_size {sc.group_size.label()} (use gate: none)"
+                )
 
-    def gate_reason(self, data: Dataset) -> str:
+    def gate_reason(self, data: Dataset, memo: CFAMemo | None = None) -> str:
         """Why ``data`` fails the gate, or "" when it passes."""
-        return GATES[self.gate].check(data)
+        return GATES[self.gate].verdict(data, memo)
 
 
 @dataclass(frozen=True)
@@ -151,32 +171,34 @@ class Draw:
     gate_reason: str
 
 
-def draw(scenario: Scenario, root: int, replication: int, policy: Policy) -> Draw:
+def draw(scenario: Scenario, root: int, replication: int, policy: Policy,
+         memo: CFAMemo | None = None) -> Draw:
     """Generate replication ``replication`` of ``scenario`` under ``policy``.
 
     Attempt ``a`` uses the stream ``(root, scenario key, replication, a)``, so a
-    replication's final dataset is reproducible on its own.
+    replication's final dataset is reproducible on its own. ``memo`` (the chunk's)
+    keeps the gate's fits.
     """
     attempt = 0
     while True:
         data = generate(scenario, replication_rng(root, scenario, replication, attempt))
-        reason = policy.gate_reason(data)
+        reason = policy.gate_reason(data, memo)
         if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
             return Draw(data=data, redraws=attempt, gate_reason=reason)
         attempt += 1
 
 
 def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy,
-              *, batch_gate: bool = True) -> list[Draw]:
+              *, batch_gate: bool = True, memo: CFAMemo | None = None) -> list[Draw]:
     """:func:`draw` for a range of replications, running the gate on all of them at once.
 
     The datasets and verdicts are those of :func:`draw` replication by replication;
     only the gate's evaluation is batched (when the gate has a batch form, the design is
-    balanced and ``batch_gate`` is true).
+    balanced and ``batch_gate`` is true). ``memo`` is the chunk's memo of CFA fits.
     """
     gate = GATES[policy.gate]
     if gate.check_batch is None or not batch_gate or not scenario.group_size.balanced:
-        return [draw(scenario, root, r, policy) for r in replications]
+        return [draw(scenario, root, r, policy, memo) for r in replications]
     n = scenario.group_size.value
     reps = list(replications)
     data = {r: generate(scenario, replication_rng(root, scenario, r, 0)) for r in reps}
@@ -185,7 +207,7 @@ def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy
     pending = reps
     while pending:
         x = np.stack([data[r].x[:, 0].reshape(scenario.n_groups, n) for r in pending])
-        verdicts = gate.check_batch(x)
+        verdicts = gate.verdicts(x, memo)
         again = []
         for r, v in zip(pending, verdicts, strict=True):
             reason[r] = str(v)

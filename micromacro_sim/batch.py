@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,9 @@ class Batch:
     xi : ndarray (R, G) or None
     balanced : bool
         Every group of every replication has the same size.
+    memo : object or None
+        Fits the chunk being simulated has already made of these datasets (a
+        :class:`~micromacro_sim.models.cfa.CFAMemo`), for methods that can reuse them.
     """
 
     datasets: tuple[Dataset, ...]
@@ -47,10 +51,11 @@ class Batch:
     z: np.ndarray = field(repr=False)
     xi: np.ndarray | None = field(repr=False)
     balanced: bool
+    memo: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_datasets(cls, datasets: Sequence[Dataset]) -> Batch:
-        """Stack datasets (same G, q and a single x)."""
+    def from_datasets(cls, datasets: Sequence[Dataset], memo: Any = None) -> Batch:
+        """Stack datasets (same G, q and a single x); ``memo`` as the attribute."""
         ds = tuple(datasets)
         if not ds:
             raise ValueError("a batch needs at least one dataset")
@@ -81,6 +86,7 @@ class Batch:
             z=np.stack([d.z for d in ds]),
             xi=xi,
             balanced=balanced,
+            memo=memo,
         )
 
     @property

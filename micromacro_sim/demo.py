@@ -12,13 +12,11 @@ reverse-keyed by negation) are fitted three ways:
 * the same CFA with semopy (covariance structure; the item means are saturated, so the intercept
   estimates are the item means and semopy does not report them).
 
-Closed forms (G persons, n items, Y the G x n data, S its covariance with denominator G): the
-covariance sigma2 I + phi 11' has eigenvalues l1 = sigma2 + n phi (along 1) and l2 = sigma2
-(n - 1 times), so the ML estimates are the item means, l1 = 1'S1 / n and l2 = (tr S - l1) / (n - 1).
-Expected information per person for (sigma2, phi) is
-1/2 [[1/l1^2 + (n-1)/l2^2, n/l1^2], [n/l1^2, n^2/l1^2]]; the intercepts have covariance
-(sigma2 + phi) / G. The regression factor score of person g is
-phi n / l1 (ybar_g - mean of the intercepts), which is the conditional mode of the random effect.
+The closed forms are the kernel :mod:`micromacro_sim.models.cfa_equal`, the measurement model
+of the single-step SEM (covariance sigma2 I + phi 11', eigenvalues l1 = sigma2 + n phi and
+l2 = sigma2); the intercepts have covariance (sigma2 + phi) / G, and the regression factor score
+of person g is phi n / l1 (ybar_g - mean of the intercepts), which is the conditional mode of the
+random effect.
 """
 
 from __future__ import annotations
@@ -30,17 +28,11 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-__all__ = [
-    "ITEMS",
-    "BfiDemo",
-    "CfaFit",
-    "bfi_demo",
-    "cfa_closed_form",
-    "load_bfi",
-    "long_format",
-    "mixed_fit",
-    "semopy_fit",
-]
+from .models.cfa_equal import equal_loading_cfa, saturated_loglik
+from .status import REASON_TEXT, Reason, flags_text
+
+__all__ = ["ITEMS", "BfiDemo", "CfaFit", "bfi_demo", "cfa_closed_form", "load_bfi",
+           "long_format", "mixed_fit", "semopy_fit"]
 
 #: The agreeableness items, in order.
 ITEMS: tuple[str, ...] = ("A1", "A2", "A3", "A4", "A5")
@@ -112,71 +104,51 @@ class CfaFit:
     reason: str = ""
 
 
-def _saturated_loglik(y: np.ndarray) -> float:
-    """Normal log-likelihood of the model with free means and covariance (denominator G)."""
-    G, n = y.shape
-    r = y - y.mean(axis=0)
-    logdet = np.linalg.slogdet(r.T @ r / G)[1]
-    return -0.5 * G * (n * np.log(2 * np.pi) + logdet + n)
-
-
-def _normal_loglik(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
-    G, n = y.shape
-    r = y - mu
-    s = r.T @ r / G
-    logdet = np.linalg.slogdet(sigma)[1]
-    return -0.5 * G * (n * np.log(2 * np.pi) + logdet + np.trace(np.linalg.solve(sigma, s)))
-
-
 def cfa_closed_form(y: np.ndarray) -> CfaFit:
     """Closed-form ML fit of the one-factor model with unit loadings and one residual variance.
 
-    Parameters
-    ----------
-    y : ndarray (G, n)
-        Complete wide data, one row per person.
-
-    Returns
-    -------
-    CfaFit
-        ML estimates, expected-information SEs (as lavaan reports them), the chi-square test
-        against the saturated model, and regression factor scores. When the ML factor variance
-        is on its zero bound the fit is flagged "negative variance" and the variance SEs are NaN.
+    The kernel :func:`~micromacro_sim.models.cfa_equal.equal_loading_cfa` (the measurement
+    model of the single-step SEM) on ``y`` (G, n), complete wide data: ML estimates,
+    expected-information SEs (as lavaan reports them), the chi-square against the saturated
+    model and regression factor scores. When the ML factor variance is on its zero bound the
+    fit is flagged "negative variance" and the variance SEs are NaN.
     """
     y = np.asarray(y, dtype=float)
     G, n = y.shape
-    mu = y.mean(axis=0)
-    r = y - mu
-    s = r.T @ r / G
-    l1 = s.sum() / n
-    l2 = (np.trace(s) - l1) / (n - 1)
-    admissible, reason = True, ""
-    if l1 > l2:
-        sigma2, phi = l2, (l1 - l2) / n
-        info = 0.5 * G * np.array(
-            [[1 / l1**2 + (n - 1) / l2**2, n / l1**2], [n / l1**2, n**2 / l1**2]]
-        )
-        se_sigma2, se_phi = np.sqrt(np.diag(np.linalg.inv(info)))
-    else:  # ML on the boundary phi = 0
-        sigma2, phi = np.trace(s) / n, 0.0
-        se_sigma2, se_phi = np.nan, np.nan
-        admissible, reason = False, "negative variance"
-    sigma = sigma2 * np.eye(n) + phi * np.ones((n, n))
-    loglik = _normal_loglik(y, mu, sigma)
-    scores = phi * r.sum(axis=1) / (sigma2 + n * phi)
+    fit = equal_loading_cfa(y)
+    se_sigma2, se_phi = np.sqrt(np.diag(np.linalg.inv(fit.information())))
+    loglik = fit.loglik(y)
     return CfaFit(
-        intercepts=mu,
-        intercept_se=np.full(n, np.sqrt((sigma2 + phi) / G)),
-        residual_variance=float(sigma2),
+        intercepts=fit.intercepts,
+        intercept_se=np.full(n, np.sqrt((fit.residual_variance + fit.factor_variance) / G)),
+        residual_variance=fit.residual_variance,
         residual_variance_se=float(se_sigma2),
-        factor_variance=float(phi),
+        factor_variance=fit.factor_variance,
         factor_variance_se=float(se_phi),
-        chisq=float(2 * (_saturated_loglik(y) - loglik)),
+        chisq=float(2 * (saturated_loglik(y) - loglik)),
         df=n * (n + 1) // 2 + n - (n + 2),
-        loglik=float(loglik),
-        scores=scores,
-        admissible=admissible,
-        reason=reason,
+        loglik=loglik,
+        scores=fit.scores(y),
+        admissible=not fit.flags,
+        reason=flags_text(fit.flags),
+    )
+
+
+def _verdict(converged: bool, factor_variance: float) -> str:
+    """The reason text of a library fit ("" when converged with a positive variance)."""
+    if not converged:
+        return REASON_TEXT[Reason.NOT_CONVERGED]
+    return REASON_TEXT[Reason.NEGATIVE_VARIANCE] if factor_variance <= 0 else ""
+
+
+def _failed(G: int, n: int, exc: BaseException) -> CfaFit:
+    """A flagged fit without estimates (the library raised)."""
+    nan = float("nan")
+    return CfaFit(
+        intercepts=np.full(n, nan), intercept_se=np.full(n, nan), residual_variance=nan,
+        residual_variance_se=nan, factor_variance=nan, factor_variance_se=nan, chisq=nan,
+        df=n * (n + 1) // 2 + n - (n + 2), loglik=nan, scores=np.full(G, nan),
+        admissible=False, reason=f"failed: {type(exc).__name__}",
     )
 
 
@@ -223,20 +195,11 @@ def mixed_fit(wide: pd.DataFrame) -> CfaFit:
             warnings.simplefilter("ignore")
             res = model.fit(reml=False, method="lbfgs", start_params=start)
     except Exception as exc:  # numerical failure: flag, do not raise
-        return CfaFit(
-            intercepts=np.full(n, nan), intercept_se=np.full(n, nan), residual_variance=nan,
-            residual_variance_se=nan, factor_variance=nan, factor_variance_se=nan, chisq=nan,
-            df=n * (n + 1) // 2 + n - (n + 2), loglik=nan, scores=np.full(G, nan),
-            admissible=False, reason=f"failed: {type(exc).__name__}",
-        )
+        return _failed(G, n, exc)
     tau = float(np.asarray(res.cov_re)[0, 0])
     re = res.random_effects
     scores = np.array([float(np.asarray(re[g])[0]) for g in wide["id"]])
-    reason = ""
-    if not res.converged:
-        reason = "not converged"
-    elif tau <= 0:
-        reason = "negative variance"
+    reason = _verdict(bool(res.converged), tau)
     return CfaFit(
         intercepts=np.asarray(res.fe_params, dtype=float),
         intercept_se=np.asarray(res.bse_fe, dtype=float),
@@ -244,7 +207,7 @@ def mixed_fit(wide: pd.DataFrame) -> CfaFit:
         residual_variance_se=nan,
         factor_variance=tau,
         factor_variance_se=float(np.asarray(res.bse_re)[0]),
-        chisq=float(2 * (_saturated_loglik(y) - res.llf)),
+        chisq=float(2 * (saturated_loglik(y) - res.llf)),
         df=n * (n + 1) // 2 + n - (n + 2),
         loglik=float(res.llf),
         scores=scores,
@@ -279,21 +242,12 @@ def semopy_fit(wide: pd.DataFrame, *, ftol: float = 1e-12) -> CfaFit:
             stats = semopy.calc_stats(model)
             scores = model.predict_factors(x)["f"].to_numpy(float)
     except Exception as exc:
-        return CfaFit(
-            intercepts=np.full(n, nan), intercept_se=np.full(n, nan), residual_variance=nan,
-            residual_variance_se=nan, factor_variance=nan, factor_variance_se=nan, chisq=nan,
-            df=n * (n + 1) // 2 + n - (n + 2), loglik=nan, scores=np.full(G, nan),
-            admissible=False, reason=f"failed: {type(exc).__name__}",
-        )
+        return _failed(G, n, exc)
     var = est[est["op"] == "~~"]
     phi_row = var[(var["lval"] == "f") & (var["rval"] == "f")].iloc[0]
     res_row = var[(var["lval"] == items[0]) & (var["rval"] == items[0])].iloc[0]
     phi = float(phi_row["Estimate"])
-    reason = ""
-    if not res.success:
-        reason = "not converged"
-    elif phi <= 0:
-        reason = "negative variance"
+    reason = _verdict(bool(res.success), phi)
     return CfaFit(
         intercepts=np.full(n, nan),
         intercept_se=np.full(n, nan),
@@ -372,8 +326,7 @@ class BfiDemo:
             f"max |factor score - random effect| over {len(self.ids)} respondents: "
             f"{self.max_score_difference:.2e}",
         ]
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
 def _column(fit: CfaFit, n_scores: int) -> list[float]:

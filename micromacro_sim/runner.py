@@ -35,6 +35,7 @@ from .manifest import (
     storage_error,
     write_scenarios_table,
 )
+from .models.cfa import CFAMemo
 from .paths import check_output_dir
 from .progress import Progress
 from .reliability import reliability_rows
@@ -119,8 +120,10 @@ def simulate_chunk(
     """
     estimators = [m.build() for m in methods]
     key = scenario.key
-    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
-    batch = Batch.from_datasets([d.data for d in draws])
+    memo = CFAMemo()  # the gate's CFA fits, reused by factor_score; dropped with the chunk
+    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference",
+                      memo=memo)
+    batch = Batch.from_datasets([d.data for d in draws], memo=memo)
     results = [est.fit_batch(batch, engine) for est in estimators]
     reps = np.asarray(replications, dtype=np.int64)
     est = _estimate_table(results, key, reps)

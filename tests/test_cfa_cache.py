@@ -1,23 +1,42 @@
-"""The CFA fit cache returns exactly what a fresh fit returns."""
+"""The chunk's CFA memo returns exactly what a fresh fit returns; runs own their memo."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from micromacro_sim.estimators import factor_score as fs
+from micromacro_sim.admissibility import Policy, draw_many
+from micromacro_sim.models import cfa
+from micromacro_sim.scenario import Scenario
 from tests.conftest import make_data
 
 
-def test_cached_rows_equal_fresh_fits():
+def test_memo_rows_equal_fresh_fits():
     wide = np.stack([make_data(seed=s, n_groups=40, group_size=5, icc=0.05).wide(0)
                      for s in range(12)])
-    fs._CACHE.clear()
-    fresh = fs._fit_cfa_batch(wide)
-    fs.fit_cfa_batch(wide[::2])  # half of them now cached
-    mixed = fs.fit_cfa_batch(wide)  # cached and new rows assembled together
-    assert len(fs._CACHE) == 12
-    for f in fs._FIELDS:
+    fresh = cfa.fit_cfa_batch(wide)
+    memo = cfa.CFAMemo()
+    cfa.fit_cfa_batch(wide[::2], memo)  # half of them now remembered
+    mixed = cfa.fit_cfa_batch(wide, memo)  # remembered and new rows assembled together
+    assert len(memo) == 12
+    for f in cfa._FIELDS:
         a, b = getattr(fresh, f), getattr(mixed, f)
         assert a.dtype == b.dtype, f
         np.testing.assert_array_equal(a, b, err_msg=f)
     assert any(fresh.flags)  # the harsh design exercises the failure verdicts too
+    one = cfa.fit_cfa(wide[3], memo)
+    np.testing.assert_array_equal(one.loadings, fresh.loadings[3])
+
+
+def test_gate_fills_the_chunk_memo_with_every_draw():
+    sc = Scenario.from_params(dict(n_groups=30, group_size=5, icc=0.05, r_zxi=0.3))
+    memo = cfa.CFAMemo()
+    draws = draw_many(sc, 3, range(20), Policy(mode="redraw", gate="cfa"), memo=memo)
+    attempts = sum(d.redraws + 1 for d in draws)
+    assert attempts > 20 and len(memo) == attempts  # redraws happened, each fit remembered
+    kept = np.stack([d.data.wide(0) for d in draws])
+    before = len(memo)
+    fits = cfa.fit_cfa_batch(kept, memo)
+    assert len(memo) == before  # the kept datasets were all fitted by the gate
+    assert fits.converged.all() and fits.admissible.all()
+    # without a memo nothing is kept anywhere in the process
+    assert not hasattr(cfa, "_CACHE")

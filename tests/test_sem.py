@@ -21,8 +21,10 @@ from scipy import optimize
 from micromacro_sim.dataset import Dataset
 from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.estimators.factor_score import FactorScore, fit_cfa
-from micromacro_sim.estimators.sem import SEM, _implied, _pack, _unpack, sem_closed_form
+from micromacro_sim.estimators.factor_score import FactorScore
+from micromacro_sim.estimators.sem import SEM
+from micromacro_sim.models.cfa import fit_cfa
+from micromacro_sim.models.wide_sem import _implied, _pack, _unpack, sem_closed_form
 from micromacro_sim.scenario import Scenario
 
 FIX = Path(__file__).parent / "fixtures" / "sem"
@@ -177,41 +179,3 @@ def test_sem_negative_latent_variance_is_flagged():
 
 
 # sem_2level: tests/test_kernels_twolevel.py
-
-
-def test_cfa_closed_form_derivatives_match_explicit_ones():
-    """Gradient, expected information and Hessian of the CFA discrepancy (closed forms)
-    against the explicit dSigma/dtheta and central differences of the gradient."""
-    from micromacro_sim.estimators.factor_score import _derivatives, _discrepancy, _sigma
-
-    rng = np.random.default_rng(1)
-    n = 6
-    theta = np.concatenate([rng.uniform(0.5, 1.5, n), rng.uniform(1, 2, n), [0.7]])[None]
-    A0 = rng.normal(size=(50, n))
-    S = (A0.T @ A0 / 50 + np.eye(n))[None]
-    logdet_s = np.linalg.slogdet(S)[1]
-    _, inv = _discrepancy(theta, S, logdet_s)
-    grad, info, hess = _derivatives(theta, S, inv)
-    lam, phi = theta[0, :n], theta[0, -1]
-    deriv = np.zeros((2 * n + 1, n, n))
-    for j in range(n):
-        deriv[j, j, :] += phi * lam
-        deriv[j, :, j] += phi * lam
-        deriv[n + j, j, j] = 1.0
-    deriv[-1] = np.outer(lam, lam)
-    sigma = _sigma(theta)[0]
-    D = inv[0] @ (sigma - S[0]) @ inv[0]
-    m = np.einsum("ij,kjl->kil", inv[0], deriv)
-    np.testing.assert_allclose(grad[0], np.einsum("ij,kji->k", D, deriv), rtol=1e-10,
-                               atol=1e-12)
-    np.testing.assert_allclose(info[0], np.einsum("aij,bji->ab", m, m), rtol=1e-10, atol=1e-12)
-    h = 1e-6
-    num = np.empty((2 * n + 1, 2 * n + 1))
-    for a in range(2 * n + 1):
-        tp, tm = theta.copy(), theta.copy()
-        tp[0, a] += h
-        tm[0, a] -= h
-        gp = _derivatives(tp, S, _discrepancy(tp, S, logdet_s)[1])[0]
-        gm = _derivatives(tm, S, _discrepancy(tm, S, logdet_s)[1])[0]
-        num[a] = (gp - gm)[0] / (2 * h)
-    np.testing.assert_allclose(hess[0], num, atol=1e-7)
