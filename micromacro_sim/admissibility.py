@@ -131,10 +131,12 @@ class Policy:
         """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups)."""
         if GATES[self.gate].needs_balanced:
             for sc in scenarios:
-                if not sc.group_size.balanced:
+                if not sc.balanced:
+                    what = (f"group_size {sc.group_size.label()}" if not sc.group_size.balanced
+                            else "missing members")
                     raise ConfigError(
                         f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
-                        f"group_size {sc.group_size.label()} (use gate: none)"
+                        f"{what} (use gate: none)"
                     )
 
     def gate_reason(self, data: Dataset) -> str:
@@ -175,7 +177,7 @@ def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy
     balanced and ``batch_gate`` is true).
     """
     gate = GATES[policy.gate]
-    if gate.check_batch is None or not batch_gate or not scenario.group_size.balanced:
+    if gate.check_batch is None or not batch_gate or not scenario.balanced:
         return [draw(scenario, root, r, policy) for r in replications]
     n = scenario.group_size.value
     reps = list(replications)
