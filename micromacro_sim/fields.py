@@ -306,6 +306,9 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     ConfigError
         Naming the offending field and value.
     """
+    # an optional field given as null (e.g. a grid level "no missing members") is absent
+    params = {k: v for k, v in params.items()
+              if not (v is None and k in _BY_NAME and _BY_NAME[k].default is None)}
     unknown = sorted(set(params) - set(_BY_NAME))
     if unknown:
         raise ConfigError(

@@ -130,6 +130,17 @@ class GroupSizes:
             return self.value  # type: ignore[return-value]
         return min(self.value)  # type: ignore[arg-type]
 
+    @property
+    def max_size(self) -> int:
+        """The largest size a group can have (``poisson``: its 1 - 1e-9 quantile)."""
+        if self.kind == "balanced":
+            return self.value  # type: ignore[return-value]
+        if self.kind == "poisson":
+            from scipy.stats import poisson
+
+            return self.value + int(poisson.isf(1e-9, self.mean - self.value))  # type: ignore
+        return max(self.value)  # type: ignore[arg-type]
+
     def distribution(self, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
         """The sizes a group can have and their probabilities (over ``n_groups`` groups).
 

@@ -340,7 +340,9 @@ class Spec:
         if not isinstance(v, Mapping):
             raise ConfigError(f"{name}: expected a mapping with keys {', '.join(kinds)}, "
                               f"got {v!r}")
-        unknown = sorted(set(v) - set(kinds))
+        if True in v and "on" in kinds and "on" not in v:  # YAML 1.1 reads the key on as true
+            v = {("on" if k is True else k): x for k, x in v.items()}
+        unknown = sorted(map(str, set(v) - set(kinds)))
         if unknown:
             raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(kinds)})")
         out = {}
