@@ -136,9 +136,10 @@ class Choice:
         return v
 
 
-def _numbers(name: str, v: Any, item: Real, what: str) -> tuple[float, ...]:
-    """A non-empty list of numbers, each checked by ``item``."""
-    if not isinstance(v, (list, tuple)) or not v or not all(_is_num(x) for x in v):
+def _numbers(name: str, v: Any, item: Real, what: str, empty: bool = False) -> tuple[float, ...]:
+    """A list of numbers (non-empty unless ``empty``), each checked by ``item``."""
+    if (not isinstance(v, (list, tuple)) or (not v and not empty)
+            or not all(_is_num(x) for x in v)):
         raise ConfigError(f"{name}: expected a number or a list of numbers{what}, got {v!r}")
     bad = [x for x in v if not item.contains(_as_float(x))]
     if bad:
@@ -164,7 +165,7 @@ class PerZ:
         n = values[self.count]
         if _is_num(v):
             return (self.item.parse(name, v, values),) * n
-        out = _numbers(name, v, self.item, "")
+        out = _numbers(name, v, self.item, "", empty=True)
         if len(out) != n:
             raise ConfigError(f"{name}: expected {n} values ({self.per}), got {list(v)!r}")
         return out
@@ -212,7 +213,8 @@ class PerZX:
                 raise ConfigError(f"{name}: expected {q} rows (one per Z) of {p} values (one per "
                                   f"construct), got {[list(r) for r in v]!r}")
             return rows
-        out = _numbers(name, v, self.item, " (one per Z) or a nested list (Z by construct)")
+        out = _numbers(name, v, self.item, " (one per Z) or a nested list (Z by construct)",
+                       empty=True)
         if len(out) != q:
             raise ConfigError(f"{name}: expected {q} values (one per Z), got {list(v)!r}")
         return tuple((x,) * p for x in out)
