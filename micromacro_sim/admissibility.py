@@ -141,14 +141,16 @@ class Policy:
         return {"policy": self.mode, "gate": self.gate, "max_redraws": self.max_redraws}
 
     def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
-        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups
-        or fewer than 3 members per group)."""
+        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups,
+        missing members or fewer than 3 members per group)."""
         gate = GATES[self.gate]
         for sc in scenarios:
-            if gate.needs_balanced and not sc.group_size.balanced:
+            if gate.needs_balanced and not sc.balanced:
+                what = (f"group_size {sc.group_size.label()}" if not sc.group_size.balanced
+                        else "missing members")
                 raise ConfigError(
                     f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
-                    f"group_size {sc.group_size.label()} (use gate: none)"
+                    f"{what} (use gate: none)"
                 )
             if gate.needs_balanced and sc.group_size.value < gate.min_group_size:
                 raise ConfigError(
@@ -197,7 +199,7 @@ def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy
     balanced and ``batch_gate`` is true). ``memo`` is the chunk's memo of CFA fits.
     """
     gate = GATES[policy.gate]
-    if gate.check_batch is None or not batch_gate or not scenario.group_size.balanced:
+    if gate.check_batch is None or not batch_gate or not scenario.balanced:
         return [draw(scenario, root, r, policy, memo) for r in replications]
     n = scenario.group_size.value
     reps = list(replications)

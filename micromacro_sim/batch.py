@@ -4,6 +4,11 @@ A :class:`Batch` holds R datasets of the same scenario. Balanced designs stack i
 ``x`` of shape (R, G, n); unbalanced ones are padded to the largest group with a
 ``mask``. The original :class:`~micromacro_sim.dataset.Dataset` objects are kept so a
 method without a batch implementation can loop over them (the reference path).
+
+The stacked arrays hold one x. Datasets with several x, or whose members carry ids
+(missing members), still form a batch (the arrays then hold the first x, members in row
+order), but :attr:`Batch.reference_only` is true and every method fits them one
+dataset at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ __all__ = ["Batch"]
 
 @dataclass(frozen=True, eq=False)
 class Batch:
-    """R datasets with one x variable and equal G and q.
+    """R datasets with equal G and q (the stacked arrays hold the first x).
 
     Attributes
     ----------
@@ -41,6 +46,9 @@ class Batch:
     memo : object or None
         Fits the chunk being simulated has already made of these datasets (a
         :class:`~micromacro_sim.models.cfa.CFAMemo`), for methods that can reuse them.
+    reference_only : bool
+        Some dataset has several x or member ids: the stacked arrays do not describe
+        it, so methods must use the reference path.
     """
 
     datasets: tuple[Dataset, ...]
@@ -52,16 +60,17 @@ class Batch:
     xi: np.ndarray | None = field(repr=False)
     balanced: bool
     memo: Any = field(default=None, repr=False)
+    reference_only: bool = False
 
     @classmethod
     def from_datasets(cls, datasets: Sequence[Dataset], memo: Any = None) -> Batch:
-        """Stack datasets (same G, q and a single x); ``memo`` as the attribute."""
+        """Stack datasets (same G, q and number of x); ``memo`` as the attribute."""
         ds = tuple(datasets)
         if not ds:
             raise ValueError("a batch needs at least one dataset")
-        G, q = ds[0].n_groups, ds[0].n_z
-        if any(d.n_groups != G or d.n_z != q or d.n_x != 1 for d in ds):
-            raise ValueError("datasets of a batch need equal G, q and a single x")
+        G, q, p = ds[0].n_groups, ds[0].n_z, ds[0].n_x
+        if any(d.n_groups != G or d.n_z != q or d.n_x != p for d in ds):
+            raise ValueError("datasets of a batch need equal G, q and number of x")
         sizes = np.stack([d.sizes for d in ds])
         m = int(sizes.max())
         R = len(ds)
@@ -87,6 +96,7 @@ class Batch:
             xi=xi,
             balanced=balanced,
             memo=memo,
+            reference_only=p > 1 or any(d.member is not None for d in ds),
         )
 
     @property

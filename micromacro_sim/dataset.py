@@ -2,6 +2,13 @@
 
 A :class:`Dataset` is the common input of every estimator, whether it comes from the
 simulation generator or from a user's file. Persons are stored sorted by group.
+
+Member identity: without ``member`` the members of a group are identified by their
+position (row order within the group), as the generator draws them. With ``member``
+(simulated data with missing members) each row carries its member id, its position in
+the complete group, and positions follow the ids as a user's ``member`` column does
+(:mod:`micromacro_sim.userdata`): methods that need every member in every group are not
+applicable (reason ``members_misaligned``) when the groups lack different members.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class Dataset:
         Term names used in results.
     y_name : str
         Name of the outcome.
+    member : ndarray of int, shape (N,), optional
+        Member id of every person (ascending within each group); absent: the position.
     """
 
     group: np.ndarray
@@ -51,6 +60,7 @@ class Dataset:
     z_names: tuple[str, ...] = ("z",)
     y_name: str = "y"
     group_labels: np.ndarray | None = field(default=None)
+    member: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x, dtype=float)
@@ -71,6 +81,11 @@ class Dataset:
             raise ValueError("group and x must have the same number of rows")
         if len(g) and (np.any(np.diff(g) < 0) or g[0] != 0 or np.any(np.diff(g) > 1)):
             raise ValueError("group codes must be sorted and run 0..G-1 without gaps")
+        if self.member is not None:
+            member = _readonly(np.asarray(self.member, dtype=np.int64))
+            if member.shape != g.shape:
+                raise ValueError("member must have one id per person")
+            object.__setattr__(self, "member", member)
         G = int(g[-1]) + 1 if len(g) else 0
         if self.y.shape != (G,) or self.z.shape[0] != G:
             raise ValueError("y and z must have one row per group")
@@ -110,8 +125,25 @@ class Dataset:
 
     @cached_property
     def position(self) -> np.ndarray:
-        """Member position 0..n_g-1 within its group, shape (N,)."""
-        return _readonly(np.arange(self.n_persons) - np.repeat(self.starts, self.sizes))
+        """Member position within its group, shape (N,).
+
+        0..n_g-1 without ``member``; with it, the index of the member id among the ids
+        present in the data (raises ``NotApplicable(members_misaligned)`` when no group
+        has every member).
+        """
+        if self.member is None:
+            return _readonly(np.arange(self.n_persons) - np.repeat(self.starts, self.sizes))
+        ids = np.unique(self.member)
+        if int(self.sizes.max()) < len(ids):
+            raise _misaligned("and no group has every member")
+        return _readonly(np.searchsorted(ids, self.member))
+
+    @property
+    def members_aligned(self) -> bool:
+        """Every group has the same members (always true without ``member``)."""
+        if self.member is None:
+            return True
+        return bool(np.all(self.sizes == len(np.unique(self.member))))
 
     @property
     def balanced(self) -> bool:
@@ -128,6 +160,8 @@ class Dataset:
         """The G x n matrix of x variable ``j`` (balanced data only)."""
         if not self.balanced:
             raise ValueError("wide format needs balanced groups")
+        if not self.members_aligned:
+            raise _misaligned("groups lack different members")
         return self.x[:, j].reshape(self.n_groups, int(self.sizes[0]))
 
     @property
@@ -146,7 +180,8 @@ class Dataset:
         """Long pandas DataFrame: group, member, x columns, y, Z columns (and xi)."""
         import pandas as pd
 
-        cols = {"group": self.group, "member": self.position}
+        cols = {"group": self.group,
+                "member": self.position if self.member is None else self.member}
         for j, name in enumerate(self.x_names):
             cols[name if name != "xi" else "x"] = self.x[:, j]
         cols[self.y_name] = np.repeat(self.y, self.sizes)
@@ -158,3 +193,11 @@ class Dataset:
                     self.xi[:, j], self.sizes
                 )
         return pd.DataFrame(cols)
+
+
+def _misaligned(text: str) -> Exception:
+    """``NotApplicable(members_misaligned)`` (imported late: estimators import datasets)."""
+    from .estimators.base import NotApplicable
+    from .status import Reason
+
+    return NotApplicable(Reason.MEMBERS_MISALIGNED, f"member ids differ across groups ({text})")

@@ -20,19 +20,20 @@ scenarios-table columns (where the per-Z fields come after the others, one block
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-from .groups import GroupSizes
+from .fieldchecks import CHECKS
+from .kinds import Choice, Integer, Kind, PerX, PerZ, PerZX, Real, Recycled, Sizes, Spec, Thresholds
 
 __all__ = [
-    "DERIVED", "FIELDS", "REQUIRED", "Derived", "Field", "Integer", "Label", "PerZ", "Real",
-    "Sizes", "field", "parse_fields", "term_column", "true_value", "z_names",
+    "CHECKS", "DERIVED", "FIELDS", "GENERATOR_FIELDS", "REQUIRED", "Derived", "ErrorHet",
+    "Field", "Integer", "Kind", "Label", "MissingMar", "PerX", "PerZ", "PerZX", "Real", "Sizes",
+    "field", "parse_fields", "term_column", "true_value", "x_names", "z_names",
 ]
 
 #: Largest variance a scenario may have (given or derived). With coefficients bounded by
@@ -50,137 +51,6 @@ class _Required:
 
 #: Default of a parameter that every config must give.
 REQUIRED: Any = _Required()
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _as_float(v: Any) -> float:
-    """``v`` as a float; an integer too large for one becomes infinite (never raises)."""
-    try:
-        return float(v)
-    except OverflowError:
-        return math.inf if v > 0 else -math.inf
-
-
-# ---------------------------------------------------------------------------- kinds
-@dataclass(frozen=True)
-class Integer:
-    """An integer of at least ``lo``."""
-
-    lo: int
-    py_type: ClassVar[Any] = int
-
-    def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> int:
-        """The checked value, or a :class:`ConfigError` naming ``name`` and ``v``."""
-        if not _is_int(v) or v < self.lo:
-            raise ConfigError(f"{name}: expected an integer >= {self.lo}, got {v!r}")
-        return int(v)
-
-    def to_config(self, v: int) -> Any:
-        """The config-file form of a parsed value."""
-        return v
-
-    def show(self, v: int, spec: str | None = None) -> Any:
-        """Value of the scenarios-table column, or label text with format ``spec``."""
-        return v if spec is None else format(v, spec)
-
-
-@dataclass(frozen=True)
-class Real:
-    """A finite real number between ``lo`` and ``hi`` (each bound open or closed)."""
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-    py_type: ClassVar[Any] = float
-
-    @property
-    def interval(self) -> str:
-        """The range in interval notation."""
-        return (f"{'(' if self.lo_open else '['}{self.lo:g}, "
-                f"{self.hi:g}{')' if self.hi_open else ']'}")
-
-    def contains(self, x: float) -> bool:
-        """Whether ``x`` is finite and inside the range."""
-        if not math.isfinite(x):
-            return False
-        above = x > self.lo if self.lo_open else x >= self.lo
-        below = x < self.hi if self.hi_open else x <= self.hi
-        return above and below
-
-    def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> float:
-        """The checked value, or a :class:`ConfigError` naming ``name`` and ``v``."""
-        if not _is_num(v) or not self.contains(_as_float(v)):
-            raise ConfigError(f"{name}: expected a finite number in {self.interval}, got {v!r}")
-        return float(v)
-
-    def to_config(self, v: float) -> Any:
-        """The config-file form of a parsed value."""
-        return v
-
-    def show(self, v: float, spec: str | None = None) -> Any:
-        """Value of the scenarios-table column, or label text with format ``spec``."""
-        return v if spec is None else format(v, spec)
-
-
-@dataclass(frozen=True)
-class PerZ:
-    """One real number per Z (a single number is recycled over every Z)."""
-
-    item: Real
-    py_type: ClassVar[Any] = tuple[float, ...]
-
-    def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> tuple[float, ...]:
-        """The checked values, one per Z, or a :class:`ConfigError`."""
-        n_z = values["n_z"]
-        if _is_num(v):
-            return (self.item.parse(name, v, values),) * n_z
-        if not isinstance(v, (list, tuple)) or not all(_is_num(x) for x in v):
-            raise ConfigError(f"{name}: expected a number or a list of numbers, got {v!r}")
-        bad = [x for x in v if not self.item.contains(_as_float(x))]
-        if bad:
-            raise ConfigError(f"{name}: expected finite numbers in {self.item.interval}, "
-                              f"got {bad[0]!r} in {list(v)!r}")
-        if len(v) != n_z:
-            raise ConfigError(f"{name}: expected {n_z} values (one per Z), got {list(v)!r}")
-        return tuple(float(x) for x in v)
-
-    def to_config(self, v: tuple[float, ...]) -> Any:
-        """A single number when every Z has the same value, else the list."""
-        return v[0] if v and len(set(v)) == 1 else list(v)
-
-    def show(self, v: tuple[float, ...], spec: str | None = None) -> Any:
-        """Label text: the values formatted with ``spec`` and joined by commas."""
-        return ",".join(format(x, spec or "") for x in v)
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """Group sizes: an integer, a list of integers or ``{uniform: [low, high]}``."""
-
-    py_type: ClassVar[Any] = GroupSizes
-
-    def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> GroupSizes:
-        """The parsed sizes, or a :class:`ConfigError`."""
-        return GroupSizes.parse(v, name)
-
-    def to_config(self, v: GroupSizes) -> Any:
-        """The config-file form."""
-        return v.to_config()
-
-    def show(self, v: GroupSizes, spec: str | None = None) -> Any:
-        """Short label (``10``, ``[5,30]``, ``U(5,15)``)."""
-        return v.label()
-
-
-Kind = Integer | Real | PerZ | Sizes
 
 
 # ---------------------------------------------------------------------------- fields
@@ -249,7 +119,26 @@ class Field:
     @property
     def per_z(self) -> bool:
         """One value per Z."""
-        return isinstance(self.kind, PerZ)
+        return self.kind.axis in ("z", "zx")
+
+    @property
+    def per_x(self) -> bool:
+        """One value per construct (and not per Z)."""
+        return self.kind.axis == "x"
+
+    def cells(self, value: Any, x_names: tuple[str, ...]) -> dict[str, Any]:
+        """Scenarios-table columns of a field that is not per Z: one, or one per construct."""
+        col = self.column or self.name
+        if self.per_x:
+            return {col.format(x=x): value[j] for j, x in enumerate(x_names)}
+        return {col: self.kind.show(value)}
+
+    def z_cells(self, value: Any, j: int, z: str, x_names: tuple[str, ...]) -> dict[str, Any]:
+        """Scenarios-table columns of a per-Z field for Z number ``j`` (named ``z``)."""
+        col = self.column or self.name
+        if self.kind.axis == "zx":
+            return {col.format(z=z, x=x): value[j][k] for k, x in enumerate(x_names)}
+        return {col.format(z=z): value[j]}
 
 
 def _sigma2_nu_from_icc(icc: float, values: Mapping[str, Any]) -> float:
@@ -260,6 +149,89 @@ def _sigma2_nu_from_icc(icc: float, values: Mapping[str, Any]) -> float:
 _VARIANCE = Real(0.0, MAX_VARIANCE, lo_open=True)
 _COEF = Real(-MAX_COEF, MAX_COEF)
 _CORR = Real(-1.0, 1.0, lo_open=True, hi_open=True)
+_SKEW = Real(-50.0, 50.0)
+_KURT = Real(-2.0, 1e4)
+
+
+@dataclass(frozen=True)
+class MissingMar:
+    """``missing_mar``: P(member missing) = logistic(a + strength * w_g), E = rate.
+
+    ``w_g`` is the standardized first Z (``on: z``) or the standardized first latent mean
+    (``on: xi``); the intercept ``a`` is solved so that the expected missing rate is
+    ``rate`` (see :func:`micromacro_sim.models.missing.mar_intercept`).
+    """
+
+    on: str
+    rate: float
+    strength: float
+
+    def to_config(self) -> dict[str, Any]:
+        """The config form (every key)."""
+        return {"on": self.on, "rate": self.rate, "strength": self.strength}
+
+    def label(self) -> str:
+        """Short label, e.g. ``MAR(z,0.15,1)``."""
+        return f"MAR({self.on},{self.rate:g},{self.strength:g})"
+
+
+@dataclass(frozen=True)
+class ErrorHet:
+    """``e_het``: Var(e_g) proportional to exp(gamma t_g), ratio ``ratio`` between extremes."""
+
+    by: str
+    ratio: float
+
+    def to_config(self) -> dict[str, Any]:
+        """The config form (every key)."""
+        return {"by": self.by, "ratio": self.ratio}
+
+    def label(self) -> str:
+        """Short label, e.g. ``het(z,4)``."""
+        return f"het({self.by},{self.ratio:g})"
+
+
+_POSITIVE = Real(0.0, 1e6, lo_open=True)
+_MAR = Spec(MissingMar, (("on", Choice(("z", "xi"))), ("rate", Real(0.0, 1.0, True, True)),
+                         ("strength", Real(-50.0, 50.0))), (("strength", 1.0),))
+_HET = Spec(ErrorHet, (("by", Choice(("group_size", "z"))), ("ratio", _POSITIVE)))
+
+#: The generator's factors beyond Croon & van Veldhoven's model (docs/generator.md).
+#: Every default reproduces that model draw for draw.
+GENERATOR_FIELDS: tuple[Field, ...] = (
+    Field("n_x", Integer(1), "number of latent constructs, each measured by every member",
+          default=1, label=Label("p=", always=False)),
+    Field("r_xixi", _CORR, "correlation between any two latent constructs", default=0.0,
+          label=Label("rxx=", "g", always=False)),
+    Field("xi_skew", _SKEW, "skewness of the latent means xi", default=0.0,
+          label=Label("xi_skew=", "g", always=False)),
+    Field("xi_kurtosis", _KURT, "excess kurtosis of the latent means xi", default=0.0,
+          label=Label("xi_kurt=", "g", always=False)),
+    Field("nu_skew", _SKEW, "skewness of the member deviations nu", default=0.0,
+          label=Label("nu_skew=", "g", always=False)),
+    Field("nu_kurtosis", _KURT, "excess kurtosis of the member deviations nu", default=0.0,
+          label=Label("nu_kurt=", "g", always=False)),
+    Field("e_skew", _SKEW, "skewness of the group errors e", default=0.0,
+          label=Label("e_skew=", "g", always=False)),
+    Field("e_kurtosis", _KURT, "excess kurtosis of the group errors e", default=0.0,
+          label=Label("e_kurt=", "g", always=False)),
+    Field("categories", Integer(2), "answer categories k of ordinal members (absent: "
+          "continuous x)", default=None, label=Label("k=")),
+    Field("thresholds", Thresholds(), "ordinal thresholds: symmetric, skewed, or k - 1 "
+          "increasing values on the standardized latent-response scale", default="symmetric",
+          label=Label("thr=", "g", always=False)),
+    Field("loadings", Recycled(_COEF), "loading of each member position on xi (recycled)",
+          default=1.0, label=Label("load=", "g", always=False)),
+    Field("member_variances", Recycled(_POSITIVE), "Var(nu) of each member position as a "
+          "multiple of sigma2_nu (recycled)", default=1.0,
+          label=Label("mvar=", "g", always=False)),
+    Field("missing_mcar", Real(0.0, 1.0, hi_open=True), "probability that a member is "
+          "missing completely at random", default=0.0, label=Label("mcar=", "g", always=False)),
+    Field("missing_mar", _MAR, "members missing at random: {on: z | xi, rate: r, strength: s}",
+          default=None, label=Label("")),
+    Field("e_het", _HET, "heteroscedastic group errors: {by: group_size | z, ratio: R}",
+          default=None, label=Label("")),
+)
 
 #: Every scenario parameter, in scenarios-table order.
 FIELDS: tuple[Field, ...] = (
@@ -271,17 +243,18 @@ FIELDS: tuple[Field, ...] = (
           "intraclass correlation of x, var_xi / (var_xi + sigma2_nu) (or give sigma2_nu)",
           default=None, attr="icc_given", label=Label("ICC=", ".3g"),
           derives=Derivation("sigma2_nu", _sigma2_nu_from_icc)),
-    Field("r_zxi", PerZ(_CORR), "correlation of each Z with xi (one value, or one per Z)",
-          column="r_{z}xi", label=Label("r=", "g")),
+    Field("r_zxi", PerZX(_CORR), "correlation of each Z with xi (one value, one per Z, or a "
+          "list per Z of one value per construct)", column="r_{z}{x}", label=Label("r=", "g")),
     Field("n_z", Integer(0), "number of group-level covariates Z", default=1),
     Field("r_zz", _CORR, "correlation between any two Z", default=0.0),
     Field("beta0", _COEF, "intercept of y", default=0.3, term="intercept"),
     Field("beta_z", PerZ(_COEF), "coefficient of each Z (one value, or one per Z)",
           default=0.3, term="{z}", column="beta_{z}"),
-    Field("beta_xi", _COEF, "coefficient of xi", default=0.3, term="xi",
-          label=Label("bxi=", "g", always=False)),
+    Field("beta_xi", PerX(_COEF), "coefficient of xi (one value, or one per construct)",
+          default=0.3, term="{x}", column="beta_{x}", label=Label("bxi=", "g", always=False)),
     Field("sigma2_eps", Real(0.0, MAX_VARIANCE), "residual variance of y", default=0.35),
     Field("var_xi", _VARIANCE, "variance of the latent group mean xi", default=1.0),
+    *GENERATOR_FIELDS,
 )
 
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -314,6 +287,11 @@ def z_names(n_z: int) -> tuple[str, ...]:
     return ("z",) if n_z == 1 else tuple(f"z{j + 1}" for j in range(n_z))
 
 
+def x_names(n_x: int) -> tuple[str, ...]:
+    """Names of the construct terms (the x columns): ``xi`` for one, ``x1..xp`` for several."""
+    return ("xi",) if n_x == 1 else tuple(f"x{j + 1}" for j in range(n_x))
+
+
 # ---------------------------------------------------------------------------- parsing
 def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check a flat config mapping against :data:`FIELDS`.
@@ -328,6 +306,9 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     ConfigError
         Naming the offending field and value.
     """
+    # an optional field given as null (e.g. a grid level "no missing members") is absent
+    params = {k: v for k, v in params.items()
+              if not (v is None and k in _BY_NAME and _BY_NAME[k].default is None)}
     unknown = sorted(set(params) - set(_BY_NAME))
     if unknown:
         raise ConfigError(
@@ -342,9 +323,9 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
             got = (f" (got {src.name}={params[src.name]!r}, {target}={params[target]!r})"
                    if src.name in params else " (got neither)")
             raise ConfigError(f"{src.name}: give exactly one of {src.name} and {target}{got}")
-    # scalar fields first: per-Z fields need n_z
+    # independent fields first: per-Z fields need n_z, per-construct ones n_x, ...
     values: dict[str, Any] = {}
-    for f in sorted(FIELDS, key=lambda f: f.per_z):
+    for f in sorted(FIELDS, key=lambda f: bool(f.kind.needs)):
         if f.name in params:
             values[f.name] = f.kind.parse(f.name, params[f.name], values)
         elif f.default is None or f.default is REQUIRED:
@@ -361,11 +342,14 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
                     f"outside the finite range {getattr(kind, 'interval', '?')}"
                 )
             values[target] = derived
-    return {f.attribute: values[f.name] for f in FIELDS}
+    out = {f.attribute: values[f.name] for f in FIELDS}
+    for check in CHECKS:
+        check(out)
+    return out
 
 
 # ---------------------------------------------------------------------------- true values
-def term_column(term: str, n_z: int) -> str:
+def term_column(term: str, n_z: int, n_x: int = 1) -> str:
     """Scenarios-table column holding the true coefficient of regression term ``term``.
 
     Raises
@@ -373,17 +357,23 @@ def term_column(term: str, n_z: int) -> str:
     KeyError
         No field is the true value of ``term``.
     """
-    names = z_names(n_z)
     for f in FIELDS:
         if f.term is None:
             continue
-        if f.per_z and term in names and f.term.format(z=term) == term:
+        if f.per_z and term in z_names(n_z) and f.term.format(z=term) == term:
             return (f.column or f.name).format(z=term)
-        if not f.per_z and f.term == term:
+        if f.per_x and term in x_names(n_x) and f.term.format(x=term) == term:
+            return (f.column or f.name).format(x=term)
+        if not f.per_z and not f.per_x and f.term == term:
             return f.column or f.name
     raise KeyError(f"no scenario field holds the true value of term {term!r}")
 
 
 def true_value(row: Mapping[str, Any], term: str) -> float:
-    """True coefficient of ``term`` from a scenarios-table row (:meth:`Scenario.describe`)."""
-    return float(row[term_column(term, int(row["n_z"]))])
+    """True coefficient of ``term`` from a scenarios-table row (:meth:`Scenario.describe`).
+
+    Rows of tables written before constructs could vary have no ``n_x``: one construct.
+    """
+    n_x = row.get("n_x", 1)
+    n_x = 1 if n_x is None or n_x != n_x else int(n_x)
+    return float(row[term_column(term, int(row["n_z"]), n_x)])

@@ -74,8 +74,7 @@ def _gib(n: float) -> str:
 
 
 def _largest_group(sc: Scenario) -> int:
-    gs = sc.group_size
-    return int(gs.value if gs.kind == "balanced" else max(gs.value))  # type: ignore[arg-type]
+    return int(sc.group_size.max_size)
 
 
 def replication_bytes(sc: Scenario) -> int:

@@ -107,7 +107,11 @@ def write_scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> 
         with contextlib.suppress(OSError, ValueError):  # damaged: rebuilt from the config
             for row in pq.read_table(path).to_pylist():
                 rows.setdefault(row["scenario"], row)
-    write_frame_atomic(path, pa.Table.from_pylist([rows[k] for k in keys if k in rows]))
+    listed = [rows[k] for k in keys if k in rows]
+    # cells differ in their columns (one per Z, one per construct): every row gets all
+    columns = list(dict.fromkeys(c for row in listed for c in row))
+    write_frame_atomic(path, pa.Table.from_pylist([{c: row.get(c) for c in columns}
+                                                   for row in listed]))
 
 
 class Ledger:

@@ -92,7 +92,7 @@ def coefficient_alpha(wide: np.ndarray) -> tuple[float, float]:
 def reliability_row(data: Dataset) -> dict[str, float]:
     """Reliability figures of the first x: alpha (balanced only), ICC(1), ICC(2)."""
     out = {"alpha_raw": np.nan, "alpha_std": np.nan, "icc1": np.nan, "icc2": np.nan}
-    if data.balanced and data.sizes[0] >= 2:
+    if data.balanced and data.members_aligned and data.sizes[0] >= 2:
         out["alpha_raw"], out["alpha_std"] = coefficient_alpha(data.wide(0))
     try:
         a = anova(data)
@@ -112,7 +112,8 @@ def reliability_rows(datasets: list[Dataset]) -> dict[str, np.ndarray]:
         alpha_raw, alpha_std, icc1, icc2.
     """
     keys = ("alpha_raw", "alpha_std", "icc1", "icc2")
-    shapes = {(d.n_groups, int(d.sizes[0])) if d.balanced else None for d in datasets}
+    shapes = {(d.n_groups, int(d.sizes[0])) if d.balanced and d.members_aligned else None
+              for d in datasets}
     if len(shapes) != 1 or None in shapes or next(iter(shapes))[1] < 2 or len(datasets) == 0:
         rows = [reliability_row(d) for d in datasets]
         return {k: np.array([r[k] for r in rows], dtype=float) for k in keys}

@@ -20,8 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .fields import DERIVED, FIELDS, REQUIRED, Field, parse_fields, true_value, z_names
+from .fieldchecks import correlation
+from .fields import (
+    DERIVED,
+    FIELDS,
+    REQUIRED,
+    Field,
+    parse_fields,
+    true_value,
+    x_names,
+    z_names,
+)
 from .groups import GroupSizes
 
 __all__ = ["GroupSizes", "Scenario"]
@@ -60,15 +69,7 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         ConfigError
             Naming the offending field and value.
         """
-        sc = cls(**parse_fields(params))
-        try:
-            np.linalg.cholesky(sc.correlation)
-        except np.linalg.LinAlgError:
-            raise ConfigError(
-                f"r_zxi: the correlation matrix of (Z, xi) is not positive definite "
-                f"(r_zxi={list(sc.r_zxi)!r}, r_zz={sc.r_zz!r})"
-            ) from None
-        return sc
+        return cls(**parse_fields(params))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -78,8 +79,9 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
 
     @property
     def balanced(self) -> bool:
-        """Every group has the same size in every replication."""
-        return self.group_size.balanced
+        """Every group has the same size in every replication (and no member goes missing)."""
+        return (self.group_size.balanced and self.missing_mcar == 0.0
+                and self.missing_mar is None)
 
     @property
     def reliability(self) -> float:
@@ -88,18 +90,14 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
 
     @property
     def correlation(self) -> np.ndarray:
-        """Correlation matrix of (Z_1..Z_q, xi)."""
-        q = self.n_z
-        c = np.full((q + 1, q + 1), self.r_zz)
-        c[:q, q] = c[q, :q] = self.r_zxi
-        np.fill_diagonal(c, 1.0)
-        return c
+        """Correlation matrix of (Z_1..Z_q, xi_1..xi_p)."""
+        return correlation(vars(self))
 
     @property
     def covariance(self) -> np.ndarray:
-        """Covariance matrix of (Z_1..Z_q, xi); Var(Z) = 1."""
-        sd = np.ones(self.n_z + 1)
-        sd[-1] = math.sqrt(self.var_xi)
+        """Covariance matrix of (Z_1..Z_q, xi_1..xi_p); Var(Z) = 1."""
+        sd = np.ones(self.n_z + self.n_x)
+        sd[self.n_z:] = math.sqrt(self.var_xi)
         return self.correlation * np.outer(sd, sd)
 
     @cached_property
@@ -115,9 +113,14 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         return z_names(self.n_z)
 
     @property
+    def x_names(self) -> tuple[str, ...]:
+        """Names of the construct terms: ``xi`` for one, ``x1..xp`` for several."""
+        return x_names(self.n_x)
+
+    @property
     def terms(self) -> tuple[str, ...]:
         """Names of the group-level regression terms, in order."""
-        return ("intercept", *self.z_names, "xi")
+        return ("intercept", *self.z_names, *self.x_names)
 
     @property
     def true_params(self) -> dict[str, float]:
@@ -128,13 +131,15 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
     def unadjusted_limit(self) -> dict[str, float]:
         """Large-G limit of the OLS of y on [1, Z, xbar] (SPEC section 5, any Var/sizes).
 
-        Population regression with Var(xbar) = var_xi + sigma2_nu E[1/n_g].
+        Population regression with Var(xbar) = var_xi + sigma2_nu E[1/n_g] (for every
+        construct; the measurement factors of docs/generator.md are not taken into account).
         """
         cov = self.covariance.copy()
         q = self.n_z
         cov_obs = cov.copy()
-        cov_obs[q, q] = self.var_xi + self.sigma2_nu * self.group_size.mean_inverse()
-        beta = np.array([*self.beta_z, self.beta_xi])
+        idx = np.arange(q, q + self.n_x)
+        cov_obs[idx, idx] = self.var_xi + self.sigma2_nu * self.group_size.mean_inverse()
+        beta = np.array([*self.beta_z, *self.beta_xi])
         cov_y = cov @ beta  # Cov([Z, xbar], y) = Cov([Z, xi], y)
         b = np.linalg.solve(cov_obs, cov_y)
         return dict(zip(self.terms, (self.beta0, *b), strict=True))
@@ -184,7 +189,8 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         parts = [
             f.label.prefix + f.kind.show(getattr(self, f.name), f.label.spec)
             for f in FIELDS
-            if f.label is not None and (f.label.always or not self._at_default(f))
+            if f.label is not None and getattr(self, f.name) is not None
+            and (f.label.always or not self._at_default(f))
         ]
         return " ".join(parts)
 
@@ -194,14 +200,16 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         for f in FIELDS:
             if f.per_z:
                 continue
-            row[f.column or f.name] = f.kind.show(getattr(self, f.name))
+            value = getattr(self, f.name)
+            row.update(f.cells(value, self.x_names) if value is not None
+                       else {f.column or f.name: None})
             for d in DERIVED:
                 if d.after == f.name:
                     row[d.name] = getattr(self, d.name)
         per_z = [f for f in FIELDS if f.per_z]
         for j, name in enumerate(self.z_names):
             for f in per_z:
-                row[(f.column or f.name).format(z=name)] = getattr(self, f.name)[j]
+                row.update(f.z_cells(getattr(self, f.name), j, name, self.x_names))
         return row
 
 

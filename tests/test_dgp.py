@@ -49,7 +49,7 @@ def test_structural_coefficients_recovered():
     resid = d.y - X @ beta
     s2 = resid @ resid / (d.n_groups - X.shape[1])
     se = np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X)))
-    truth = np.array([sc.beta0, *sc.beta_z, sc.beta_xi])
+    truth = np.array([sc.beta0, *sc.beta_z, *sc.beta_xi])
     assert np.all(np.abs(beta - truth) < Z_CRIT * se)
     # residual variance: Var(s2) = 2 sigma^4 / df
     assert abs(s2 - sc.sigma2_eps) < Z_CRIT * sc.sigma2_eps * np.sqrt(2 / (d.n_groups - 4))

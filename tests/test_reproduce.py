@@ -35,8 +35,8 @@ def test_fjk_config_has_the_design():
     assert cfg.replications == 1000
     assert [m.method for m in cfg.methods] == ["unadjusted", "croon"]
     assert cfg.policy.mode == "flag" and cfg.policy.gate == "none"
-    assert {sc.beta_xi for sc in cfg.scenarios} == {0.0, 0.15, 0.3}
-    assert any(sc.beta_z == (0.0,) and sc.beta_xi == 0.3 for sc in cfg.scenarios)
+    assert {sc.beta_xi for sc in cfg.scenarios} == {(0.0,), (0.15,), (0.3,)}
+    assert any(sc.beta_z == (0.0,) and sc.beta_xi == (0.3,) for sc in cfg.scenarios)
     assert {sc.group_size.balanced for sc in cfg.scenarios} == {True, False}
 
 

@@ -148,10 +148,14 @@ class Estimator(ABC):
         ``engine="reference"`` loops :meth:`fit` over the datasets; ``fast`` and
         ``auto`` use the batch implementation when :meth:`has_batch` says there is one
         (``fast`` without one raises ``ValueError``). Replications the batch path marks
-        as ``fallback`` are fitted by the reference path and merged in.
+        as ``fallback`` are fitted by the reference path and merged in. A batch that is
+        :attr:`~micromacro_sim.batch.Batch.reference_only` (several x, missing members)
+        always takes the reference path.
         """
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        if batch.reference_only:  # several x or member ids: the arrays hold one x
+            engine = "reference"
         native = engine != "reference" and self.has_batch(batch.balanced)
         if engine == "fast" and not native:
             raise ValueError(f"engine: method {self.name!r} has no fast implementation for "

@@ -77,7 +77,7 @@ def find_scenario(cfg: RunConfig, **params: Any) -> Scenario | None:
         ok = True
         for name, want in params.items():
             have = sc.group_size.value if name == "group_size" else getattr(sc, name)
-            if isinstance(have, tuple) and len(have) == 1:
+            while isinstance(have, tuple) and len(have) == 1:  # (0.3,) or ((0.3,),)
                 have = have[0]
             if isinstance(have, float) or isinstance(want, float):
                 ok &= abs(float(have) - float(want)) < 1e-9
