@@ -36,6 +36,8 @@ OURS, THEIRS = "#3b75af", "#d1495b"
 
 #: Names a comparison table may give the published value's Monte Carlo SE.
 PUBLISHED_MCSE_NAMES = ("mcse_published", "mcse_pub")
+#: Text columns never added to a row's label (see :func:`_unique_names`).
+_NOT_LABELS = frozenset({"verdict", "role", "published_label", "source"})
 
 
 def _column(frame: pd.DataFrame, name: str | None) -> np.ndarray:
@@ -49,6 +51,17 @@ def _labels(frame: pd.DataFrame, names: list[str]) -> list[str]:
         return [str(i) for i in frame.index]
     return [" ".join(str(v) for v in row if str(v) and str(v) != "nan")
             for row in frame[names].itertuples(index=False)]
+
+
+def _unique_names(frame: pd.DataFrame, names: list[str], facet: str | None) -> list[str]:
+    """``names`` plus, while two rows share a label, the next text column of ``frame``."""
+    extra = [c for c in frame.columns if c not in names and c != facet and c not in _NOT_LABELS
+             and not pd.api.types.is_numeric_dtype(frame[c])]
+    names = list(names)
+    by = [facet] if facet is not None and facet in frame.columns else []
+    while names and extra and frame.duplicated(subset=by + names).any():
+        names.append(extra.pop(0))
+    return names
 
 
 def _panel(ax: Any, frame: pd.DataFrame, labels: list[str], cols: dict[str, Any],
@@ -93,7 +106,8 @@ def plot_published(frame: pd.DataFrame, path: str | Path, *,
     path : path
         PNG file to write.
     label_columns : sequence of str
-        Columns naming a row (those absent are skipped).
+        Columns naming a row (those absent are skipped); while two rows share a label,
+        the table's next text column is added to it.
     ours, ours_mcse : str
         This run's value and its Monte Carlo SE.
     published, published_mcse : str
@@ -131,7 +145,8 @@ def plot_published(frame: pd.DataFrame, path: str | Path, *,
     if frame.empty:
         raise MicroMacroError("plots: no row of the comparison table has a value")
     plt = require_matplotlib()
-    names = [c for c in label_columns if c in frame.columns and c != facet]
+    names = _unique_names(frame, [c for c in label_columns if c in frame.columns and c != facet],
+                          facet)
     groups = ([(str(k), g.reset_index(drop=True))
                for k, g in frame.groupby(facet, sort=False)]
               if facet is not None and facet in frame.columns else [("", frame)])

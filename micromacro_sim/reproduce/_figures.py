@@ -141,7 +141,7 @@ def _rate_panel(ax: Any, rows: pd.DataFrame, ref: float, band: tuple[float, floa
 def _draw_rates(reject: pd.DataFrame, path: Path, *, alpha: float, power: float,
                 band: tuple[float, float] | None, se_types: tuple[str, ...]) -> Path:
     from ..errors import MicroMacroError
-    from ..figures._base import finish, require_matplotlib, save
+    from ..figures._base import MAX_WIDTH, finish, require_matplotlib, save
 
     panels = [(test, _rows(reject, test, se_types)) for test in ("Type I", "power")]
     panels = [(t, r) for t, r in panels if not r.empty]
@@ -150,7 +150,7 @@ def _draw_rates(reject: pd.DataFrame, path: Path, *, alpha: float, power: float,
     plt = require_matplotlib()
     n = max(len(r) for _, r in panels)
     fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=False,
-                             figsize=(5.2 * len(panels) + 1.6, 0.32 * n + 1.9))
+                             figsize=(min(MAX_WIDTH, 5.5 * len(panels)), 0.32 * n + 1.9))
     handles: list[Any] = []
     for ax, (test, rows) in zip(axes[0], panels, strict=True):
         if test == "Type I":
