@@ -392,7 +392,7 @@ def test_clark2020_tables(clark):
     assert {"redraw_rate", "redraws"} <= set(clark.tables["redraws"].columns)
     p = clark.tables["performance"]
     assert {"becover_classical", "median_bias", "trimmed_bias"} <= set(p.columns)
-    text = clark.format()
+    text = clark.format(width=100)
     assert "== percent_bias ==" in text and "margin 5 percentage points" in text
     widths = _widths(text)
     assert all(widths[t] <= 100 for t in MY_TABLES), widths
@@ -460,14 +460,21 @@ grid:
 """
 
 
-def test_fjk2018_tables(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def fjk(tmp_path_factory):
     """A reduced grid of the fjk2018 design (the full one has 72 cells)."""
     from micromacro_sim.reproduce import _common
 
-    small = tmp_path / "fjk2018.yaml"
+    tmp = tmp_path_factory.mktemp("fjk")
+    small = tmp / "fjk2018.yaml"
     small.write_text(SMALL_FJK)
-    monkeypatch.setattr(_common, "packaged_config", lambda name: small)
-    rep = fjk2018.reproduce(tmp_path / "run", replications=10, n_jobs=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_common, "packaged_config", lambda name: small)
+        return fjk2018.reproduce(tmp / "run", replications=10, n_jobs=1)
+
+
+def test_fjk2018_tables(fjk):
+    rep = fjk
     c = rep.tables["conclusions"]
     assert len(c) == 4 and set(c["holds"]) <= {"yes", "no", "partly"}
     assert c["evidence"].str.contains(r"\d\.\d{3}").all()
@@ -487,7 +494,7 @@ def test_fjk2018_tables(tmp_path, monkeypatch):
     assert len(rep.tables["failures"]) == 8 * 2
 
 
-def test_cli_list_and_run(cv_out, capsys):
+def test_cli_list_and_run(cv_out, capsys, monkeypatch):
     out, _ = cv_out
     parser = argparse.ArgumentParser(prog="micromacro")
     add_parser(parser.add_subparsers(dest="command"))
@@ -497,15 +504,125 @@ def test_cli_list_and_run(cv_out, capsys):
     for name in ("clark2020", "cv2007", "fjk2018"):
         assert name in listing
     # the fixture's run folder is complete: the command resumes it (nothing to simulate)
+    monkeypatch.setenv("COLUMNS", "100")
     args = parser.parse_args(["reproduce", "cv2007", "--replications", str(CV_REPS),
                               "--n-jobs", "1", "--output", str(out)])
     assert args.func(args) == 0
-    assert "== row16 ==" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "== row16 ==" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100
+    # the closing lines say where the figures are, and name them
+    tail = " ".join(printed.split("\n\n")[-1].split())
+    assert f"{out / 'figures'}: row16.png, unadjusted_limits.png" in tail
+    assert f"micromacro report {out / 'run'}" in tail
+    for name in ("row16", "unadjusted_limits"):
+        _assert_png(out / "figures" / f"{name}.png")
     for name in ("unadjusted_limits", "row16", "croon_inadmissible", "failures", "redraws"):
         assert (out / f"{name}.csv").is_file()
     assert (out / "run" / "manifest.json").is_file()
     frame = pd.read_csv(out / "row16.csv")
     assert len(frame) == 6
+
+
+# ------------------------------------------------------------------ window width and figures
+def _assert_png(path):
+    """A readable PNG no wider than the report's column."""
+    from matplotlib import image
+
+    from micromacro_sim.figures._base import DPI, MAX_WIDTH
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    img = image.imread(path)
+    assert img.ndim == 3 and 200 <= img.shape[1] <= MAX_WIDTH * DPI + 1, img.shape
+    assert img.shape[0] >= 200
+    assert img[..., :3].std() > 0.05  # something is drawn
+
+
+@pytest.fixture(params=["clark2020", "cv2007", "fjk2018"])
+def any_study(request, clark, cv_out, fjk):
+    return {"clark2020": clark, "cv2007": cv_out[1], "fjk2018": fjk}[request.param]
+
+
+@pytest.mark.parametrize("columns", [100, 72])
+def test_reproduction_fits_the_window(any_study, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    text = any_study.format()
+    lines = text.splitlines()
+    too_wide = [line for line in lines if len(line) > columns]
+    assert not too_wide, too_wide[:3]
+    for name in any_study.tables:
+        assert f"== {name} ==" in lines
+    # notes and captions are wrapped, not cut: every word of them is printed
+    words = set(text.split())
+    for note in [*any_study.notes, *any_study.captions.values()]:
+        assert set(note.split()) <= words
+
+
+def _headers(text, table):
+    block = text.split(f"== {table} ==")[1].split("== ")[0]
+    return [line.split() for line in block.splitlines() if line.startswith("method ")]
+
+
+def test_wide_table_is_split_with_its_ids_repeated(clark):
+    # at 100 columns the percent-bias comparison fits one block, verdict included
+    (one,) = _headers(clark.format(width=100), "percent_bias")
+    assert one[:2] == ["method", "term"] and "verdict" in one
+    headers = _headers(clark.format(width=72), "percent_bias")
+    assert len(headers) >= 2  # split into blocks, each naming the rows
+    assert all(h[:2] == ["method", "term"] for h in headers)
+    assert {"published", "this_run", "verdict"} <= {c for h in headers for c in h}
+
+
+STUDY_FIGURES = {"clark2020": ["percent_bias", "robust", "reliability", "empirical_sd"],
+                 "cv2007": ["row16", "unadjusted_limits"], "fjk2018": ["rates"]}
+
+
+def test_every_study_draws_its_figures(any_study, tmp_path):
+    paths = any_study.write_figures(tmp_path)
+    assert [p.name for p in paths] == [f"{n}.png" for n in STUDY_FIGURES[any_study.study]]
+    for p in paths:
+        assert p.parent == tmp_path
+        _assert_png(p)
+
+
+def test_fjk_rate_rows_are_means_over_cells(fjk):
+    from micromacro_sim.reproduce._figures import _rows
+
+    rej = fjk.tables["rejection"]
+    rows = _rows(rej, "Type I", ("classical", "HC3"))
+    sel = rej[(rej["test"] == "Type I") & (rej["term"] == "xi") & (rej["method"] == "croon")]
+    row = rows.set_index("label").loc["xi  croon  HC3"]
+    assert row["mean"] == pytest.approx(sel["reject_HC3"].mean())
+    assert row["mcse"] == pytest.approx(
+        math.sqrt((sel["reject_HC3_mcse"] ** 2).sum()) / len(sel))
+    assert sorted(row["cells"]) == sorted(sel["reject_HC3"])
+    power = _rows(rej, "power", ("classical",))
+    # power rows are split by the true value: beta_xi = .3 and beta_z = .3 here
+    assert list(power["label"]) == ["xi=0.3  unadjusted  classical", "xi=0.3  croon  classical",
+                                    "z=0.3  unadjusted  classical", "z=0.3  croon  classical"]
+
+
+def test_published_plot_labels_rows_uniquely_and_reads_mcse_pub(tmp_path, monkeypatch):
+    from micromacro_sim.figures import published as pubfig
+
+    frame = pd.DataFrame({"method": ["a", "a", "b"], "term": "xi",
+                          "stat": ["median", "trim10", "median"], "verdict": "agrees",
+                          "published": [1.0, 2.0, 3.0], "mcse_pub": [0.5, 0.25, np.nan],
+                          "this_run": [1.5, 2.5, 3.5], "mcse": 0.1})
+    assert pubfig._unique_names(frame, ["method", "term"], None) == ["method", "term", "stat"]
+    assert pubfig._unique_names(frame, ["method", "stat"], "term") == ["method", "stat"]
+    seen = {}
+
+    def spy(ax, sub, labels, cols, reference):
+        seen.setdefault("labels", []).extend(labels)
+        seen["mcse"] = cols["published_mcse"]
+        return real(ax, sub, labels, cols, reference)
+
+    real = pubfig._panel
+    monkeypatch.setattr(pubfig, "_panel", spy)
+    path = pubfig.plot_published(frame, tmp_path / "p.png", label_columns=("method", "term"))
+    assert seen == {"labels": ["a xi median", "a xi trim10", "b xi median"], "mcse": "mcse_pub"}
+    _assert_png(path)
 
 
 # ------------------------------------------------------------------ slow: the CV table

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +18,7 @@ from types import ModuleType
 import pandas as pd
 
 from ..atomic import write_atomic, write_text
+from ..reporting.terminal import render_table, terminal_width, wrap_text
 
 __all__ = ["Reproduction", "get_study", "studies"]
 
@@ -45,6 +46,11 @@ class Reproduction:
         lines of ``notes.txt``.
     partial : bool
         The run is not finished.
+    formats : dict of str -> dict
+        Per table, column -> format spec (overriding the terminal's default by column).
+    figures : dict of str -> callable
+        Figure name -> a function drawing it as PNG into the path it is given (the
+        published values beside this run's); see :meth:`write_figures`.
     """
 
     study: str
@@ -55,25 +61,43 @@ class Reproduction:
     notes: list[str] = field(default_factory=list)
     partial: bool = False
     captions: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
+    formats: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def format(self, *, width: int = 200) -> str:
-        """Every table and note as text."""
-        lines = [f"{self.study}: {self.description}",
-                 f"run folder {self.run_dir}, {self.replications} replications per scenario"]
+    def format(self, *, width: int | None = None) -> str:
+        """Every table and note as text no wider than ``width`` (default: the window).
+
+        Wide tables are split into blocks that repeat the columns naming a row
+        (:func:`~micromacro_sim.reporting.terminal.render_table`); captions and notes wrap.
+        """
+        width = width or terminal_width()
+        lines = [wrap_text(f"{self.study}: {self.description}", width, "  "),
+                 wrap_text(f"run folder {self.run_dir}, {self.replications} replications "
+                           "per scenario", width, "  ")]
         if self.partial:
-            lines.append("PARTIAL RUN: some replications are not finished; "
-                         "figures cover those done.")
-        with pd.option_context("display.width", width, "display.max_columns", None,
-                               "display.max_colwidth", 80):
-            for name, frame in self.tables.items():
-                lines += ["", f"== {name} =="]
-                if name in self.captions:
-                    lines += textwrap.wrap(self.captions[name], 100)
-                lines.append(frame.to_string(index=False, float_format=_fmt, na_rep=""))
+            lines.append(wrap_text("PARTIAL RUN: some replications are not finished; "
+                                   "figures cover those done.", width))
+        for name, frame in self.tables.items():
+            lines += ["", f"== {name} =="]
+            if name in self.captions:
+                lines.append(wrap_text(self.captions[name], width))
+            lines.append(render_table(frame, width=width, keep=id_columns(frame),
+                                      formats=self.formats.get(name)))
         if self.notes:
             lines += ["", "Notes:"]
-            lines += [f"- {n}" for n in self.notes]
+            lines += [wrap_text(f"- {n}", width, "  ") for n in self.notes]
         return "\n".join(lines)
+
+    def write_figures(self, folder: str | Path) -> list[Path]:
+        """Draw every figure as ``<folder>/<name>.png``; returns the paths.
+
+        Raises
+        ------
+        MicroMacroError
+            matplotlib is not installed.
+        """
+        out = Path(folder)
+        return [draw(out / f"{name}.png") for name, draw in self.figures.items()]
 
     def write(self, folder: str | Path) -> list[Path]:
         """Write every table as ``<name>.csv`` and the notes as ``notes.txt`` into ``folder``."""
@@ -91,8 +115,29 @@ class Reproduction:
         return paths
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+#: Columns that name a row of a reproduction's table (design factors and labels): the
+#: leading ones are repeated in every block of a table split to fit the window.
+ID_COLUMNS = frozenset({
+    "cell", "method", "term", "statistic", "stat", "source", "test", "se", "measure",
+    "n_groups", "group_size", "icc", "r_zxi", "reliability", "sigma2_nu", "beta_z",
+    "beta_xi", "published_label", "claim",
+})
+
+
+#: Formats of a percent-bias comparison: published to the digits printed, the rest to
+#: two decimals (hundredths of a percentage point).
+PCT_FORMATS = {c: ".2f" for c in ("mcse_pub", "this_run", "mcse", "diff", "se_diff",
+                                  "limit_pct", "median_pct", "margin")}
+
+
+def id_columns(frame: pd.DataFrame) -> list[str]:
+    """The leading columns of ``frame`` that name its rows (see :data:`ID_COLUMNS`)."""
+    out = []
+    for col in frame.columns:
+        if col not in ID_COLUMNS:
+            break
+        out.append(col)
+    return out
 
 
 def study_names() -> list[str]:

@@ -16,7 +16,7 @@ from ..config import MethodSpec, RunConfig
 from ..errors import ConfigError
 from ..scenario import Scenario
 from ..storage import read_table
-from . import Reproduction
+from . import PCT_FORMATS, Reproduction
 from ._common import (
     SUMMARY_NOTES,
     cell_frame,
@@ -27,6 +27,7 @@ from ._common import (
     summary_tables,
 )
 from ._distributions import HEAVY_KURTOSIS, distribution_table, pct_mean_mcse, robust_table
+from ._figures import clark2020_figures
 from ._verdicts import (
     ALPHA_MARGIN,
     BOOT_REPS,
@@ -383,4 +384,11 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
     notes = _notes(gate, _factor_score_note(est, theta.get("xi", math.nan), gate))
     return Reproduction(study=NAME, description=DESCRIPTION, run_dir=run_dir,
                         replications=cfg.replications, tables=tables, notes=notes,
-                        partial=summary.partial, captions=CAPTIONS)
+                        partial=summary.partial, captions=CAPTIONS, formats=FORMATS,
+                        figures=clark2020_figures(tables, NOT_COMPARABLE))
+
+
+#: Terminal formats: published percent bias to the 3 decimals printed.
+FORMATS = {"percent_bias": {**PCT_FORMATS, "published": ".3f"},
+           "percent_bias_reliable": {**PCT_FORMATS, "published": ".3f"},
+           "robust": {**PCT_FORMATS, "published": ".2f"}}

@@ -2,7 +2,9 @@
 published numbers.
 
 The tables are written as CSV into the output folder (default
-``results/reproduce-<study>``), next to the simulation run folder ``<output>/run``.
+``results/reproduce-<study>``), the figures (published values beside this run's) as PNG
+into ``<output>/figures``, next to the simulation run folder ``<output>/run``;
+``micromacro report <output>/run`` also draws the comparison tables it finds there.
 """
 
 from __future__ import annotations
@@ -26,10 +28,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("results") / f"reproduce-{args.study}")
     rep = module.reproduce(out / "run", replications=args.replications, n_jobs=args.n_jobs,
                            engine=args.engine, overwrite=args.overwrite)
+    from ..errors import MicroMacroError
+    from ..reporting.terminal import wrap_text
+
     print(rep.format())
     paths = rep.write(out)
-    print(f"\nwrote {len(paths) - 1} table(s) as CSV and notes.txt to {out} "
-          f"(simulation run in {out / 'run'})")
+    lines = [f"wrote {len(paths) - 1} table(s) as CSV and notes.txt to {out} "
+             f"(simulation run in {out / 'run'})"]
+    try:
+        figs = rep.write_figures(out / "figures")
+    except MicroMacroError as exc:  # matplotlib is optional
+        lines.append(f"figures not drawn: {exc}")
+    else:
+        lines.append(f"wrote {len(figs)} figure(s) (published values beside this run's) to "
+                     f"{out / 'figures'}: {', '.join(f.name for f in figs)}")
+    lines.append(f"a report of the run with these comparisons: micromacro report {out / 'run'}")
+    print("\n" + "\n".join(wrap_text(line, indent="  ") for line in lines))
     return 0
 
 

@@ -5,6 +5,7 @@ CV adjustment is inadmissible."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..summarize import RunSummary
-from . import Reproduction
+from . import PCT_FORMATS, Reproduction
 from ._common import (
     SUMMARY_NOTES,
     cell_frame,
@@ -21,6 +22,7 @@ from ._common import (
     run_study,
     summary_tables,
 )
+from ._figures import cell_label, comparison
 from ._verdicts import PCT_MARGIN, Z_CRIT, judge, rule_note
 
 NAME = "cv2007"
@@ -207,4 +209,26 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
     ]
     return Reproduction(study=NAME, description=DESCRIPTION, run_dir=run_dir,
                         replications=cfg.replications, tables=tables, notes=notes,
-                        partial=summary.partial, captions=CAPTIONS)
+                        partial=summary.partial, captions=CAPTIONS, figures=figures(tables),
+                        formats={"unadjusted_limits": PCT_FORMATS, "blup_reference": PCT_FORMATS,
+                                 "row16": {**PCT_FORMATS, "published": ".1f"}})
+
+
+def figures(tables: dict[str, pd.DataFrame]) -> dict[str, Callable[[Path], Path]]:
+    """Row 16 beside CV's published numbers, and every cell beside its analytic limit."""
+    lim = tables["unadjusted_limits"]
+    lim = lim.assign(cell=cell_label(lim, ("n_groups", "group_size", "icc", "r_zxi")))
+    return {
+        "row16": comparison(
+            tables["row16"], label_columns=("method",), facet="term", published_mcse=None,
+            rounding=0.05, reference=0.0, xlabel="percent bias",
+            title="CV 2007 Table 1, row 16 (croon = CV's adjusted)",
+            note="bars: +/- 2 MCSE of this run; published: half a unit of its last digit "
+            "(CV's MCSE is unknown)"),
+        "unadjusted_limits": comparison(
+            lim, label_columns=("cell",), facet="term", published="limit_pct",
+            published_mcse=None, published_label="analytic limit (large G)", reference=0.0,
+            xlabel="percent bias of the unadjusted regression",
+            title="Unadjusted regression vs its analytic limit",
+            note="bars: +/- 2 MCSE of this run; the analytic limit has no Monte Carlo error"),
+    }

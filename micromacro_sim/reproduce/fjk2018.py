@@ -18,6 +18,7 @@ from ..estimators import SE_TYPES
 from ..summarize import RunSummary
 from . import Reproduction
 from ._common import SUMMARY_NOTES, cell_frame, run_study, summary_tables
+from ._figures import rate_figure
 from ._verdicts import (
     AGREES,
     DISAGREES,
@@ -280,4 +281,6 @@ def reproduce(run_dir: str | Path, *, replications: int | None = None, n_jobs: i
     ]
     return Reproduction(study=NAME, description=DESCRIPTION, run_dir=run_dir,
                         replications=cfg.replications, tables=tables, notes=notes,
-                        partial=summary.partial, captions=CAPTIONS)
+                        partial=summary.partial, captions=CAPTIONS,
+                        figures={"rates": rate_figure(reject, alpha=0.05, power=0.80,
+                                                      band=BRADLEY)})
