@@ -213,7 +213,10 @@ class GroupSizes:
         if self.kind == "poisson":
             return f"{self.value}+Pois({self.mean - self.value:g})"  # type: ignore[operator]
         if self.kind == "choice":
-            return "{" + ",".join(map(str, self.value)) + "}"  # type: ignore[arg-type]
+            if not self.p or len(set(self.p)) == 1:
+                return "{" + ",".join(map(str, self.value)) + "}"  # type: ignore[arg-type]
+            return "{" + ",".join(f"{v}:{q:g}" for v, q in zip(self.value, self.p,  # type: ignore
+                                                                  strict=True)) + "}"
         lo, hi = self.value  # type: ignore[misc]
         return f"U({lo},{hi})"
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..fields import FIELDS, Field, Sizes, z_names
+from ..fields import FIELDS, Field, Sizes, x_names, z_names
 from ..groups import GroupSizes
 
 __all__ = ["SIZE_PARTS", "cell_labels", "design_factors", "factor_columns", "factor_levels",
@@ -34,6 +34,8 @@ SIZE_PARTS = ("kind", "mean", "min", "max", "label")
 
 _UNIFORM = re.compile(r"^U\((\d+),(\d+)\)$")
 _LIST = re.compile(r"^\[(\d+(?:,\d+)*)\]$")
+_POISSON = re.compile(r"^(\d+)\+Pois\(([0-9.eE+-]+)\)$")
+_CHOICE = re.compile(r"^\{(\d+(?::[0-9.eE+-]+)?(?:,\d+(?::[0-9.eE+-]+)?)*)\}$")
 
 
 def sizes_from_label(label: str) -> GroupSizes:
@@ -53,6 +55,17 @@ def sizes_from_label(label: str) -> GroupSizes:
     m = _LIST.match(text)
     if m:
         return GroupSizes("list", tuple(int(v) for v in m.group(1).split(",")))
+    m = _POISSON.match(text)
+    if m:
+        lo = int(m.group(1))
+        return GroupSizes("poisson", lo, mean=lo + float(m.group(2)))
+    m = _CHOICE.match(text)
+    if m:
+        parts = [t.split(":") for t in m.group(1).split(",")]
+        sizes = tuple(int(t[0]) for t in parts)
+        p = (tuple(float(t[1]) for t in parts) if all(len(t) == 2 for t in parts)
+             else tuple(1.0 / len(sizes) for _ in sizes))
+        return GroupSizes("choice", sizes, p=p)
     raise ValueError(f"group_size: not a group-size label: {label!r}")
 
 
@@ -64,6 +77,12 @@ def _size_parts(label: str, prefix: str) -> dict[str, object]:
     elif gs.kind == "list":
         values = np.asarray(gs.value, dtype=float)
         lo, hi, mean = int(values.min()), int(values.max()), float(values.mean())
+    elif gs.kind == "poisson":
+        lo, hi, mean = gs.min_size, gs.max_size, float(gs.mean)
+    elif gs.kind == "choice":
+        values = np.asarray(gs.value, dtype=float)
+        lo, hi = int(values.min()), int(values.max())
+        mean = float(np.dot(values, gs.p))
     else:
         lo, hi = gs.value  # type: ignore[misc]
         mean = (lo + hi) / 2.0
@@ -73,10 +92,13 @@ def _size_parts(label: str, prefix: str) -> dict[str, object]:
 def _stored_columns(f: Field, scen: pd.DataFrame) -> list[str]:
     """Columns of ``scen`` that hold field ``f`` (one per Z for a per-Z field)."""
     base = f.column or f.name
+    n_xs = sorted({int(n) for n in scen["n_x"]}) if "n_x" in scen.columns else [1]
+    xs = [x for n in n_xs for x in x_names(n)]
     if not f.per_z:
-        return [base] if base in scen.columns else []
+        cols = dict.fromkeys(base.format(x=x) for x in xs) if f.per_x else {base: None}
+        return [c for c in cols if c in scen.columns]
     n_zs = sorted({int(n) for n in scen["n_z"]}) if "n_z" in scen.columns else [1]
-    cols = dict.fromkeys(base.format(z=z) for n in n_zs for z in z_names(n))
+    cols = dict.fromkeys(base.format(z=z, x=x) for n in n_zs for z in z_names(n) for x in xs)
     return [c for c in cols if c in scen.columns]
 
 
