@@ -88,7 +88,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config)
-    frame = pd.DataFrame([sc.describe() for sc in cfg.scenarios])
+    frame = pd.DataFrame(cfg.scenario_rows())
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 

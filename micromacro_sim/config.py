@@ -83,6 +83,8 @@ class RunConfig:
         :data:`~micromacro_sim.estimators.base.ENGINES`).
     n_jobs, chunk_size, backend, address, output
         Execution options: they do not change results.
+    factors : tuple of str
+        The grid's factors (each scenario's label names them).
     raw : dict
         The config as read (stored in the manifest).
     """
@@ -100,7 +102,13 @@ class RunConfig:
     address: str | None = None
     output: str | None = None
     description: str = ""
+    factors: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def scenario_rows(self) -> list[dict[str, Any]]:
+        """The scenarios table: one :meth:`Scenario.describe` row per cell, labels naming
+        every factor of the grid."""
+        return [sc.describe(self.factors) for sc in self.scenarios]
 
     def result_identity(self) -> dict[str, Any]:
         """Everything that determines the numbers (excluding the list of scenarios)."""
@@ -290,6 +298,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         backend=backend,
         address=address,
         output=output,
+        factors=tuple(grid),
         raw=raw,
     )
 

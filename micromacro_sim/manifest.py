@@ -102,7 +102,7 @@ def write_scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> 
     import pyarrow.parquet as pq
 
     path = run_dir / "scenarios.parquet"
-    rows = {sc.key: sc.describe() for sc in config.scenarios}
+    rows = {row["scenario"]: row for row in config.scenario_rows()}
     if path.is_file():
         with contextlib.suppress(OSError, ValueError):  # damaged: rebuilt from the config
             for row in pq.read_table(path).to_pylist():

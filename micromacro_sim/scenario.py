@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Collection
 from functools import cached_property
 from typing import Any
 
@@ -179,18 +180,24 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         digest = hashlib.sha256(self._key_material().encode()).digest()
         return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
-    def label(self) -> str:
-        """Human-readable one-line label (the fields that declare a :class:`Label`)."""
+    def label(self, shown: Collection[str] = ()) -> str:
+        """Human-readable one-line label (the fields that declare a :class:`Label`).
+
+        A field whose label is not ``always`` shown appears when its value is not the
+        default, or when it is named in ``shown`` (the factors a grid varies).
+        """
         parts = [
             f.label.prefix + f.kind.show(getattr(self, f.name), f.label.spec)
             for f in FIELDS
-            if f.label is not None and (f.label.always or not self._at_default(f))
+            if f.label is not None
+            and (f.label.always or f.name in shown or not self._at_default(f))
         ]
         return " ".join(parts)
 
-    def describe(self) -> dict[str, Any]:
-        """Flat row of parameters and derived values (for the scenarios table)."""
-        row: dict[str, Any] = {"scenario": self.key, "label": self.label()}
+    def describe(self, shown: Collection[str] = ()) -> dict[str, Any]:
+        """Flat row of parameters and derived values (for the scenarios table);
+        ``shown`` as in :meth:`label`."""
+        row: dict[str, Any] = {"scenario": self.key, "label": self.label(shown)}
         for f in FIELDS:
             if f.per_z:
                 continue
