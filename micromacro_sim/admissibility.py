@@ -26,6 +26,9 @@ from .errors import ConfigError
 from .scenario import Scenario
 from .seeding import replication_rng
 
+#: A dataset generator: ``generator(scenario, rng) -> Dataset``.
+Generator = Callable[[Scenario, np.random.Generator], Dataset]
+
 __all__ = ["GATES", "Draw", "Gate", "Policy", "draw", "draw_many"]
 
 
@@ -151,15 +154,18 @@ class Draw:
     gate_reason: str
 
 
-def draw(scenario: Scenario, root: int, replication: int, policy: Policy) -> Draw:
+def draw(scenario: Scenario, root: int, replication: int, policy: Policy,
+         generator: Generator | None = None) -> Draw:
     """Generate replication ``replication`` of ``scenario`` under ``policy``.
 
     Attempt ``a`` uses the stream ``(root, scenario key, replication, a)``, so a
-    replication's final dataset is reproducible on its own.
+    replication's final dataset is reproducible on its own. ``generator`` replaces
+    :func:`~micromacro_sim.dgp.generate` (a user's plug-in, called the same way).
     """
+    generate_ = generator or generate
     attempt = 0
     while True:
-        data = generate(scenario, replication_rng(root, scenario, replication, attempt))
+        data = generate_(scenario, replication_rng(root, scenario, replication, attempt))
         reason = policy.gate_reason(data)
         if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
             return Draw(data=data, redraws=attempt, gate_reason=reason)
@@ -167,7 +173,7 @@ def draw(scenario: Scenario, root: int, replication: int, policy: Policy) -> Dra
 
 
 def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy,
-              *, batch_gate: bool = True) -> list[Draw]:
+              *, batch_gate: bool = True, generator: Generator | None = None) -> list[Draw]:
     """:func:`draw` for a range of replications, running the gate on all of them at once.
 
     The datasets and verdicts are those of :func:`draw` replication by replication;
@@ -175,8 +181,9 @@ def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy
     balanced and ``batch_gate`` is true).
     """
     gate = GATES[policy.gate]
-    if gate.check_batch is None or not batch_gate or not scenario.group_size.balanced:
-        return [draw(scenario, root, r, policy) for r in replications]
+    if (gate.check_batch is None or not batch_gate or not scenario.group_size.balanced
+            or generator is not None):
+        return [draw(scenario, root, r, policy, generator) for r in replications]
     n = scenario.group_size.value
     reps = list(replications)
     data = {r: generate(scenario, replication_rng(root, scenario, r, 0)) for r in reps}

@@ -105,6 +105,22 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_method(args: argparse.Namespace) -> int:
+    from .contract import run_contract
+    from .estimators import method_class
+
+    cls = method_class(args.method, field="method")
+    results = run_contract(cls)
+    width = max(len(r.check) for r in results)
+    print(f"contract of {args.method} ({cls.__module__}.{cls.__qualname__}):")
+    for r in results:
+        print(f"  {r.check:<{width}}  {'pass' if r.passed else 'FAIL'}"
+              + (f"  {r.detail}" if r.detail else ""))
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def _fit_methods(values: list[str] | None) -> list | None:
     """``--method`` values as a config's ``methods:`` list.
 
@@ -272,6 +288,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=_cmd_methods)
 
+    p = sub.add_parser("check-method", help="run the estimator contract on a method "
+                       "(module:Name of your own, an installed plug-in, or a package method)")
+    p.add_argument("method", help="module:Name, or a registered method id")
+    p.set_defaults(func=_cmd_check_method)
+
     import importlib
 
     for name, module in _HEAVY.items():
@@ -284,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    light = {"run", "summarize", "fit", "demo", "grid", "methods"}
+    light = {"run", "summarize", "fit", "demo", "grid", "methods", "check-method", "status"}
     parser = build_parser(first if first in light | set(_HEAVY) else None)
     args = parser.parse_args(argv)
     try:
