@@ -28,14 +28,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.output is not None and not args.output.strip():
         raise ConfigError(f"output: expected a folder path, got {args.output!r}")
     res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None,
-              force=args.force)
+              force=args.force, part=args.part)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
           f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
-          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}")
+          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}"
+          + (f" (part {args.part})" if args.part else ""))
     if args.summarize:
         return _summarize(res.run_dir, args)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .parts import format_progress
+
+    print(format_progress(args.run_dir))
     return 0
 
 
@@ -249,8 +257,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="run even a design estimated not to fit this machine's memory, "
                         "disk or task limits")
     p.add_argument("--summarize", action="store_true", help="summarize when done")
+    p.add_argument("--part", help="run only part I of N of the tasks (I/N, a cluster array "
+                   "task: N parts fill one folder on a shared file system)")
     _add_summary_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="what a run folder has finished and what is missing")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("summarize", help="performance measures of a run folder")
     p.add_argument("run_dir")

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from .config import RunConfig
     from .runner import TaskResult
 
-__all__ = ["Part", "PartLedger", "chunk_owners", "owned_by", "part_grain", "start_part"]
+__all__ = ["Part", "PartLedger", "ScenarioProgress", "chunk_owners", "folder_progress",
+           "format_progress", "owned_by", "part_grain", "start_part"]
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -208,3 +209,68 @@ class PartLedger:
         """The final merge, with the folder's status (best effort on a full disk)."""
         with contextlib.suppress(OSError):
             self._merge(final=True)
+
+
+@dataclass(frozen=True)
+class ScenarioProgress:
+    """What a run folder holds of one scenario."""
+
+    key: str
+    label: str
+    done: int
+    total: int
+    missing: tuple[tuple[int, int], ...]
+
+
+def folder_progress(run_dir: str | Path) -> tuple[dict[str, Any], list[ScenarioProgress]]:
+    """The manifest (status corrected as by :func:`~micromacro_sim.storage.read_manifest`)
+    and, per scenario, the finished and missing replications.
+
+    Raises
+    ------
+    ConfigError
+        The folder holds no run.
+    """
+    import pyarrow.parquet as pq
+
+    from .runner import _missing
+    from .storage import completed_ranges, read_manifest
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
+    labels: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        tab = pq.read_table(run_dir / "scenarios.parquet", columns=["scenario", "label"])
+        labels = dict(zip(tab.column("scenario").to_pylist(), tab.column("label").to_pylist(),
+                          strict=True))
+    total = int(manifest.get("replications", 0))
+    rows = []
+    for key in manifest.get("scenarios", []):
+        missing = tuple(_missing(completed_ranges(run_dir, key), total))
+        rows.append(ScenarioProgress(key, labels.get(key, ""), total - sum(b - a for a, b in
+                                                                        missing), total, missing))
+    return manifest, rows
+
+
+def format_progress(run_dir: str | Path) -> str:
+    """The text of ``micromacro status RUN_DIR``."""
+    manifest, rows = folder_progress(run_dir)
+    done, total = sum(r.done for r in rows), sum(r.total for r in rows)
+    lines = [f"{manifest.get('name', '?')}: {manifest.get('status', '?')}; {done} of {total} "
+             f"replications finished in {len(rows)} scenario(s), "
+             f"{sum(r.done == r.total for r in rows)} scenario(s) complete"]
+    for name, holder in live_locks(run_dir).items():
+        lines.append(f"running: {name.removeprefix('.lock').lstrip('.') or 'whole run'} "
+                     f"(pid {holder.get('pid')} on {holder.get('host')}, "
+                     f"since {holder.get('started')})")
+    width = max([len(r.label) for r in rows] + [8])
+    lines.append(f"{'scenario':16s}  {'label':{width}s}  {'done':>7s}  {'of':>7s}  missing")
+    for r in rows:
+        gaps = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in r.missing[:4])
+        if len(r.missing) > 4:
+            gaps += f", ... ({len(r.missing)} ranges)"
+        lines.append(f"{r.key:16s}  {r.label:{width}s}  {r.done:7d}  {r.total:7d}  "
+                     f"{gaps or '-'}")
+    return "\n".join(lines)
