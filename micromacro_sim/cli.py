@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .runner import run
+    from .simulation import default_run_dir, simulate
 
     args.alpha = _check_alpha(args.alpha)
     cfg = load_config(args.config, force=args.force, n_jobs=args.n_jobs,
@@ -27,8 +27,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       engine=args.engine)
     if args.output is not None and not args.output.strip():
         raise ConfigError(f"output: expected a folder path, got {args.output!r}")
-    res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None,
-              force=args.force, part=args.part)
+    res = simulate(cfg, output=default_run_dir(cfg), overwrite=args.overwrite,
+                   progress=False if args.quiet else None, force=args.force,
+                   part=args.part).result
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
