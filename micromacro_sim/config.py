@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class RunConfig:
                                                           load_generator(self.generator))
         return out
 
-    @property
+    @cached_property
     def result_hash(self) -> str:
         """Hash of :meth:`result_identity`: runs with equal hashes may share a folder."""
         text = json.dumps(self.result_identity(), sort_keys=True, default=str)

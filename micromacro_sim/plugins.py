@@ -154,9 +154,14 @@ def _source_hash(obj: Any) -> str:
         return "unknown"
 
 
+@cache
+def _distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
 def _distribution_version(obj: Any) -> str | None:
     top = (getattr(obj, "__module__", "") or "").split(".")[0]
-    for dist in metadata.packages_distributions().get(top, []):
+    for dist in _distributions().get(top, []):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
