@@ -112,8 +112,17 @@ class RunConfig:
 
     def scenario_rows(self) -> list[dict[str, Any]]:
         """The scenarios table: one :meth:`Scenario.describe` row per cell, labels naming
-        every factor of the grid."""
-        return [sc.describe(self.factors) for sc in self.scenarios]
+        every factor of the grid.
+
+        Labels are unique: cells whose values differ only beyond the labels' rounding
+        get the start of their key appended (``[1a2b3c]``).
+        """
+        rows = [sc.describe(self.factors) for sc in self.scenarios]
+        labels = [r["label"] for r in rows]
+        for r in rows:
+            if labels.count(r["label"]) > 1:
+                r["label"] = f"{r['label']} [{r['scenario'][:6]}]"
+        return rows
 
     def result_identity(self) -> dict[str, Any]:
         """Everything that determines the numbers of a replication.

@@ -45,3 +45,14 @@ def test_non_default_factors_appear_and_grid_levels_differ():
     assert len(set(labels)) == 4
     assert all("s2e=0.5" in lab and "rzz=0" in lab for lab in labels)
     assert labels[0] == "G=10 n=5 ICC=0.2 r=0.3 rzz=0 b0=0.3 s2e=0.5 vxi=1"
+
+
+def test_labels_stay_unique_beyond_their_rounding():
+    raw = {"name": "t", "seed": 1, "replications": 1, "methods": ["unadjusted"],
+           "fixed": {"n_groups": 10, "group_size": 5, "r_zxi": 0.3},
+           "grid": {"icc": [0.1, 0.10001, 0.3]}}
+    rows = parse_config(raw).scenario_rows()
+    labels = [r["label"] for r in rows]
+    assert len(set(labels)) == 3
+    assert labels[2] == "G=10 n=5 ICC=0.3 r=0.3"  # unaffected
+    assert labels[0] == f"G=10 n=5 ICC=0.1 r=0.3 [{rows[0]['scenario'][:6]}]"
