@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .fields import DERIVED, FIELDS, REQUIRED, Field, parse_fields, true_value, z_names
+from .fields import (
+    DERIVED,
+    FIELDS,
+    REQUIRED,
+    Field,
+    Label,
+    parse_fields,
+    true_value,
+    z_names,
+)
 from .groups import GroupSizes
 
 __all__ = ["GroupSizes", "Scenario"]
@@ -41,6 +50,8 @@ _ScenarioFields = dataclasses.make_dataclass(
 )
 _ScenarioFields.__module__ = __name__
 _DERIVED_TARGETS = {f.derives.target: f for f in FIELDS if f.derives is not None}
+#: The label of a field that declares none (shown when not at its default).
+_AUTO_LABEL = Label("{name}=", "g", always=False)
 
 
 class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
@@ -184,14 +195,18 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         """Human-readable one-line label (the fields that declare a :class:`Label`).
 
         A field whose label is not ``always`` shown appears when its value is not the
-        default, or when it is named in ``shown`` (the factors a grid varies).
+        default, or when it is named in ``shown`` (the factors a grid varies); a field
+        without a :class:`Label` then appears as ``name=value`` (except one given through
+        an alternative, such as ``sigma2_nu`` through the ICC label).
         """
-        parts = [
-            f.label.prefix + f.kind.show(getattr(self, f.name), f.label.spec)
-            for f in FIELDS
-            if f.label is not None
-            and (f.label.always or f.name in shown or not self._at_default(f))
-        ]
+        parts = []
+        for f in FIELDS:
+            spec = f.label or (None if f.name in _DERIVED_TARGETS else _AUTO_LABEL)
+            value = getattr(self, f.name)
+            if spec is None or value is None:
+                continue
+            if spec.always or f.name in shown or not self._at_default(f):
+                parts.append(spec.prefix.format(name=f.name) + str(f.kind.show(value, spec.spec)))
         return " ".join(parts)
 
     def describe(self, shown: Collection[str] = ()) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from micromacro_sim.config import load_config, parse_config
-from micromacro_sim.fields import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "configs").glob("**/*.yaml")) + sorted(
@@ -29,10 +29,19 @@ def test_fjk2018_has_72_labels_naming_beta_z_and_beta_xi():
     assert all(" bz=" in lab and " bxi=" in lab for lab in labels)
 
 
-def test_every_field_that_can_vary_has_a_label_or_an_alternative():
-    # sigma2_nu is shown through the ICC (with var_xi when that is not the default)
-    unlabelled = {f.name for f in FIELDS if f.label is None}
-    assert unlabelled <= {"sigma2_nu"}, unlabelled
+def test_a_field_without_a_label_spec_is_named_when_it_varies(monkeypatch):
+    import micromacro_sim.scenario as scenario_mod
+    from micromacro_sim.fields import field
+
+    sc = scenario_mod.Scenario.from_params({"n_groups": 10, "group_size": 5, "icc": 0.2,
+                                            "r_zxi": 0.3, "sigma2_eps": 0.5})
+    bare = [dataclasses.replace(f, label=None) if f.name == "sigma2_eps" else f
+            for f in scenario_mod.FIELDS]
+    monkeypatch.setattr(scenario_mod, "FIELDS", tuple(bare))
+    assert field("sigma2_eps").label is not None  # the table itself is untouched
+    assert sc.label() == "G=10 n=5 ICC=0.2 r=0.3 sigma2_eps=0.5"
+    # sigma2_nu is shown through the ICC label, never twice
+    assert "sigma2_nu" not in sc.label(shown=("sigma2_nu",))
 
 
 def test_non_default_factors_appear_and_grid_levels_differ():
