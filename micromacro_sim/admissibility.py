@@ -27,6 +27,9 @@ from .models.cfa import CFAMemo, cfa_verdicts, fit_cfa_batch
 from .scenario import Scenario
 from .seeding import replication_rng
 
+#: A dataset generator: ``generator(scenario, rng) -> Dataset``.
+Generator = Callable[[Scenario, np.random.Generator], Dataset]
+
 __all__ = ["GATES", "Draw", "Gate", "Policy", "draw", "draw_many"]
 
 
@@ -174,16 +177,18 @@ class Draw:
 
 
 def draw(scenario: Scenario, root: int, replication: int, policy: Policy,
-         memo: CFAMemo | None = None) -> Draw:
+         memo: CFAMemo | None = None, generator: Generator | None = None) -> Draw:
     """Generate replication ``replication`` of ``scenario`` under ``policy``.
 
     Attempt ``a`` uses the stream ``(root, scenario key, replication, a)``, so a
     replication's final dataset is reproducible on its own. ``memo`` (the chunk's)
-    keeps the gate's fits.
+    keeps the gate's fits. ``generator`` replaces :func:`~micromacro_sim.dgp.generate`
+    (a user's plug-in, called the same way).
     """
+    generate_ = generator or generate
     attempt = 0
     while True:
-        data = generate(scenario, replication_rng(root, scenario, replication, attempt))
+        data = generate_(scenario, replication_rng(root, scenario, replication, attempt))
         reason = policy.gate_reason(data, memo)
         if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
             return Draw(data=data, redraws=attempt, gate_reason=reason)
@@ -191,7 +196,8 @@ def draw(scenario: Scenario, root: int, replication: int, policy: Policy,
 
 
 def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy,
-              *, batch_gate: bool = True, memo: CFAMemo | None = None) -> list[Draw]:
+              *, batch_gate: bool = True, memo: CFAMemo | None = None,
+              generator: Generator | None = None) -> list[Draw]:
     """:func:`draw` for a range of replications, running the gate on all of them at once.
 
     The datasets and verdicts are those of :func:`draw` replication by replication;
@@ -199,8 +205,9 @@ def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy
     balanced and ``batch_gate`` is true). ``memo`` is the chunk's memo of CFA fits.
     """
     gate = GATES[policy.gate]
-    if gate.check_batch is None or not batch_gate or not scenario.balanced:
-        return [draw(scenario, root, r, policy, memo) for r in replications]
+    if (gate.check_batch is None or not batch_gate or not scenario.balanced
+            or generator is not None):
+        return [draw(scenario, root, r, policy, memo, generator) for r in replications]
     n = scenario.group_size.value
     reps = list(replications)
     data = {r: generate(scenario, replication_rng(root, scenario, r, 0)) for r in reps}

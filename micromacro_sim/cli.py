@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .runner import run
+    from .simulation import default_run_dir, simulate
 
     args.alpha = _check_alpha(args.alpha)
     cfg = load_config(args.config, force=args.force, n_jobs=args.n_jobs,
@@ -27,15 +27,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       engine=args.engine)
     if args.output is not None and not args.output.strip():
         raise ConfigError(f"output: expected a folder path, got {args.output!r}")
-    res = run(cfg, overwrite=args.overwrite, progress=False if args.quiet else None,
-              force=args.force)
+    res = simulate(cfg, output=default_run_dir(cfg), overwrite=args.overwrite,
+                   progress=False if args.quiet else None, force=args.force,
+                   part=args.part).result
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
           f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
-          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}")
+          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}"
+          + (f" (part {args.part})" if args.part else ""))
     if args.summarize:
         return _summarize(res.run_dir, args)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .parts import format_progress
+
+    print(format_progress(args.run_dir))
     return 0
 
 
@@ -105,7 +114,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config)
-    frame = pd.DataFrame([sc.describe() for sc in cfg.scenarios])
+    frame = pd.DataFrame(cfg.scenario_rows())
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
@@ -120,6 +129,22 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name:14s} {cls.description}" + (f" [{'; '.join(flags)}]" if flags else "")
               + (f"  options: {opts}" if opts else ""))
     return 0
+
+
+def _cmd_check_method(args: argparse.Namespace) -> int:
+    from .contract import run_contract
+    from .estimators import method_class
+
+    cls = method_class(args.method, field="method")
+    results = run_contract(cls)
+    width = max(len(r.check) for r in results)
+    print(f"contract of {args.method} ({cls.__module__}.{cls.__qualname__}):")
+    for r in results:
+        print(f"  {r.check:<{width}}  {'pass' if r.passed else 'FAIL'}"
+              + (f"  {r.detail}" if r.detail else ""))
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _fit_methods(values: list[str] | None) -> list | None:
@@ -263,8 +288,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="run even a design estimated not to fit this machine's memory, "
                         "disk or task limits")
     p.add_argument("--summarize", action="store_true", help="summarize when done")
+    p.add_argument("--part", help="run only part I of N of the tasks (I/N, a cluster array "
+                   "task: N parts fill one folder on a shared file system)")
     _add_summary_options(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="what a run folder has finished and what is missing")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("summarize", help="performance measures of a run folder")
     p.add_argument("run_dir")
@@ -310,6 +341,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=_cmd_methods)
 
+    p = sub.add_parser("check-method", help="run the estimator contract on a method "
+                       "(module:Name of your own, an installed plug-in, or a package method)")
+    p.add_argument("method", help="module:Name, or a registered method id")
+    p.set_defaults(func=_cmd_check_method)
+
     import importlib
 
     for name, module in _HEAVY.items():
@@ -322,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    light = {"run", "summarize", "export", "fit", "demo", "grid", "methods"}
+    light = {"run", "summarize", "export", "fit", "demo", "grid", "methods", "check-method",
+             "status"}
     parser = build_parser(first if first in light | set(_HEAVY) else None)
     args = parser.parse_args(argv)
     try:

@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import yaml
 from .admissibility import Policy
 from .backends import require_backend
 from .errors import ConfigError
-from .estimators import Estimator, registry
+from .estimators import Estimator, is_plugin, method_class
 from .estimators.base import ENGINES
 from .scenario import Scenario
 
@@ -40,7 +41,7 @@ __all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
 _TOP_KEYS = {
     "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
     "output", "admissibility", "fixed", "grid", "backend", "address",
-    "engine",
+    "engine", "generator",
 }
 
 
@@ -54,7 +55,7 @@ class MethodSpec:
 
     def build(self) -> Estimator:
         """Instantiate the estimator."""
-        return registry()[self.method](label=self.label, **dict(self.options))
+        return method_class(self.method)(label=self.label, **dict(self.options))
 
     def to_config(self) -> Any:
         """Config-file form."""
@@ -83,6 +84,11 @@ class RunConfig:
         :data:`~micromacro_sim.estimators.base.ENGINES`).
     n_jobs, chunk_size, backend, address, output
         Execution options: they do not change results.
+    generator : str or None
+        A user's generator (``module:Name`` or an entry point of
+        ``micromacro_sim.generators``) used instead of :func:`micromacro_sim.dgp.generate`.
+    factors : tuple of str
+        The grid's factors (each scenario's label names them).
     raw : dict
         The config as read (stored in the manifest).
     """
@@ -100,22 +106,64 @@ class RunConfig:
     address: str | None = None
     output: str | None = None
     description: str = ""
+    generator: str | None = None
+    factors: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def scenario_rows(self) -> list[dict[str, Any]]:
+        """The scenarios table: one :meth:`Scenario.describe` row per cell, labels naming
+        every factor of the grid.
+
+        Labels are unique: cells whose values differ only beyond the labels' rounding
+        get the start of their key appended (``[1a2b3c]``).
+        """
+        rows = [sc.describe(self.factors) for sc in self.scenarios]
+        labels = [r["label"] for r in rows]
+        for r in rows:
+            if labels.count(r["label"]) > 1:
+                r["label"] = f"{r['label']} [{r['scenario'][:6]}]"
+        return rows
+
     def result_identity(self) -> dict[str, Any]:
-        """Everything that determines the numbers (excluding the list of scenarios)."""
+        """Everything that determines the numbers of a replication.
+
+        Neither the list of scenarios nor the number of replications enters: a
+        replication's numbers depend on its own stream only, so a folder may be extended
+        by grid cells or replications (only what is missing runs). The methods do enter
+        (every estimates shard holds all of them): changing them needs another folder or
+        ``--overwrite``. Plug-ins (methods from outside the package, a user's generator) add their
+        :func:`~micromacro_sim.plugins.identity` under ``plugins``: editing one changes
+        the hash. Without plug-ins the identity is what it always was.
+        """
         from . import __version__
 
-        return {
+        out: dict[str, Any] = {
             "seed": self.seed,
-            "replications": self.replications,
             "methods": [m.to_config() for m in self.methods],
             "admissibility": self.policy.to_config(),
             "engine": self.engine,
             "package": __version__,
         }
+        plugins = self.plugin_identities()
+        if plugins:
+            out["plugins"] = plugins
+        return out
 
-    @property
+    def plugin_identities(self) -> dict[str, Any]:
+        """Plug-in reference -> :func:`~micromacro_sim.plugins.identity`."""
+        from .plugins import identity, load_generator
+
+        out: dict[str, Any] = {}
+        for m in self.methods:
+            cls = method_class(m.method)
+            if is_plugin(cls):
+                out[m.method] = identity(m.method, cls)
+        if self.generator is not None:
+            out[f"generator={self.generator}"] = identity(self.generator,
+                                                          load_generator(self.generator))
+        return out
+
+    @cached_property
     def result_hash(self) -> str:
         """Hash of :meth:`result_identity`: runs with equal hashes may share a folder."""
         text = json.dumps(self.result_identity(), sort_keys=True, default=str)
@@ -140,7 +188,6 @@ def _is_int(v: Any) -> bool:
 
 
 def _parse_methods(value: Any) -> tuple[MethodSpec, ...]:
-    reg = registry()
     if not isinstance(value, list) or not value:
         raise ConfigError(f"methods: expected a non-empty list of method names, got {value!r}")
     specs: list[MethodSpec] = []
@@ -157,11 +204,10 @@ def _parse_methods(value: Any) -> tuple[MethodSpec, ...]:
             method = opts.pop("method", label)
         else:
             raise ConfigError(f"methods: expected a name or {{label: {{options}}}}, got {item!r}")
-        if method not in reg:
-            raise ConfigError(f"methods: unknown method {method!r} (known: {', '.join(reg)})")
+        cls = method_class(method)
         try:
-            reg[method](label=str(label), **opts)
-        except (TypeError, ValueError) as exc:
+            cls(label=str(label), **opts)
+        except Exception as exc:  # noqa: BLE001 - a plug-in's constructor may raise anything
             raise ConfigError(f"methods.{label}: {exc}") from None
         specs.append(MethodSpec(str(label), method, tuple(sorted(opts.items()))))
     labels = [s.label for s in specs]
@@ -265,11 +311,16 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
     methods = _parse_methods(raw.get("methods"))
     _check_grid_size(grid, force)
     scenarios = _expand(fixed, grid)
+    generator = raw.get("generator")
+    if generator is not None:
+        from .plugins import load_generator
+
+        load_generator(generator)
     policy = Policy.from_config(raw.get("admissibility"))
     policy.check_scenarios(scenarios)
     if engine == "fast":
         for spec in methods:
-            cls = registry()[spec.method]
+            cls = method_class(spec.method)
             for sc in scenarios:
                 if not cls.has_batch(sc.group_size.balanced):
                     raise ConfigError(
@@ -290,6 +341,8 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         backend=backend,
         address=address,
         output=output,
+        generator=generator,
+        factors=tuple(grid),
         raw=raw,
     )
 

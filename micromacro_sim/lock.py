@@ -1,4 +1,11 @@
-"""One run at a time per run folder: ``RUN_DIR/.lock``.
+"""One run at a time per run folder: ``RUN_DIR/.lock``; or several parts of one run.
+
+A whole run holds ``RUN_DIR/.lock``; part I of N of a cluster array (``--part I/N``)
+holds ``RUN_DIR/.lock.part-I-of-N`` instead, so the N parts run side by side while a
+whole run and any part (or parts of another split) exclude each other: each process
+takes its own lock file first and then looks for the others' (:func:`conflicting`),
+so of two that start together at least one sees the other. The parts share the
+manifest through a short-lived mutex, ``RUN_DIR/.manifest.lock`` (:func:`manifest_mutex`).
 
 The lock file is created atomically and complete (written under a temporary name, then
 hard-linked to ``.lock``, which fails like ``O_CREAT | O_EXCL`` when the file exists) and
@@ -15,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,9 +33,18 @@ from typing import Any
 
 from .errors import MicroMacroError
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "holder_alive", "read_holder"]
+__all__ = ["LOCK_NAME", "MUTEX_NAME", "RunLock", "RunLocked", "conflicting", "holder_alive",
+           "live_locks", "manifest_mutex", "part_lock_name", "read_holder"]
 
 LOCK_NAME = ".lock"
+#: The manifest's mutex (held for a read-modify-write of the manifest only).
+MUTEX_NAME = ".manifest.lock"
+_PART_LOCK = re.compile(r"^\.lock\.part-(\d+)-of-(\d+)$")
+
+
+def part_lock_name(index: int, count: int) -> str:
+    """The lock file of part ``index`` of ``count``."""
+    return f"{LOCK_NAME}.part-{index}-of-{count}"
 
 
 class RunLocked(MicroMacroError):
@@ -59,13 +78,13 @@ def _pid_alive(pid: int, tick: str | None) -> bool:
     return tick is None or now is None or now == tick
 
 
-def read_holder(run_dir: str | Path) -> dict[str, Any] | None:
+def read_holder(run_dir: str | Path, name: str = LOCK_NAME) -> dict[str, Any] | None:
     """The holder named by the folder's lock file, or None when there is none.
 
     An unreadable lock file (cut short by a kill while it was written) is returned as
     ``{}``.
     """
-    path = Path(run_dir) / LOCK_NAME
+    path = Path(run_dir) / name
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -89,10 +108,37 @@ def _alive(holder: dict[str, Any]) -> bool:
     return _pid_alive(pid, holder.get("tick"))
 
 
+def live_locks(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Lock file name -> holder, of every live run or part holding ``run_dir``."""
+    out = {}
+    try:
+        names = [p.name for p in Path(run_dir).iterdir()
+                 if p.name == LOCK_NAME or _PART_LOCK.match(p.name)]
+    except OSError:
+        return {}
+    for name in sorted(names):
+        holder = read_holder(run_dir, name)
+        if holder and _alive(holder):
+            out[name] = holder
+    return out
+
+
 def holder_alive(run_dir: str | Path) -> bool:
-    """Whether a live run holds ``run_dir``."""
-    holder = read_holder(run_dir)
-    return holder is not None and bool(holder) and _alive(holder)
+    """Whether a live run (or a part of one) holds ``run_dir``."""
+    return bool(live_locks(run_dir))
+
+
+def conflicting(run_dir: str | Path, mine: str) -> tuple[str, dict[str, Any]] | None:
+    """A live lock that may not coexist with lock ``mine`` (the whole run's lock with
+    anything; a part with the whole run or with parts of another split), or None."""
+    m = _PART_LOCK.match(mine)
+    for name, holder in live_locks(run_dir).items():
+        if name == mine:
+            continue
+        other = _PART_LOCK.match(name)
+        if m is None or other is None or other.group(2) != m.group(2):
+            return name, holder
+    return None
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -113,11 +159,12 @@ class RunLock:
     run_dir: Path
     taken_over: dict[str, Any] | None = None
     _held: bool = False
+    name: str = LOCK_NAME
 
     @property
     def path(self) -> Path:
         """The lock file."""
-        return Path(self.run_dir) / LOCK_NAME
+        return Path(self.run_dir) / self.name
 
     def _me(self) -> dict[str, Any]:
         pid = os.getpid()
@@ -126,7 +173,7 @@ class RunLock:
 
     def _create(self) -> bool:
         """Create the lock file, complete, in one step (a hard link fails if it exists)."""
-        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f"{self.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self._me()))
         try:
             os.link(tmp, self.path)
@@ -146,7 +193,7 @@ class RunLock:
 
     def _take_over(self, holder: dict[str, Any]) -> None:
         """Move a stale lock aside; put it back if it turned out to be live."""
-        aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+        aside = self.path.with_name(f"{self.name}.stale.{socket.gethostname()}.{os.getpid()}")
         try:
             os.replace(self.path, aside)
         except FileNotFoundError:
@@ -164,7 +211,7 @@ class RunLock:
             if self._create():
                 self._held = True
                 return self
-            holder = read_holder(self.run_dir)
+            holder = read_holder(self.run_dir, self.name)
             if holder is None:
                 continue  # released between our attempt and the read
             if holder and _alive(holder):
@@ -180,8 +227,9 @@ class RunLock:
     def release(self) -> None:
         """Remove the lock file if this process still holds it."""
         if self._held:
-            holder = read_holder(self.run_dir)
-            if holder and holder.get("pid") == os.getpid():
+            holder = read_holder(self.run_dir, self.name)
+            if holder and holder.get("pid") == os.getpid() and (
+                    holder.get("host") == socket.gethostname()):
                 with contextlib.suppress(OSError):
                     self.path.unlink()
             self._held = False
@@ -200,3 +248,32 @@ def read_holder_file(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+@contextlib.contextmanager
+def manifest_mutex(run_dir: str | Path, timeout: float = 120.0) -> Iterator[None]:
+    """Hold ``RUN_DIR/.manifest.lock`` for a read-modify-write of the manifest.
+
+    Waits (polling) while another live process holds it; a holder that died on this
+    host is taken over as for :class:`RunLock`.
+
+    Raises
+    ------
+    RunLocked
+        Not obtained within ``timeout`` seconds (a holder on another host that died).
+    """
+    lock = RunLock(Path(run_dir), name=MUTEX_NAME)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lock.acquire()
+            break
+        except RunLocked:
+            if time.monotonic() > deadline:
+                raise RunLocked(f"output: could not take {str(lock.path)!r} within "
+                                f"{timeout:g} s; if no run uses the folder, delete it") from None
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        lock.release()

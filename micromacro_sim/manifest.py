@@ -68,8 +68,9 @@ def previous_manifest(config: RunConfig, run_dir: Path, overwrite: bool
     if old is not None and not overwrite and old.get("result_hash") != config.result_hash:
         raise ConfigError(
             f"output: {str(run_dir)!r} holds a run of a different config "
-            f"(result hash {old.get('result_hash')} != {config.result_hash}); "
-            "choose another output folder or pass --overwrite"
+            f"(result hash {old.get('result_hash')} != {config.result_hash}: another seed, "
+            "methods, admissibility, engine, package or plug-in version; replications and "
+            "grid cells may change); choose another output folder or pass --overwrite"
         )
     return (None if overwrite else old), notes
 
@@ -86,7 +87,8 @@ def _manifest(config: RunConfig, old: dict[str, Any] | None) -> dict[str, Any]:
         "result_identity": config.result_identity(),
         "config": config.raw,
         "seed": config.seed,
-        "replications": config.replications,
+        "replications": max(config.replications, int(old.get("replications", 0)) if old else 0),
+        "replications_requested": config.replications,
         "scenarios": previous + [k for k in keys if k not in previous],
         "methods": [m.label for m in config.methods],
         "versions": _versions(),
@@ -102,7 +104,7 @@ def write_scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> 
     import pyarrow.parquet as pq
 
     path = run_dir / "scenarios.parquet"
-    rows = {sc.key: sc.describe() for sc in config.scenarios}
+    rows = {row["scenario"]: row for row in config.scenario_rows()}
     if path.is_file():
         with contextlib.suppress(OSError, ValueError):  # damaged: rebuilt from the config
             for row in pq.read_table(path).to_pylist():

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .admissibility import Policy, draw_many
+from .admissibility import Policy
 from .backends import backend_context
-from .batch import Batch
+from .chunk import simulate_chunk
 from .config import MethodSpec, RunConfig
+from .errors import ConfigError
 from .limits import plan_budget
-from .lock import RunLock
+from .lock import LOCK_NAME, RunLock, RunLocked, conflicting
 from .manifest import (
     Ledger,
     now,
@@ -35,11 +34,9 @@ from .manifest import (
     storage_error,
     write_scenarios_table,
 )
-from .models.cfa import CFAMemo
+from .parts import Part, PartLedger, chunk_owners, part_grain, start_part
 from .paths import check_output_dir
 from .progress import Progress
-from .reliability import reliability_rows
-from .results import SE_COLUMNS, BatchResult
 from .scenario import Scenario
 from .storage import (
     ShardRecord,
@@ -53,92 +50,6 @@ __all__ = ["RunResult", "Task", "TaskResult", "plan_tasks", "run", "run_task", "
 #: costs about a second of start-up (imports), and the first task, which the estimate is
 #: based on, runs cold and overstates the rest.
 LOKY_WORTHWHILE_SECONDS = 3.0
-
-_EST_COLUMNS = [
-    "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
-    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "status", "reason_code",
-    "reason", "two_step", "engine",
-]
-
-
-def _table(columns: dict[str, np.ndarray]):
-    """A pyarrow table from numpy columns (object arrays hold strings)."""
-    import pyarrow as pa
-
-    return pa.table({name: pa.array(values.tolist() if values.dtype == object else values)
-                     for name, values in columns.items()})
-
-
-def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
-    """Rows ordered by replication, method, term."""
-    R = len(reps)
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in _EST_COLUMNS}
-    for m_idx, res in enumerate(results):
-        k = len(res.terms)
-        cols = {
-            "scenario": np.full(R * k, key, dtype=object),
-            "replication": np.repeat(reps, k).astype(np.int64),
-            "method": np.full(R * k, res.method, dtype=object),
-            "method_index": np.full(R * k, m_idx, dtype=np.int16),
-            "term": np.tile(np.array(res.terms, dtype=object), R),
-            "term_index": np.tile(np.arange(k, dtype=np.int16), R),
-            "estimate": res.params.reshape(-1),
-            **{col: res.bse[t].reshape(-1) for t, col in SE_COLUMNS.items()},
-            "df_resid": np.repeat(res.df_resid, k).astype(float),
-            "converged": np.repeat(res.converged, k).astype(bool),
-            "admissible": np.repeat(res.admissible, k).astype(bool),
-            "status": np.repeat(res.status, k).astype(object),
-            "reason_code": np.repeat(res.reason_code, k).astype(object),
-            "reason": np.repeat(res.reason, k).astype(object),
-            "two_step": np.full(R * k, res.two_step),
-            "engine": np.full(R * k, res.engine, dtype=object),
-        }
-        for c in _EST_COLUMNS:
-            parts[c].append(cols[c])
-    columns = {c: np.concatenate(v) for c, v in parts.items()}
-    order = np.lexsort((columns["term_index"], columns["method_index"], columns["replication"]))
-    return _table({c: v[order] for c, v in columns.items()})
-
-
-def simulate_chunk(
-    scenario: Scenario,
-    replications: range,
-    methods: tuple[MethodSpec, ...],
-    seed: int,
-    policy: Policy,
-    engine: str = "auto",
-):
-    """Generate and analyse a range of replications of one scenario (no I/O).
-
-    Every method sees the same datasets. With the fast engine each method fits the
-    whole range at once; the reference engine fits one dataset at a time.
-
-    Returns
-    -------
-    estimates, datasets : pyarrow.Table
-        One row per (replication, method, term), and one per replication.
-    """
-    estimators = [m.build() for m in methods]
-    key = scenario.key
-    memo = CFAMemo()  # the gate's CFA fits, reused by factor_score; dropped with the chunk
-    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference",
-                      memo=memo)
-    batch = Batch.from_datasets([d.data for d in draws], memo=memo)
-    results = [est.fit_batch(batch, engine) for est in estimators]
-    reps = np.asarray(replications, dtype=np.int64)
-    est = _estimate_table(results, key, reps)
-    datasets = _table({
-        "scenario": np.full(len(reps), key, dtype=object),
-        "replication": reps,
-        "redraws": np.array([d.redraws for d in draws], dtype=np.int64),
-        "gate_passed": np.array([not d.gate_reason for d in draws], dtype=bool),
-        "gate_reason": np.array([d.gate_reason for d in draws], dtype=object),
-        "n_groups": np.array([d.data.n_groups for d in draws], dtype=np.int64),
-        "n_persons": np.array([d.data.n_persons for d in draws], dtype=np.int64),
-        **reliability_rows([d.data for d in draws]),
-    })
-    return est, datasets
-
 
 def _single_threaded_blas():
     """Limit BLAS to one thread: the matrices here are small, and threads only contend
@@ -163,6 +74,7 @@ class Task:
     policy: Policy
     engine: str = "auto"
     result_hash: str = ""
+    generator: str | None = None
 
     @property
     def size(self) -> int:
@@ -189,7 +101,7 @@ def run_task(task: Task) -> TaskResult:
     sc = task.scenario
     with _single_threaded_blas():
         est, ds = simulate_chunk(sc, range(task.start, task.stop), task.methods, task.seed,
-                                 task.policy, task.engine)
+                                 task.policy, task.engine, task.generator)
     where = Path(task.run_dir)
     records = tuple(write_shard(where, table, sc.key, task.start, task.stop, frame,
                                 task.result_hash)
@@ -217,16 +129,28 @@ def finished_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
         completed_ranges(run_dir, sc.key), config.replications)) for sc in config.scenarios}
 
 
-def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None) -> list[Task]:
-    """A task for every replication range not yet finished in ``run_dir``."""
+def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None,
+               part: Part | None = None) -> list[Task]:
+    """A task for every replication range not yet finished in ``run_dir``.
+
+    With ``part``, only the ranges of that part's chunks (see :mod:`.parts`): its tasks
+    never cross a multiple of :func:`~micromacro_sim.parts.part_grain`.
+    """
     size = chunk_size or config.resolved_chunk_size()
+    grain = config.replications if part is None else part_grain(config, part.count)
+    owners = None if part is None else chunk_owners(config, grain, part.count)
     tasks = []
     for sc in config.scenarios:
         for a, b in _missing(completed_ranges(run_dir, sc.key), config.replications):
-            for s in range(a, b, size):
-                tasks.append(Task(str(run_dir), sc, s, min(s + size, b), config.methods,
-                                  config.seed, config.policy, config.engine,
-                                  config.result_hash))
+            s = a
+            while s < b:
+                # a part's tasks end at the next multiple of its grain
+                stop = min(b, s + size, s - s % grain + grain)
+                if owners is None or owners[(sc.key, s - s % grain)] == part.index:
+                    tasks.append(Task(str(run_dir), sc, s, stop, config.methods,
+                                      config.seed, config.policy, config.engine,
+                                      config.result_hash, config.generator))
+                s = stop
     return tasks
 
 
@@ -248,8 +172,8 @@ def _choose_backend(config: RunConfig, tasks: list[Task]) -> str:
     return backend
 
 
-def _execute(config: RunConfig, run_dir: Path, tasks: list[Task], ledger: Ledger,
-             bar: Progress) -> None:
+def _execute(config: RunConfig, run_dir: Path, tasks: list[Task], ledger: Ledger | PartLedger,
+             bar: Progress, part: Part | None = None) -> None:
     """Run ``tasks``, recording each finished one."""
     from joblib import Parallel, delayed
 
@@ -268,7 +192,8 @@ def _execute(config: RunConfig, run_dir: Path, tasks: list[Task], ledger: Ledger
     if not tasks_left:
         return
     n_jobs = 1 if backend == "sequential" else config.n_jobs
-    with backend_context(backend, n_jobs=n_jobs, scratch=run_dir / ".scratch",
+    scratch = run_dir / (".scratch" if part is None else f".scratch-{part.index}-of-{part.count}")
+    with backend_context(backend, n_jobs=n_jobs, scratch=scratch,
                          address=config.address):
         # Ray's joblib backend returns all results at once (no generators): its
         # progress line moves at the end only.
@@ -303,8 +228,12 @@ def run(
     progress: bool | None = None,
     max_tasks: int | None = None,
     force: bool = False,
+    part: Part | str | None = None,
 ) -> RunResult:
-    """Run (or resume) every missing task of ``config``.
+    """Run (or resume, or extend) every missing task of ``config``.
+
+    A folder may be extended: more replications or more grid cells run only what is
+    missing, and the rows equal those of a fresh run bit for bit.
 
     Parameters
     ----------
@@ -319,6 +248,9 @@ def run(
         Stop after this many tasks (used to test interruption and resume).
     force : bool
         Run even what :func:`~micromacro_sim.limits.plan_budget` estimates will not fit.
+    part : Part or "I/N", optional
+        Run only part I of N of the tasks (a cluster array; see :mod:`.parts`); parts
+        run side by side in one folder.
 
     Returns
     -------
@@ -333,6 +265,11 @@ def run(
     if run_dir is None:
         run_dir = config.output if config.output is not None else Path("results") / config.name
     run_dir = check_output_dir(run_dir)
+    if isinstance(part, str):
+        part = Part.parse(part)
+    if part is not None and overwrite:
+        raise ConfigError("part: --overwrite cannot be combined with --part (one part "
+                          "would discard the others' work); clear the folder first")
     old, notes = previous_manifest(config, run_dir, overwrite)
     budget = plan_budget(config, run_dir, {} if overwrite else finished_counts(config, run_dir),
                          force=force)
@@ -341,32 +278,56 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise storage_error(exc, run_dir) from None
-    with RunLock(run_dir) as lock, _sigterm_as_interrupt():
+    lock = RunLock(run_dir, name=LOCK_NAME if part is None else part.lock_name)
+    with lock, _sigterm_as_interrupt():
+        clash = conflicting(run_dir, lock.name)
+        if clash is not None:
+            name, holder = clash
+            raise RunLocked(f"output: {str(run_dir)!r} is in use by another run ({name}: pid "
+                            f"{holder.get('pid')} on host {holder.get('host')!r}); "
+                            "wait for it to finish or choose another folder")
         return _run_locked(config, run_dir, lock, old, overwrite, notes, budget.chunk_size,
-                           progress, max_tasks)
+                           progress, max_tasks, part)
+
+
+def _start(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, Any] | None,
+           overwrite: bool, notes: list[str], chunk: int, part: Part | None,
+           max_tasks: int | None) -> tuple[Ledger | PartLedger, list[Task]]:
+    """Prepare the folder, plan the tasks and open the ledger."""
+    if part is None:
+        manifest = start_run(config, run_dir, lock, old, overwrite, notes)
+        write_scenarios_table(run_dir, config, manifest["scenarios"])
+    else:
+        manifest = start_part(config, run_dir, lock, part, notes)
+    tasks = plan_tasks(config, run_dir, chunk, part)[:max_tasks]
+    entry = {"started": now(), "n_jobs": config.n_jobs, "chunk_size": chunk,
+             "backend": config.backend, "tasks": len(tasks)}
+    ledger: Ledger | PartLedger
+    if part is None:
+        manifest["runs"].append(entry)
+        ledger = Ledger(run_dir / "manifest.json", manifest, len(tasks))
+    else:
+        entry.update(part=str(part), lock=part.lock_name, pid=os.getpid())
+        ledger = PartLedger(run_dir, manifest, entry,
+                            lambda: not plan_tasks(config, run_dir, chunk))
+    ledger.flush(force=True)
+    return ledger, tasks
 
 
 def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, Any] | None,
                 overwrite: bool, notes: list[str], chunk: int, progress: bool | None,
-                max_tasks: int | None) -> RunResult:
-    manifest: dict[str, Any] = {}
-    ledger: Ledger | None = None
+                max_tasks: int | None, part: Part | None = None) -> RunResult:
+    ledger: Ledger | PartLedger | None = None
     status = "failed"
     started = time.perf_counter()
     tasks: list[Task] = []
     try:
-        manifest = start_run(config, run_dir, lock, old, overwrite, notes)
-        write_scenarios_table(run_dir, config, manifest["scenarios"])
-        tasks = plan_tasks(config, run_dir, chunk)[:max_tasks]
-        manifest["runs"].append({"started": now(), "n_jobs": config.n_jobs,
-                                 "chunk_size": chunk, "backend": config.backend,
-                                 "tasks": len(tasks)})
-        ledger = Ledger(run_dir / "manifest.json", manifest, len(tasks))
-        ledger.flush(force=True)
+        ledger, tasks = _start(config, run_dir, lock, old, overwrite, notes, chunk, part,
+                               max_tasks)
         show = sys.stderr.isatty() if progress is None else progress
         bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
         try:
-            _execute(config, run_dir, tasks, ledger, bar)
+            _execute(config, run_dir, tasks, ledger, bar, part)
         finally:
             bar.close()
         status = "complete" if not plan_tasks(config, run_dir, chunk) else "partial"
@@ -377,11 +338,15 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
         status = "failed: " + (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
         raise storage_error(exc, run_dir) from None
     finally:
-        if manifest and ledger is not None:
-            manifest["status"] = status
-            manifest["runs"][-1].update(finished=now(), ended=status,
-                                        seconds=round(time.perf_counter() - started, 3))
-            manifest["finished"] = now()
+        if ledger is not None:
+            end = {"finished": now(), "ended": status,
+                   "seconds": round(time.perf_counter() - started, 3)}
+            if isinstance(ledger, PartLedger):
+                ledger.run.update(end)
+            else:
+                ledger.manifest["status"] = status
+                ledger.manifest["runs"][-1].update(end)
+                ledger.manifest["finished"] = now()
             ledger.close()
     return RunResult(run_dir=run_dir, tasks_run=len(tasks),
                      replications_run=sum(t.size for t in tasks),

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Collection
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +27,7 @@ from .fields import (
     FIELDS,
     REQUIRED,
     Field,
+    Label,
     parse_fields,
     true_value,
     x_names,
@@ -49,6 +51,8 @@ _ScenarioFields = dataclasses.make_dataclass(
 )
 _ScenarioFields.__module__ = __name__
 _DERIVED_TARGETS = {f.derives.target: f for f in FIELDS if f.derives is not None}
+#: The label of a field that declares none (shown when not at its default).
+_AUTO_LABEL = Label("{name}=", "g", always=False)
 
 
 class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
@@ -184,19 +188,28 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         digest = hashlib.sha256(self._key_material().encode()).digest()
         return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
-    def label(self) -> str:
-        """Human-readable one-line label (the fields that declare a :class:`Label`)."""
-        parts = [
-            f.label.prefix + f.kind.show(getattr(self, f.name), f.label.spec)
-            for f in FIELDS
-            if f.label is not None and getattr(self, f.name) is not None
-            and (f.label.always or not self._at_default(f))
-        ]
+    def label(self, shown: Collection[str] = ()) -> str:
+        """Human-readable one-line label (the fields that declare a :class:`Label`).
+
+        A field whose label is not ``always`` shown appears when its value is not the
+        default, or when it is named in ``shown`` (the factors a grid varies); a field
+        without a :class:`Label` then appears as ``name=value`` (except one given through
+        an alternative, such as ``sigma2_nu`` through the ICC label).
+        """
+        parts = []
+        for f in FIELDS:
+            spec = f.label or (None if f.name in _DERIVED_TARGETS else _AUTO_LABEL)
+            value = getattr(self, f.name)
+            if spec is None or value is None:
+                continue
+            if spec.always or f.name in shown or not self._at_default(f):
+                parts.append(spec.prefix.format(name=f.name) + str(f.kind.show(value, spec.spec)))
         return " ".join(parts)
 
-    def describe(self) -> dict[str, Any]:
-        """Flat row of parameters and derived values (for the scenarios table)."""
-        row: dict[str, Any] = {"scenario": self.key, "label": self.label()}
+    def describe(self, shown: Collection[str] = ()) -> dict[str, Any]:
+        """Flat row of parameters and derived values (for the scenarios table);
+        ``shown`` as in :meth:`label`."""
+        row: dict[str, Any] = {"scenario": self.key, "label": self.label(shown)}
         for f in FIELDS:
             if f.per_z:
                 continue

@@ -16,6 +16,7 @@ deleted; leftover temporary files are removed. Each finding is returned as a not
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def _drop(run_dir: Path, key: str, start: int, stop: int) -> None:
 
 
 def verify_shards(run_dir: Path, ledger: dict[str, dict[str, Any]], result_hash: str,
-                  *, legacy_ok: bool) -> Verification:
+                  *, legacy_ok: bool,
+                  owned: Callable[[str, int, int], bool] | None = None) -> Verification:
     """Check every shard of ``run_dir`` (see the module docstring).
 
     Parameters
@@ -107,6 +109,9 @@ def verify_shards(run_dir: Path, ledger: dict[str, dict[str, Any]], result_hash:
     legacy_ok : bool
         Whether shards without a result hash in their metadata may be kept (the
         manifest is intact and of this config).
+    owned : callable, optional
+        ``owned(key, start, stop)``: only those tasks' shards are checked (a part of a
+        cluster array checks its own; the others may be being written).
     """
     out = Verification()
     tasks: dict[tuple[str, int, int], dict[str, Path]] = {}
@@ -114,6 +119,8 @@ def verify_shards(run_dir: Path, ledger: dict[str, dict[str, Any]], result_hash:
         for key, a, b, path in shard_parts(run_dir, table):
             tasks.setdefault((key, a, b), {})[table] = path
     for (key, a, b), files in sorted(tasks.items()):
+        if owned is not None and not owned(key, a, b):
+            continue
         if "estimates" not in files:
             _drop(run_dir, key, a, b)  # a task cut short: its datasets shard alone
             continue

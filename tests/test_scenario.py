@@ -142,7 +142,7 @@ def test_describe_and_true_values_come_from_the_table():
     assert term_column("z2", 2) == "beta_z2" and term_column("z", 1) == "beta_z"
     with pytest.raises(KeyError):
         term_column("sigma2", 1)
-    assert sc.label() == "G=100 n=10 ICC=0.1 r=0.3,0.1 bxi=-0.25"
+    assert sc.label() == "G=100 n=10 ICC=0.1 r=0.3,0.1 q=2 b0=1.5 bz=0.2,0 bxi=-0.25"
     assert Scenario.from_params(ROW16).label() == "G=100 n=10 ICC=0.1 r=0.3"
 
 

@@ -1,11 +1,15 @@
 """The estimator registry: every module in this folder that defines an
-:class:`~micromacro_sim.estimators.base.Estimator` subclass with a ``name`` registers it.
+:class:`~micromacro_sim.estimators.base.Estimator` subclass with a ``name`` registers it,
+and so does every entry point of the group ``micromacro_sim.estimators`` of an installed
+distribution (under the entry point's name; a package method of the same name wins).
 
-Adding a method is one new file here.
+Adding a method is one new file here, or, outside the package, a class named in a config
+as ``module:Name`` or an entry point (see :mod:`micromacro_sim.plugins`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from typing import Any
@@ -24,6 +28,8 @@ __all__ = [
     "TwoStepEstimator",
     "available",
     "get_estimator",
+    "is_plugin",
+    "method_class",
     "registry",
 ]
 
@@ -49,8 +55,49 @@ def registry() -> dict[str, type[Estimator]]:
                     if obj.name in found:
                         raise RuntimeError(f"duplicate estimator name {obj.name!r}")
                     found[obj.name] = obj
-        _REGISTRY = dict(sorted(found.items()))
+        _REGISTRY = dict(sorted({**_entry_point_methods(set(found)), **found}.items()))
     return _REGISTRY
+
+
+def _entry_point_methods(taken: set[str]) -> dict[str, type[Estimator]]:
+    """The entry points of ``micromacro_sim.estimators`` that load as estimators (the
+    others are reported when a config names them, by :func:`method_class`)."""
+    from ..errors import ConfigError
+    from ..plugins import ESTIMATOR_GROUP, entry_points, load_estimator
+
+    out = {}
+    for name in entry_points(ESTIMATOR_GROUP):
+        if name in taken:
+            continue
+        with contextlib.suppress(ConfigError):
+            out[name] = load_estimator(name)
+    return out
+
+
+def method_class(method: str, field: str = "methods") -> type[Estimator]:
+    """The estimator class of a method id: a registered name or ``module:Name``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``field`` and ``method`` (unknown, fails to import, or not an
+        Estimator).
+    """
+    from ..errors import ConfigError
+    from ..plugins import ESTIMATOR_GROUP, entry_points, is_reference, load_estimator
+
+    reg = registry()
+    if method in reg:
+        return reg[method]
+    if is_reference(method) or method in entry_points(ESTIMATOR_GROUP):
+        return load_estimator(method, field)
+    raise ConfigError(f"{field}: unknown method {method!r} (known: {', '.join(reg)}; "
+                      "or module:Name of your own Estimator)")
+
+
+def is_plugin(cls: type[Estimator]) -> bool:
+    """Whether ``cls`` comes from outside this package."""
+    return not cls.__module__.startswith(__name__.rsplit(".", 1)[0] + ".")
 
 
 def available() -> list[str]:
