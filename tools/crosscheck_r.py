@@ -144,9 +144,17 @@ def run(designs: dict[str, int], work: Path) -> pd.DataFrame:
     zcols = sorted(c for c in long.columns if c.startswith("z"))
     long = long[cols + zcols + ["xi", "croon"]]
     long.to_csv(work / "long.csv", index=False, float_format="%.17g", na_rep="NA")
+    pd.DataFrame(est).to_csv(work / "ours_est.csv", index=False, float_format="%.17g")
+    pd.DataFrame(verdicts).to_csv(work / "ours_verdicts.csv", index=False)
     subprocess.run(["Rscript", str(R_SCRIPT), str(work / "long.csv"), str(work / "r")],
                    check=True)
-    return compare(pd.DataFrame(est), pd.DataFrame(verdicts),
+    return from_work(work)
+
+
+def from_work(work: Path) -> pd.DataFrame:
+    """The comparison table from the files a run left in ``work``."""
+    verdicts = pd.read_csv(work / "ours_verdicts.csv", keep_default_na=False)
+    return compare(pd.read_csv(work / "ours_est.csv"), verdicts,
                    pd.read_csv(work / "r_est.csv"), pd.read_csv(work / "r_accept.csv"))
 
 
@@ -182,6 +190,8 @@ def summarize(detail: pd.DataFrame) -> pd.DataFrame:
             not_applicable=int((g["status"] == "not_applicable").sum()),
             both_accept=int((ok & racc).sum()), ours_only=int((ok & ~racc).sum()),
             r_only=int((~ok & racc).sum()), neither=int((~ok & ~racc).sum()),
+            compared=int((ok & racc & g.loc[ran.index, "est_diff"].notna()
+                          & g.loc[ran.index, "se_diff"].notna()).sum()),
             max_est_diff=float(g["est_diff"].max()) if (ok & racc).any() else np.nan,
             max_se_diff=float(g["se_diff"].max()) if (ok & racc).any() else np.nan,
         ))
@@ -203,9 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=25, help="datasets per design")
     ap.add_argument("--work", type=Path, default=None, help="folder for the per-dataset files")
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "crosscheck")
+    ap.add_argument("--reuse", action="store_true",
+                    help="summarize the files a previous run left in --work")
     a = ap.parse_args(argv)
     work = a.work or Path(tempfile.mkdtemp(prefix="crosscheck_"))
-    detail = run({d: a.n for d in DESIGNS}, work)
+    if a.reuse:
+        detail = from_work(work)
+    else:
+        detail = run({d: a.n for d in DESIGNS}, work)
     detail.to_csv(work / "detail.csv", index=False)
     a.out.mkdir(parents=True, exist_ok=True)
     summary = summarize(detail)

@@ -37,6 +37,7 @@ second_step <- function(ds, method, g, zs, score) {
   m <- lm(as.formula(paste("y ~", paste(c(zs, "score"), collapse = " + "))), data = d)
   terms <- c("intercept", zs, "x")
   add_est(ds, method, terms, "est", coef(m))
+  if (anyNA(coef(m))) return(invisible())  # aliased score (constant): no SEs
   add_est(ds, method, terms, "classical", sqrt(diag(vcov(m))))
   for (t in c("HC0", "HC1", "HC2", "HC3")) {
     add_est(ds, method, terms, t, sqrt(diag(vcovHC(m, type = t))))
