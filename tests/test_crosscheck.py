@@ -23,7 +23,8 @@ BALANCED_ONLY = {"factor_score", "zcond_score", "sem", "sam"}
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("crosscheck_r", ROOT / "tools" / "crosscheck_r.py")
+    path = ROOT / "tools" / "crosscheck_r.py"
+    spec = importlib.util.spec_from_file_location("crosscheck_r", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
