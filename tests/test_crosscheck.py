@@ -1,0 +1,91 @@
+"""Agreement of every method with its R peer (tools/crosscheck_r.py).
+
+The committed summary (tests/fixtures/crosscheck/summary.csv) comes from new datasets of
+four designs fitted here and in R; these tests hold it to the README's tolerances. The
+test marked ``r`` re-runs a small subset against R when Rscript is available.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = ROOT / "tests" / "fixtures" / "crosscheck" / "summary.csv"
+EST_TOL, SE_TOL = 1e-4, 1e-3
+#: methods that need balanced groups: not applicable in the unbalanced design
+BALANCED_ONLY = {"factor_score", "zcond_score", "sem", "sam"}
+
+
+def _tool():
+    path = ROOT / "tools" / "crosscheck_r.py"
+    spec = importlib.util.spec_from_file_location("crosscheck_r", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def summary() -> pd.DataFrame:
+    return pd.read_csv(SUMMARY)
+
+
+def test_summary_covers_every_method_and_design(summary):
+    tool = _tool()
+    assert set(summary["design"]) == set(tool.DESIGNS)
+    assert set(summary["method"]) == set(tool.ALL_METHODS)
+    assert (summary["n"] >= 20).all()
+    counts = summary[["not_applicable", "both_accept", "ours_only", "r_only", "neither"]]
+    np.testing.assert_array_equal(counts.sum(axis=1), summary["n"])
+
+
+def test_not_applicable_only_where_the_design_excludes_the_method(summary):
+    na = summary["not_applicable"] > 0
+    expected = (summary["design"] == "unbalanced") & summary["method"].isin(BALANCED_ONLY)
+    assert (na == expected).all(), summary.loc[na != expected, ["method", "design"]]
+
+
+#: (method, design) -> why the committed numbers exceed the tolerance. Strict xfail: once a
+#: rerun of the tool after the fix meets the tolerance, the entry must go.
+KNOWN = {
+    ("factor_score", "low_icc"): "low_icc_005: both accept different optima (ours fmin .2718, "
+    "lavaan .3091); ours has a near-zero marker standardized loading (.015), which the "
+    "pending marker_not_identified verdict flags",
+}
+
+
+def _rows():
+    rows = pd.read_csv(SUMMARY)
+    for _, r in rows[rows["both_accept"] > 0].iterrows():
+        key = (r["method"], r["design"])
+        marks = [pytest.mark.xfail(strict=True, reason=KNOWN[key])] if key in KNOWN else []
+        yield pytest.param(r.to_dict(), id=f"{key[0]}-{key[1]}", marks=marks)
+
+
+@pytest.mark.parametrize("row", list(_rows()))
+def test_estimates_and_ses_agree_where_both_accept(row):
+    assert row["compared"] == row["both_accept"]  # no missing numbers
+    assert row["max_est_diff"] <= EST_TOL
+    assert row["max_se_diff"] <= SE_TOL
+
+
+def test_comparison_is_not_vacuous(summary):
+    # every applicable method x design has at least 10 datasets compared
+    app = summary[summary["not_applicable"] == 0]
+    assert (app["both_accept"] >= 10).all(), app[app["both_accept"] < 10]
+
+
+@pytest.mark.r
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs Rscript")
+def test_rerun_subset_against_r(tmp_path):
+    tool = _tool()
+    detail = tool.run({"several_z": 1, "unbalanced": 1}, tmp_path)
+    both = detail[detail["ours_ok"] & detail["r_accepted"]]
+    assert len(both) >= 15  # 12 methods on several_z, 8 on unbalanced, a few may be flagged
+    assert (both["est_diff"] <= EST_TOL).all(), both[["dataset", "method", "est_diff"]]
+    assert (both["se_diff"] <= SE_TOL).all(), both[["dataset", "method", "se_diff"]]
