@@ -343,7 +343,7 @@ def test_clark2020_tables(clark):
     croon = b[b["method"] == "croon"]
     assert (croon["verdict"] == clark2020.NOT_COMPARABLE).all()
     assert any("CV Adj" in n and "true xi" in n and "divides by N" in n for n in clark.notes)
-    assert any("near-zero loading" in n and "6.8" in n and "gate 'cfa'" in n
+    assert any("near-zero loading" in n and "6.8" in n and "gate 'lavaan_cfa'" in n
                for n in clark.notes)
     assert any("'inconclusive'" in n and "sqrt(mcse^2 + mcse_pub^2)" in n for n in clark.notes)
     assert any("margin 5 percentage points" in n for n in clark.notes)
