@@ -24,7 +24,8 @@ import numpy as np
 from ..dataset import Dataset
 from .twolevel_multi import _conditional_multi, _DataMulti, _derivs_multi, _psi_multi
 
-__all__ = ["fit_fixed_x", "joint_se", "lavaan_h1_moments"]
+__all__ = ["conditional_objective", "fit_fixed_x", "joint_se", "lavaan_h1_moments",
+           "regression_start"]
 
 #: lavaan's EM settings for the H1 two-level model (lavaan 0.6-14, ``lav_h1_implied_logl``).
 _EM_TOL, _EM_MAX_ITER, _EM_MIN_VAR = 1e-4, 5000, 1e-5
@@ -134,6 +135,31 @@ def _jacobian(theta: np.ndarray, q: int, p: int, moments: np.ndarray
     J[iB + 1 : iB + k, jx] = c
     J[iO, nw + k + p] = 1.0
     return J, 2 * tau
+
+
+def regression_start(data: Dataset) -> np.ndarray:
+    """An interior start for :func:`fit_fixed_x`: vech of the pooled within covariance of x,
+    the OLS coefficients of y on (1, z, xbar) and their residual variance (divisor G).
+
+    Unlike the joint ML, it never sits on the zero bound of Var(e) (unless y is an exact
+    linear function of z and xbar), where Newton's method from the joint solution can stall
+    although the conditional ML given lavaan's moments is interior.
+    """
+    p = data.n_x
+    dev = data.x - np.repeat(data.xbar, data.sizes, axis=0)
+    sw = dev.T @ dev / (data.n_persons - data.n_groups)
+    X = np.column_stack([np.ones(data.n_groups), data.z, data.xbar])
+    b = np.linalg.lstsq(X, data.y, rcond=None)[0]
+    r = data.y - X @ b
+    return np.concatenate([sw[np.triu_indices(p)], b, [r @ r / data.n_groups]])
+
+
+def conditional_objective(d: _DataMulti, moments: np.ndarray, theta: np.ndarray) -> float:
+    """The negative log-likelihood :func:`fit_fixed_x` minimizes (moments held fixed)."""
+    p, q = d.m - 1, d.k - 1
+    with np.errstate(all="ignore"):
+        sw, om, B = _conditional_multi(theta, q, p, moments)
+        return _derivs_multi(d, _psi_multi(sw, om, B), hessian=False)[0]
 
 
 def fit_fixed_x(d: _DataMulti, moments: np.ndarray, theta: np.ndarray, *,
