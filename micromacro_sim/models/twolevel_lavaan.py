@@ -9,7 +9,10 @@ and a between mean, while the model's within intercept is 0, and stops before th
 the free parameters (Sigma_w, b0, b_z, b_x, Var(e)) are then the ML *given* those values,
 so lavaan's default estimates are not the joint ML (they differ by up to 2.4e-2 at G = 25).
 :func:`lavaan_h1_moments` reproduces the EM, :func:`fit_fixed_x` the conditional ML and its
-observed information (moments held fixed), both for p >= 1 x.
+observed information (moments held fixed), both for p >= 1 x. The conditional ML starts
+from the joint ML; where that start stalls or sits on a bound (the joint ML can have
+Var(e) = 0 while the conditional ML given lavaan's moments is interior), the caller
+restarts from :func:`regression_start` and compares :func:`conditional_objective`.
 
 :func:`joint_se` gives the SEs of the joint ML (lavaan ``fixed.x = FALSE``): the model is a
 reparametrization of the saturated conditional model psi (Sigma_w, Omega, B) times the
