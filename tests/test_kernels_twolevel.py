@@ -8,6 +8,7 @@ Tolerances are the issue's: estimates 1e-4, SEs 1e-3 (observed: below 4e-5 and 7
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from micromacro_sim.dataset import Dataset
 from micromacro_sim.dgp import generate
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.models.twolevel import _z_loglik, fit_two_level
-from micromacro_sim.models.twolevel_lavaan import lavaan_h1_moments
+from micromacro_sim.models.twolevel_lavaan import conditional_objective, lavaan_h1_moments
+from micromacro_sim.models.twolevel_multi import _prepare_multi
 from micromacro_sim.scenario import Scenario
 from micromacro_sim.status import Reason
 from tests.fastcheck import make_batch
@@ -113,6 +115,44 @@ def test_negative_between_variance_is_flagged(option):
     res = get_estimator("sem_2level", lavaan_fixed_x=option).fit(extreme(1))
     assert not res.admissible and Reason.NEGATIVE_VARIANCE in res.reason_code
     assert np.all(np.isnan(res.se())) and np.all(np.isfinite(res.params))
+
+
+def _crosscheck_draw(design: str, i: int) -> Dataset:
+    path = Path(__file__).resolve().parents[1] / "tools" / "crosscheck_r.py"
+    spec = importlib.util.spec_from_file_location("crosscheck_r", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.draw(design, i)
+
+
+def test_fixed_x_off_the_bound_the_joint_ml_sits_on():
+    # crosscheck dataset low_icc_022: the joint ML has Var(e) on the zero bound (flagged,
+    # as lavaan's fixed.x = FALSE fails its post check), lavaan's default is interior; its
+    # conditional ML must not start from (and stall at) the joint solution
+    data = _crosscheck_draw("low_icc", 22)
+    with open(FIX / "sem2level" / "crosscheck_low_icc_022.json") as fh:
+        ref = json.load(fh)
+    joint = get_estimator("sem_2level").fit(data)
+    assert not ref["sem_2level_free"]["post_check"]
+    assert Reason.NEGATIVE_VARIANCE in joint.reason_code
+    r = ref["sem_2level"]
+    assert r["converged"] and r["post_check"]
+    res = get_estimator("sem_2level", lavaan_fixed_x=True).fit(data)
+    assert res.ok and res.converged, res.reason
+    terms = ["y~1@2", "y~z1@2", "y~x@2"]
+    # flat likelihood (SE of b_x 2.9): lavaan stops 1.4e-8 above the minimum, 4.7e-4 away
+    # in b_x; ours must be at least as good on the objective both minimize
+    np.testing.assert_allclose(res.params, [r["est"][t] for t in terms], atol=1e-3)
+    np.testing.assert_allclose(res.se(), [r["se"][t] for t in terms], atol=1e-3)
+    e = res.extras
+    assert e["sigma2_e"] == pytest.approx(r["est"]["y~~y@2"], abs=1e-3)
+    assert e["sigma_w"] == pytest.approx(r["est"]["x~~x@1"], abs=1e-3)
+    assert e["var_xb"] == pytest.approx(r["est"]["x~~x@2"], abs=1e-6)
+    d, moments = _prepare_multi(data), lavaan_h1_moments(data)
+    ours = np.array([e["sigma_w"], *res.params, e["sigma2_e"]])
+    theirs = np.array([r["est"][t] for t in ["x~~x@1", *terms, "y~~y@2"]])
+    assert (conditional_objective(d, moments, ours)
+            <= conditional_objective(d, moments, theirs) + 1e-9)
 
 
 DESIGNS = {

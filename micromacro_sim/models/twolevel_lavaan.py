@@ -9,7 +9,10 @@ and a between mean, while the model's within intercept is 0, and stops before th
 the free parameters (Sigma_w, b0, b_z, b_x, Var(e)) are then the ML *given* those values,
 so lavaan's default estimates are not the joint ML (they differ by up to 2.4e-2 at G = 25).
 :func:`lavaan_h1_moments` reproduces the EM, :func:`fit_fixed_x` the conditional ML and its
-observed information (moments held fixed), both for p >= 1 x.
+observed information (moments held fixed), both for p >= 1 x. The conditional ML starts
+from the joint ML; where that start stalls or sits on a bound (the joint ML can have
+Var(e) = 0 while the conditional ML given lavaan's moments is interior), the caller
+restarts from :func:`regression_start` and compares :func:`conditional_objective`.
 
 :func:`joint_se` gives the SEs of the joint ML (lavaan ``fixed.x = FALSE``): the model is a
 reparametrization of the saturated conditional model psi (Sigma_w, Omega, B) times the
@@ -24,7 +27,8 @@ import numpy as np
 from ..dataset import Dataset
 from .twolevel_multi import _conditional_multi, _DataMulti, _derivs_multi, _psi_multi
 
-__all__ = ["fit_fixed_x", "joint_se", "lavaan_h1_moments"]
+__all__ = ["conditional_objective", "fit_fixed_x", "joint_se", "lavaan_h1_moments",
+           "regression_start"]
 
 #: lavaan's EM settings for the H1 two-level model (lavaan 0.6-14, ``lav_h1_implied_logl``).
 _EM_TOL, _EM_MAX_ITER, _EM_MIN_VAR = 1e-4, 5000, 1e-5
@@ -134,6 +138,31 @@ def _jacobian(theta: np.ndarray, q: int, p: int, moments: np.ndarray
     J[iB + 1 : iB + k, jx] = c
     J[iO, nw + k + p] = 1.0
     return J, 2 * tau
+
+
+def regression_start(data: Dataset) -> np.ndarray:
+    """An interior start for :func:`fit_fixed_x`: vech of the pooled within covariance of x,
+    the OLS coefficients of y on (1, z, xbar) and their residual variance (divisor G).
+
+    Unlike the joint ML, it never sits on the zero bound of Var(e) (unless y is an exact
+    linear function of z and xbar), where Newton's method from the joint solution can stall
+    although the conditional ML given lavaan's moments is interior.
+    """
+    p = data.n_x
+    dev = data.x - np.repeat(data.xbar, data.sizes, axis=0)
+    sw = dev.T @ dev / (data.n_persons - data.n_groups)
+    X = np.column_stack([np.ones(data.n_groups), data.z, data.xbar])
+    b = np.linalg.lstsq(X, data.y, rcond=None)[0]
+    r = data.y - X @ b
+    return np.concatenate([sw[np.triu_indices(p)], b, [r @ r / data.n_groups]])
+
+
+def conditional_objective(d: _DataMulti, moments: np.ndarray, theta: np.ndarray) -> float:
+    """The negative log-likelihood :func:`fit_fixed_x` minimizes (moments held fixed)."""
+    p, q = d.m - 1, d.k - 1
+    with np.errstate(all="ignore"):
+        sw, om, B = _conditional_multi(theta, q, p, moments)
+        return _derivs_multi(d, _psi_multi(sw, om, B), hessian=False)[0]
 
 
 def fit_fixed_x(d: _DataMulti, moments: np.ndarray, theta: np.ndarray, *,

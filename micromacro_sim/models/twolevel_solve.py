@@ -15,7 +15,13 @@ from ..dataset import Dataset
 from ..status import Reason
 from .twolevel import _prepare, fit_two_level, joint_se_one
 from .twolevel_batch import _BOUND_TOL
-from .twolevel_lavaan import fit_fixed_x, joint_se, lavaan_h1_moments
+from .twolevel_lavaan import (
+    conditional_objective,
+    fit_fixed_x,
+    joint_se,
+    lavaan_h1_moments,
+    regression_start,
+)
 from .twolevel_multi import (
     _conditional_multi,
     _derivs_multi,
@@ -75,11 +81,26 @@ def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Re
     q, p = data.n_z, data.n_x
     nw = p * (p + 1) // 2
     moments = lavaan_h1_moments(data)
-    theta, conv, H = fit_fixed_x(_prepare_multi(data), moments, fit.free())
-    sw, om, _ = _conditional_multi(theta, q, p, moments)
-    s2e = float(theta[-1])
+    d = _prepare_multi(data)
     var = np.var(np.column_stack([data.y, data.xbar]), axis=0)
-    reason = _verdict_multi(om[1:, 1:], s2e, sw, var_y=float(var[0]), var_xbar=var[1:])
+
+    def verdict(theta: np.ndarray) -> Reason | None:
+        sw, om, _ = _conditional_multi(theta, q, p, moments)
+        return _verdict_multi(om[1:, 1:], float(theta[-1]), sw, var_y=float(var[0]),
+                              var_xbar=var[1:])
+
+    theta, conv, H = fit_fixed_x(d, moments, fit.free())
+    reason = verdict(theta)
+    if not conv or reason is not None:
+        # the joint ML may sit on a bound the conditional ML is off: restart from the
+        # interior regression start and keep whichever converged lower on the objective
+        alt, alt_conv, alt_H = fit_fixed_x(d, moments, regression_start(data))
+        f_alt = conditional_objective(d, moments, alt)
+        if alt_conv and np.isfinite(f_alt) and (
+                not conv or f_alt < conditional_objective(d, moments, theta)):
+            theta, conv, H, reason = alt, alt_conv, alt_H, verdict(alt)
+    sw = _conditional_multi(theta, q, p, moments)[0]
+    s2e = float(theta[-1])
     se = None
     if conv and reason is None:
         with np.errstate(all="ignore"):
