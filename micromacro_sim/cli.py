@@ -32,7 +32,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    part=args.part).result
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {cfg.replications} replications, "
+    ad = cfg.adaptive
+    reps = (f"{cfg.replications}" if ad is None else
+            f"{ad.min} to {ad.max} (adaptive, blocks of {ad.block})")
+    print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {reps} replications, "
           f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
           f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}"
           + (f" (part {args.part})" if args.part else ""))

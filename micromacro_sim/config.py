@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from .adaptive import Adaptive, parse_adaptive
 from .admissibility import Policy
 from .backends import require_backend
 from .errors import ConfigError
@@ -77,6 +78,7 @@ class RunConfig:
     seed : int
         Root seed of every random stream.
     replications : int
+        Replications per cell (with ``adaptive``: its ``max``, the most any cell runs).
     policy : Policy
         Inadmissible-solution policy (see :mod:`micromacro_sim.admissibility`).
     engine : str
@@ -89,6 +91,9 @@ class RunConfig:
         ``micromacro_sim.generators``) used instead of :func:`micromacro_sim.dgp.generate`.
     factors : tuple of str
         The grid's factors (each scenario's label names them).
+    adaptive : Adaptive or None
+        Adaptive replications (``replications: {target_mcse: ..., min, max, block}``;
+        see :mod:`micromacro_sim.adaptive`).
     raw : dict
         The config as read (stored in the manifest).
     """
@@ -108,6 +113,7 @@ class RunConfig:
     description: str = ""
     generator: str | None = None
     factors: tuple[str, ...] = ()
+    adaptive: Adaptive | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def scenario_rows(self) -> list[dict[str, Any]]:
@@ -280,8 +286,13 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
     reps = raw.get("replications")
-    if not _is_int(reps) or reps < 1:
-        raise ConfigError(f"replications: expected an integer >= 1, got {reps!r}")
+    adaptive = None
+    if isinstance(reps, dict):
+        adaptive = parse_adaptive(reps)
+        reps = adaptive.max
+    elif not _is_int(reps) or reps < 1:
+        raise ConfigError(f"replications: expected an integer >= 1 or a mapping "
+                          f"{{target_mcse: ..., min, max, block}}, got {reps!r}")
     n_jobs = raw.get("n_jobs", 1)
     if not _is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ConfigError(f"n_jobs: expected a positive integer or -1, got {n_jobs!r}")
@@ -343,6 +354,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         output=output,
         generator=generator,
         factors=tuple(grid),
+        adaptive=adaptive,
         raw=raw,
     )
 

@@ -245,9 +245,12 @@ def folder_progress(run_dir: str | Path) -> tuple[dict[str, Any], list[ScenarioP
         tab = pq.read_table(run_dir / "scenarios.parquet", columns=["scenario", "label"])
         labels = dict(zip(tab.column("scenario").to_pylist(), tab.column("label").to_pylist(),
                           strict=True))
-    total = int(manifest.get("replications", 0))
+    # adaptive replications: each cell's current count
+    counts = {k: int(c["replications"]) for k, c in
+              (manifest.get("adaptive") or {}).get("cells", {}).items()}
     rows = []
     for key in manifest.get("scenarios", []):
+        total = counts.get(key, int(manifest.get("replications", 0)))
         missing = tuple(_missing(completed_ranges(run_dir, key), total))
         rows.append(ScenarioProgress(key, labels.get(key, ""), total - sum(b - a for a, b in
                                                                         missing), total, missing))
@@ -261,6 +264,11 @@ def format_progress(run_dir: str | Path) -> str:
     lines = [f"{manifest.get('name', '?')}: {manifest.get('status', '?')}; {done} of {total} "
              f"replications finished in {len(rows)} scenario(s), "
              f"{sum(r.done == r.total for r in rows)} scenario(s) complete"]
+    cells = (manifest.get("adaptive") or {}).get("cells", {})
+    if cells:
+        lines.append(f"adaptive replications: {sum(c['finished'] for c in cells.values())} of "
+                     f"{len(cells)} cell(s) finished, {sum(c['met'] for c in cells.values())} "
+                     "met every target")
     for name, holder in live_locks(run_dir).items():
         lines.append(f"running: {name.removeprefix('.lock').lstrip('.') or 'whole run'} "
                      f"(pid {holder.get('pid')} on {holder.get('host')}, "

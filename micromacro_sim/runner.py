@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .adaptive import Rounds, run_rounds
 from .admissibility import Policy
 from .backends import backend_context
 from .chunk import simulate_chunk
@@ -130,18 +131,22 @@ def finished_counts(config: RunConfig, run_dir: Path) -> dict[str, int]:
 
 
 def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None,
-               part: Part | None = None) -> list[Task]:
+               part: Part | None = None, counts: dict[str, int] | None = None) -> list[Task]:
     """A task for every replication range not yet finished in ``run_dir``.
 
     With ``part``, only the ranges of that part's chunks (see :mod:`.parts`): its tasks
-    never cross a multiple of :func:`~micromacro_sim.parts.part_grain`.
+    never cross a multiple of :func:`~micromacro_sim.parts.part_grain`. With ``counts``
+    (scenario key -> replications), only those scenarios, each up to its own count.
     """
     size = chunk_size or config.resolved_chunk_size()
     grain = config.replications if part is None else part_grain(config, part.count)
     owners = None if part is None else chunk_owners(config, grain, part.count)
     tasks = []
     for sc in config.scenarios:
-        for a, b in _missing(completed_ranges(run_dir, sc.key), config.replications):
+        if counts is not None and sc.key not in counts:
+            continue
+        total = config.replications if counts is None else counts[sc.key]
+        for a, b in _missing(completed_ranges(run_dir, sc.key), total):
             s = a
             while s < b:
                 # a part's tasks end at the next multiple of its grain
@@ -267,6 +272,10 @@ def run(
     run_dir = check_output_dir(run_dir)
     if isinstance(part, str):
         part = Part.parse(part)
+    if part is not None and config.adaptive is not None:
+        raise ConfigError("part: adaptive replications decide each round from all of a "
+                          "cell's replications and cannot run in parts; give replications "
+                          "as an integer")
     if part is not None and overwrite:
         raise ConfigError("part: --overwrite cannot be combined with --part (one part "
                           "would discard the others' work); clear the folder first")
@@ -299,7 +308,8 @@ def _start(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, Any] 
         write_scenarios_table(run_dir, config, manifest["scenarios"])
     else:
         manifest = start_part(config, run_dir, lock, part, notes)
-    tasks = plan_tasks(config, run_dir, chunk, part)[:max_tasks]
+    # adaptive runs plan their tasks round by round (see _run_adaptive)
+    tasks = [] if config.adaptive else plan_tasks(config, run_dir, chunk, part)[:max_tasks]
     entry = {"started": now(), "n_jobs": config.n_jobs, "chunk_size": chunk,
              "backend": config.backend, "tasks": len(tasks)}
     ledger: Ledger | PartLedger
@@ -321,16 +331,24 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
     status = "failed"
     started = time.perf_counter()
     tasks: list[Task] = []
+    tasks_run = reps_run = 0
     try:
         ledger, tasks = _start(config, run_dir, lock, old, overwrite, notes, chunk, part,
                                max_tasks)
         show = sys.stderr.isatty() if progress is None else progress
-        bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
-        try:
-            _execute(config, run_dir, tasks, ledger, bar, part)
-        finally:
-            bar.close()
-        status = "complete" if not plan_tasks(config, run_dir, chunk) else "partial"
+        if config.adaptive is not None:
+            assert isinstance(ledger, Ledger)
+            rounds = _run_adaptive(config, run_dir, ledger, chunk, show, max_tasks)
+            tasks_run, reps_run = rounds.tasks, rounds.replications
+            status = "partial" if rounds.stopped else "complete"
+        else:
+            bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
+            try:
+                _execute(config, run_dir, tasks, ledger, bar, part)
+            finally:
+                bar.close()
+            tasks_run, reps_run = len(tasks), sum(t.size for t in tasks)
+            status = "complete" if not plan_tasks(config, run_dir, chunk) else "partial"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -348,6 +366,35 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
                 ledger.manifest["runs"][-1].update(end)
                 ledger.manifest["finished"] = now()
             ledger.close()
-    return RunResult(run_dir=run_dir, tasks_run=len(tasks),
-                     replications_run=sum(t.size for t in tasks),
+    return RunResult(run_dir=run_dir, tasks_run=tasks_run, replications_run=reps_run,
                      seconds=time.perf_counter() - started, notes=tuple(notes))
+
+
+def _run_adaptive(config: RunConfig, run_dir: Path, ledger: Ledger, chunk: int, show: bool,
+                  max_tasks: int | None) -> Rounds:
+    """Adaptive replications (:mod:`.adaptive`): rounds of blocks per cell until every
+    target holds; the outcome goes to the manifest's ``adaptive`` record."""
+    adaptive = config.adaptive
+    assert adaptive is not None
+
+    def plan(counts: dict[str, int]) -> list[Task]:
+        if config.chunk_size:
+            size = chunk
+        else:  # about two tasks per worker in each round (never changes results)
+            new = sum(counts.values()) - sum(finished_counts(config, run_dir).get(k, 0)
+                                             for k in counts)
+            size = int(min(chunk, max(10, -(-new // (2 * max(1, config.n_jobs))))))
+        return plan_tasks(config, run_dir, size, counts=counts)
+
+    def execute(tasks: list[Task]) -> None:
+        bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
+        try:
+            _execute(config, run_dir, tasks, ledger, bar)
+        finally:
+            bar.close()
+
+    def record(state: Rounds) -> None:
+        ledger.manifest["adaptive"] = state.manifest_entry(adaptive)
+        ledger.flush(force=True)
+
+    return run_rounds(config, run_dir, plan, execute, max_tasks, record)

@@ -162,7 +162,10 @@ class RunSummary:
     flags : DataFrame
         Per scenario x method: replications, flagged and failed counts and reasons.
     datasets : DataFrame
-        Per scenario: reliability (alpha, ICC) and redraw counts.
+        Per scenario: reliability (alpha, ICC) and redraw counts; for adaptive
+        replications also ``target_finished``, ``target_met``, ``target_binding``
+        (``method/term/measure``), ``binding_mcse`` and ``binding_target``, and
+        ``n_reps`` is the replications the cell used.
     partial : bool
         The run is not finished: counts are below the configured replications.
     factors : tuple of str
@@ -236,6 +239,9 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     if est.empty:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
     reps = int(manifest["replications"])
+    outcome = (manifest.get("adaptive") or {}).get("cells")
+    if outcome:  # adaptive: each cell's first replications, as many as its rule used
+        est, ds = (_first(t, outcome) for t in (est, ds))
     est = _status_counts(est)
     est["ok"] = est["status"] == "ok"
     rank = {k: i for i, k in enumerate(keys)}
@@ -251,10 +257,35 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     flags = _flag_table(est, rank, mrank)
     dsum = _dataset_table(ds, scen, cells, rank)
     done = set(dsum["scenario"])
-    partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
+    if outcome:
+        dsum = _adaptive_columns(dsum, outcome)
+        partial = manifest.get("status") != "complete" or not bool(dsum["target_finished"].all())
+    else:
+        partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
     return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
                       datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
                       scenarios=scen.loc[[k for k in keys if k in done]].reset_index())
+
+
+def _first(table: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Rows of each adaptive cell's first ``replications``."""
+    used = table["scenario"].map({k: c["replications"] for k, c in cells.items()})
+    return table[table["replication"] < used.fillna(0)].reset_index(drop=True)
+
+
+def _adaptive_columns(dsum: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Per cell: whether the adaptive rule finished, whether every target holds, the
+    measure closest to (or furthest beyond) its target, its MCSE and target."""
+    def col(name: str, default: object) -> pd.Series:
+        return dsum["scenario"].map(lambda k: cells.get(k, {}).get(name, default))
+
+    dsum = dsum.copy()
+    dsum["target_finished"] = col("finished", False).astype(bool)
+    dsum["target_met"] = col("met", False).astype(bool)
+    dsum["target_binding"] = col("binding", "")
+    dsum["binding_mcse"] = col("mcse", None).astype(float)
+    dsum["binding_target"] = col("target", None).astype(float)
+    return dsum
 
 
 def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, alpha: float,

@@ -143,7 +143,7 @@ def pilot_estimates(config: RunConfig, pilot: int) -> pd.DataFrame:
     from ..runner import run
     from ..storage import read_table
 
-    cfg = dataclasses.replace(config, replications=pilot, output=None)
+    cfg = dataclasses.replace(config, replications=pilot, adaptive=None, output=None)
     with tempfile.TemporaryDirectory(prefix="micromacro-pilot-") as tmp:
         res = run(cfg, run_dir=Path(tmp) / "pilot", progress=False)
         return read_table(res.run_dir, "estimates", [sc.key for sc in cfg.scenarios])
