@@ -24,6 +24,7 @@ import numpy as np
 from .admissibility import Policy, draw_many
 from .backends import backend_context
 from .batch import Batch
+from .budget import batch_ranges, batch_size
 from .config import MethodSpec, RunConfig
 from .limits import plan_budget
 from .lock import RunLock
@@ -68,8 +69,9 @@ def _table(columns: dict[str, np.ndarray]):
                      for name, values in columns.items()})
 
 
-def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
-    """Rows ordered by replication, method, term."""
+def _estimate_columns(results: list[BatchResult], key: str,
+                      reps: np.ndarray) -> dict[str, np.ndarray]:
+    """Estimate rows as numpy columns, ordered by replication, method, term."""
     R = len(reps)
     parts: dict[str, list[np.ndarray]] = {c: [] for c in _EST_COLUMNS}
     for m_idx, res in enumerate(results):
@@ -96,7 +98,36 @@ def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
             parts[c].append(cols[c])
     columns = {c: np.concatenate(v) for c, v in parts.items()}
     order = np.lexsort((columns["term_index"], columns["method_index"], columns["replication"]))
-    return _table({c: v[order] for c, v in columns.items()})
+    return {c: v[order] for c, v in columns.items()}
+
+
+def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
+    """Rows ordered by replication, method, term."""
+    return _table(_estimate_columns(results, key, reps))
+
+
+def _simulate_batch(scenario: Scenario, replications: range, estimators: list[Any], seed: int,
+                    policy: Policy, engine: str) -> tuple[dict[str, np.ndarray],
+                                                          dict[str, np.ndarray]]:
+    """One batch of :func:`simulate_chunk`: both tables as numpy columns."""
+    key = scenario.key
+    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
+    batch = Batch.from_datasets([d.data for d in draws])
+    results = [est.fit_batch(batch, engine) for est in estimators]
+    del batch
+    reps = np.asarray(replications, dtype=np.int64)
+    est = _estimate_columns(results, key, reps)
+    datasets = {
+        "scenario": np.full(len(reps), key, dtype=object),
+        "replication": reps,
+        "redraws": np.array([d.redraws for d in draws], dtype=np.int64),
+        "gate_passed": np.array([not d.gate_reason for d in draws], dtype=bool),
+        "gate_reason": np.array([d.gate_reason for d in draws], dtype=object),
+        "n_groups": np.array([d.data.n_groups for d in draws], dtype=np.int64),
+        "n_persons": np.array([d.data.n_persons for d in draws], dtype=np.int64),
+        **reliability_rows([d.data for d in draws]),
+    }
+    return est, datasets
 
 
 def simulate_chunk(
@@ -106,11 +137,16 @@ def simulate_chunk(
     seed: int,
     policy: Policy,
     engine: str = "auto",
+    memory_budget: int | None = None,
 ):
     """Generate and analyse a range of replications of one scenario (no I/O).
 
-    Every method sees the same datasets. With the fast engine each method fits the
-    whole range at once; the reference engine fits one dataset at a time.
+    Every method sees the same datasets. With the fast engine each method fits a batch
+    of replications at once; the reference engine fits one dataset at a time. The range
+    is cut into batches whose estimated working set fits ``memory_budget`` (bytes,
+    default :data:`~micromacro_sim.budget.DEFAULT_MEMORY_BUDGET`; see
+    :mod:`micromacro_sim.budget`); every replication's results are the same whatever
+    the batch size.
 
     Returns
     -------
@@ -118,23 +154,22 @@ def simulate_chunk(
         One row per (replication, method, term), and one per replication.
     """
     estimators = [m.build() for m in methods]
-    key = scenario.key
-    draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference")
-    batch = Batch.from_datasets([d.data for d in draws])
-    results = [est.fit_batch(batch, engine) for est in estimators]
-    reps = np.asarray(replications, dtype=np.int64)
-    est = _estimate_table(results, key, reps)
-    datasets = _table({
-        "scenario": np.full(len(reps), key, dtype=object),
-        "replication": reps,
-        "redraws": np.array([d.redraws for d in draws], dtype=np.int64),
-        "gate_passed": np.array([not d.gate_reason for d in draws], dtype=bool),
-        "gate_reason": np.array([d.gate_reason for d in draws], dtype=object),
-        "n_groups": np.array([d.data.n_groups for d in draws], dtype=np.int64),
-        "n_persons": np.array([d.data.n_persons for d in draws], dtype=np.int64),
-        **reliability_rows([d.data for d in draws]),
-    })
-    return est, datasets
+    size = batch_size(scenario, methods, engine, memory_budget)
+    est_parts, ds_parts = [], []
+    for part in batch_ranges(replications, size):
+        est, ds = _simulate_batch(scenario, part, estimators, seed, policy, engine)
+        est_parts.append(est)
+        ds_parts.append(ds)
+    if not est_parts:  # an empty range: the one-batch path gives the empty tables
+        est, ds = _simulate_batch(scenario, replications, estimators, seed, policy, engine)
+        est_parts, ds_parts = [est], [ds]
+    return _table(_concat(est_parts)), _table(_concat(ds_parts))
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
 
 
 def _single_threaded_blas():
@@ -160,6 +195,7 @@ class Task:
     policy: Policy
     engine: str = "auto"
     result_hash: str = ""
+    memory_budget: int | None = None
 
     @property
     def size(self) -> int:
@@ -186,7 +222,7 @@ def run_task(task: Task) -> TaskResult:
     sc = task.scenario
     with _single_threaded_blas():
         est, ds = simulate_chunk(sc, range(task.start, task.stop), task.methods, task.seed,
-                                 task.policy, task.engine)
+                                 task.policy, task.engine, task.memory_budget)
     where = Path(task.run_dir)
     records = tuple(write_shard(where, table, sc.key, task.start, task.stop, frame,
                                 task.result_hash)
@@ -223,7 +259,7 @@ def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None) 
             for s in range(a, b, size):
                 tasks.append(Task(str(run_dir), sc, s, min(s + size, b), config.methods,
                                   config.seed, config.policy, config.engine,
-                                  config.result_hash))
+                                  config.result_hash, config.memory_budget))
     return tasks
 
 
