@@ -68,8 +68,9 @@ _PER_METHOD = {
 }
 #: An unknown method's batch path, as above (about twice the largest shipped one).
 _DEFAULT_METHOD = (64, 2_000, 600)
-#: Bytes per element of the ``sem`` derivative arrays held at once (four float arrays).
-_SEM_DERIVATIVE_BYTES = 36
+#: Bytes per element of the ``sem`` derivative arrays (two float arrays of K p^2, and
+#: smaller ones; measured: 19-21).
+_SEM_DERIVATIVE_BYTES = 22
 
 _UNITS = {"": 1 << 20, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
