@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .admissibility import Policy, draw_many
+from .arrow_columns import table_from_columns
 from .backends import backend_context
 from .batch import Batch
 from .budget import batch_ranges, batch_size
@@ -62,11 +63,8 @@ _EST_COLUMNS = [
 
 
 def _table(columns: dict[str, np.ndarray]):
-    """A pyarrow table from numpy columns (object arrays hold strings)."""
-    import pyarrow as pa
-
-    return pa.table({name: pa.array(values.tolist() if values.dtype == object else values)
-                     for name, values in columns.items()})
+    """A pyarrow table from numpy columns (object arrays hold strings), without pandas."""
+    return table_from_columns(columns)
 
 
 def _estimate_columns(results: list[BatchResult], key: str,
