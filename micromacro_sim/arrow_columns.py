@@ -4,7 +4,7 @@
 a third of a second) into a process that has no other use for it: the runner's workers
 write shards from numpy arrays. This module builds the same arrays from their buffers:
 numbers zero-copy, booleans bit-packed, strings (object arrays of ``str``) as offsets
-and UTF-8 bytes, with a unique-value pass since the string columns repeat a few values.
+and UTF-8 bytes, with a pass over the distinct values since the string columns repeat a few.
 Anything else goes through ``pyarrow.array``.
 """
 
@@ -23,13 +23,21 @@ _NUMERIC = {
 }
 
 
+def _not_a_string() -> int:
+    raise TypeError
+
+
 def _strings(values: np.ndarray) -> Any:
     import pyarrow as pa
 
-    if not all(type(v) is str for v in values):
+    index: dict[str, int] = {}
+    try:
+        inverse = np.fromiter((index.setdefault(v, len(index)) if type(v) is str else
+                               _not_a_string() for v in values.tolist()),
+                              dtype=np.int64, count=len(values))
+    except TypeError:
         return None
-    uniq, inverse = np.unique(values.astype(str), return_inverse=True)
-    encoded = [u.encode("utf-8") for u in uniq.tolist()]
+    encoded = [u.encode("utf-8") for u in index]
     lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths[inverse], out=offsets[1:])
