@@ -3,9 +3,8 @@
 :func:`plan_budget` estimates a run's number of tasks, peak memory per task and disk
 use from the design alone, and refuses (one line naming the field, exit 2) what cannot
 fit: more than :data:`MAX_TASKS` tasks, one replication larger than the memory the
-workers can share, a ``chunk_size`` too large for memory (a task holds one batch of
-its replications at a time, see :mod:`~micromacro_sim.budget`), output larger than the
-free disk space. ``force`` (``--force``) insists. A default chunk size too large for memory
+workers can share, a ``chunk_size`` too large for memory, output larger than the free
+disk space. ``force`` (``--force``) insists. A default chunk size too large for memory
 is lowered instead (the chunk size never changes results). The estimates are
 deliberately generous; their constants were measured on the shipped methods.
 """
@@ -117,15 +116,6 @@ def _workers(config: RunConfig) -> int:
     return (os.cpu_count() or 1) if config.n_jobs == -1 else config.n_jobs
 
 
-def _batch(config: RunConfig) -> int:
-    """The largest batch a task holds at once under the memory budget (see
-    :mod:`~micromacro_sim.budget`)."""
-    from .budget import batch_size
-
-    return max(batch_size(sc, config.methods, config.engine, config.memory_budget)
-               for sc in config.scenarios)
-
-
 def _chunk(config: RunConfig, per_rep: int, workers: int, force: bool) -> tuple[int, list[str]]:
     """The chunk size that fits memory (or a refusal)."""
     big = max(config.scenarios, key=replication_bytes)
@@ -136,14 +126,13 @@ def _chunk(config: RunConfig, per_rep: int, workers: int, force: bool) -> tuple[
         return chunk, []
     share = avail / max(1, workers) - BYTES_PER_WORKER
     fits = int(share // per_rep) if share > 0 else 0
-    held = min(chunk, _batch(config))  # a task holds one batch of replications at a time
     if fits < 1:
         raise ConfigError(
             f"{field}: one replication needs about {_gib(per_rep)} for each of {workers} "
             f"worker(s), more than the {_gib(avail)} of memory available; reduce n_groups, "
             "group_size or n_jobs, or pass --force to insist"
         )
-    if held <= fits:
+    if chunk <= fits:
         return chunk, []
     if config.chunk_size:
         raise ConfigError(
@@ -193,6 +182,5 @@ def plan_budget(config: RunConfig, run_dir: Path, done: dict[str, int], *,
             f"output: the run needs about {_gib(disk)} of disk, more than the {_gib(free)} "
             f"free at {str(run_dir)!r}; free space, choose another folder, or pass --force"
         )
-    return Budget(chunk_size=chunk, tasks=tasks, task_bytes=per_rep * min(chunk, _batch(config)),
-                  workers=workers,
+    return Budget(chunk_size=chunk, tasks=tasks, task_bytes=per_rep * chunk, workers=workers,
                   disk_bytes=disk, notes=tuple(notes))
