@@ -1,7 +1,11 @@
 """``micromacro bench``: speed of both engines, the CLI end to end, and the R pipeline.
 
 Everything is measured in one run on this machine and printed with the machine's
-description, so ratios compare like with like. Timings are medians of repeats.
+description, so ratios compare like with like. Timings are medians of repeats; CPU
+seconds (user + system of every process) are printed beside wall times, since a shared
+machine slows the wall clock but hardly the CPU time. The one extrapolated figure, the
+R pipeline's time for a full study (measured per replication on a few datasets), is
+labelled as such.
 """
 
 from __future__ import annotations
@@ -124,20 +128,47 @@ def parallel_ceiling(repeats: int = 3) -> float:
     return float(np.median(ratios))
 
 
+def _own_peak_kib() -> int:
+    """Peak resident memory of this process (KiB): ``VmHWM``, which starts afresh at
+    ``exec`` (``ru_maxrss`` keeps the peak of the process that forked it, here the
+    benchmark itself)."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reap_workers() -> None:
+    """Stop joblib's reusable worker processes, so that their peak resident memory
+    counts in this process's ``RUSAGE_CHILDREN``."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
+
+
 def _cli_run(config: dict[str, Any], workdir: Path, extra: list[str] | None = None,
-             repeats: int = 1) -> tuple[float, int]:
-    """Median wall seconds over ``repeats`` runs and peak RSS (KiB, largest process) of
-    ``micromacro run`` on a config."""
-    walls, peak = [], 0
+             repeats: int = 1) -> tuple[float, int, float]:
+    """``micromacro run`` on a config: median wall seconds over ``repeats`` runs, peak
+    RSS (KiB, largest process, workers included) and median CPU seconds (user + system,
+    every process)."""
+    walls, cpus, peak = [], [], 0
     for _ in range(repeats):
-        wall, rss = _cli_run_once(config, workdir, extra)
+        wall, rss, cpu = _cli_run_once(config, workdir, extra)
         walls.append(wall)
+        cpus.append(cpu)
         peak = max(peak, rss)
-    return float(np.median(walls)), peak
+    return float(np.median(walls)), peak, float(np.median(cpus))
 
 
 def _cli_run_once(config: dict[str, Any], workdir: Path, extra: list[str] | None
-                  ) -> tuple[float, int]:
+                  ) -> tuple[float, int, float]:
     cfg = workdir / f"cfg-{time.monotonic_ns()}.yaml"
     out = workdir / f"out-{time.monotonic_ns()}"
     cfg.write_text(yaml.safe_dump({**config, "output": str(out)}))
@@ -145,9 +176,11 @@ def _cli_run_once(config: dict[str, Any], workdir: Path, extra: list[str] | None
         "import resource, sys, time; t = time.perf_counter(); "
         "from micromacro_sim.cli import main; rc = main(sys.argv[1:]); "
         "w = time.perf_counter() - t; "
-        "m = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-        "print('BENCH', w, m, rc)"
+        "from micromacro_sim.bench import _own_peak_kib, _reap_workers; _reap_workers(); "
+        "s, c = (resource.getrusage(k) for k in (resource.RUSAGE_SELF, "
+        "resource.RUSAGE_CHILDREN)); "
+        "print('BENCH', w, max(_own_peak_kib(), c.ru_maxrss), rc, "
+        "s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime)"
     )
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, "run", str(cfg), "--quiet",
@@ -157,7 +190,8 @@ def _cli_run_once(config: dict[str, Any], workdir: Path, extra: list[str] | None
     if proc.returncode != 0 or not line:
         raise RuntimeError(f"benchmark run failed: {proc.stderr.strip()[-500:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return wall, int(line[0].split()[2])
+    fields = line[0].split()
+    return wall, int(fields[2]), float(fields[4])
 
 
 def bench_r(n: int, workdir: Path) -> pd.DataFrame | None:
@@ -203,63 +237,95 @@ def run_bench(*, quick: bool = False, r_datasets: int = 20) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="mm-bench-"))
     try:
-        clark = _config("clark2020.yaml")
-        row16 = {**clark, "grid": {"sigma2_nu": [9]}, "engine": "auto"}
-        reps = 200 if quick else 1000
-        wall, rss = _cli_run({**row16, "replications": reps}, work, repeats=3)
-        out["clark_row16_seconds"] = wall
-        print(f"\nCLI: clark2020 row 16, {reps} replications, every method, engine auto, "
-              f"n_jobs {row16.get('n_jobs', 1)}: {wall:.2f} s wall, median of 3 "
-              f"(peak RSS {rss / 1024:.0f} MiB)")
-        wall_all, _ = _cli_run({**clark, "engine": "auto", "replications": reps}, work,
-                               repeats=3)
-        out["clark_seconds"] = wall_all
-        print(f"CLI: clark2020 (both scenarios), {reps} replications: {wall_all:.2f} s wall")
-
-        r = bench_r(5 if quick else r_datasets, work)
-        if r is None:
-            print("R pipeline: Rscript with lavaan, lme4 and glmmTMB not available; skipped")
-        else:
-            per_rep = float(r["r_seconds"].sum())
-            out["r"] = r
-            print("\nR pipeline per replication (median seconds): "
-                  + ", ".join(f"{m} {s:.4f}" for m, s in zip(r["method"], r["r_seconds"],
-                                                              strict=True)))
-            r_total = per_rep * reps
-            out["r_ratio"] = r_total / wall
-            print(f"R pipeline for {reps} replications (one core): {r_total:.1f} s; "
-                  f"this CLI run is {r_total / wall:.0f}x faster")
-
-        cv = {**_config("cv2007.yaml"), "engine": "auto", "replications": 200 if quick else 1000}
-        wall_cv, _ = _cli_run(cv, work)
-        out["cv2007_seconds"] = wall_cv
-        print(f"\nCLI: cv2007, 16 cells x {cv['replications']} replications, "
-              f"{len(cv['methods'])} methods: {wall_cv:.2f} s wall")
-
-        # long enough (about half a minute on one core) for the workers' start-up (about
-        # 1.5 s each: imports) to be a small part, as in a real reference-engine study
-        ref = {**row16, "engine": "reference", "replications": 16 if quick else 600,
-               "admissibility": {"policy": "flag", "gate": "none"}, "chunk_size": 10}
-        w1, _ = _cli_run({**ref, "n_jobs": 1}, work)
-        w2, _ = _cli_run({**ref, "n_jobs": 2}, work)
-        out["parallel_speedup"] = w1 / w2
-        ceiling = parallel_ceiling()
-        out["parallel_ceiling"] = ceiling
-        print(f"reference engine, {ref['replications']} replications: n_jobs=1 {w1:.2f} s, "
-              f"n_jobs=2 {w2:.2f} s, speed-up {w1 / w2:.2f}x; this machine's two-process "
-              f"ceiling on a trivial CPU-bound loop: {ceiling:.2f}x")
-
-        small = {"name": "mem", "seed": 1, "replications": 20, "methods": ["unadjusted"],
-                 "admissibility": {"policy": "flag", "gate": "none"}, "n_jobs": 1,
-                 "fixed": {"group_size": 10, "icc": 0.1, "r_zxi": 0.3}}
-        _, m2 = _cli_run({**small, "grid": {"n_groups": [50, 51]}}, work)
-        _, m200 = _cli_run({**small, "grid": {"n_groups": list(range(50, 250))}}, work)
-        out["memory_ratio"] = m200 / m2
-        print(f"peak memory: 2-cell grid {m2 / 1024:.0f} MiB, 200-cell grid {m200 / 1024:.0f} MiB,"
-              f" ratio {m200 / m2:.2f}")
+        _bench_cli(out, work, quick, r_datasets)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _bench_cli(out: dict[str, Any], work: Path, quick: bool, r_datasets: int) -> None:
+    """The command-line figures of :func:`run_bench` (added to ``out``)."""
+    print("\ncommand line, wall clock including Python start-up (all measured in this run; "
+          "CPU = user + system seconds of every process):")
+    clark = _config("clark2020.yaml")
+    row16 = {**clark, "grid": {"sigma2_nu": [9]}, "engine": "auto"}
+    reps = 200 if quick else 1000
+    wall, rss, cpu = _cli_run({**row16, "replications": reps}, work, repeats=3)
+    out.update(clark_row16_seconds=wall, clark_row16_cpu=cpu)
+    print(f"  clark2020 row 16, {reps} replications, every method, n_jobs "
+          f"{row16.get('n_jobs', 1)}: {wall:.2f} s wall (median of 3), {cpu:.2f} s CPU, "
+          f"peak RSS {rss / 1024:.0f} MiB")
+    wall_all, _, cpu_all = _cli_run({**clark, "engine": "auto", "replications": reps}, work,
+                                    repeats=3)
+    out.update(clark_seconds=wall_all, clark_cpu=cpu_all)
+    print(f"  clark2020 (both scenarios), {reps} replications: {wall_all:.2f} s wall, "
+          f"{cpu_all:.2f} s CPU")
+    _bench_r_ratio(out, work, 5 if quick else r_datasets, reps, wall)
+    _bench_cv(out, work, quick)
+    _bench_parallel(out, work, row16, quick)
+
+
+def _bench_r_ratio(out: dict[str, Any], work: Path, n: int, reps: int, wall: float) -> None:
+    """The R pipeline measured on ``n`` datasets, extrapolated to ``reps``, and its ratio
+    to this run's measured row-16 wall time."""
+    t = time.perf_counter()
+    r = bench_r(n, work)
+    if r is None:
+        print("R pipeline: Rscript with lavaan, lme4 and glmmTMB not available; skipped")
+        return
+    measured = time.perf_counter() - t
+    per_rep = float(r["r_seconds"].sum())
+    out.update(r=r, r_measured_datasets=n, r_measured_seconds=measured)
+    print(f"\nR pipeline, measured on {n} row-16 datasets ({measured:.1f} s wall including R "
+          "start-up); median seconds per replication: "
+          + ", ".join(f"{m} {s:.4f}" for m, s in zip(r["method"], r["r_seconds"], strict=True)))
+    r_total = per_rep * reps
+    out.update(r_extrapolated_seconds=r_total, r_ratio=r_total / wall)
+    print(f"R pipeline for {reps} replications (one core): {r_total:.1f} s EXTRAPOLATED "
+          f"({per_rep:.4f} s per replication measured x {reps}); the measured command-line "
+          f"run above is {r_total / wall:.0f}x faster")
+
+
+def _bench_cv(out: dict[str, Any], work: Path, quick: bool) -> None:
+    """cv2007 with its five methods and with every method: wall, CPU and peak memory."""
+    cv = {**_config("cv2007.yaml"), "engine": "auto", "replications": 200 if quick else 1000}
+    wall_cv, rss_cv, cpu_cv = _cli_run(cv, work)
+    out.update(cv2007_seconds=wall_cv, cv2007_cpu=cpu_cv, cv2007_peak_mib=rss_cv / 1024)
+    print(f"\n  cv2007, 16 cells x {cv['replications']} replications, {len(cv['methods'])} "
+          f"methods: {wall_cv:.2f} s wall, {cpu_cv:.2f} s CPU, peak RSS {rss_cv / 1024:.0f} MiB")
+    every = {**cv, "methods": available()}
+    wall_all, rss_all, cpu_all = _cli_run(every, work)
+    out.update(cv2007_all_seconds=wall_all, cv2007_all_cpu=cpu_all,
+               cv2007_all_peak_mib=rss_all / 1024)
+    print(f"  cv2007, 16 cells x {cv['replications']} replications, every method "
+          f"({len(every['methods'])}), n_jobs {cv.get('n_jobs', 1)}, default memory budget: "
+          f"{wall_all:.2f} s wall, {cpu_all:.2f} s CPU, peak RSS {rss_all / 1024:.0f} MiB "
+          "(largest process)")
+
+
+def _bench_parallel(out: dict[str, Any], work: Path, row16: dict[str, Any], quick: bool) -> None:
+    """Reference-engine parallel speed-up, the machine's ceiling, and memory vs grid size."""
+    # long enough (about half a minute on one core) for the workers' start-up (about
+    # 1.5 s each: imports) to be a small part, as in a real reference-engine study
+    ref = {**row16, "engine": "reference", "replications": 16 if quick else 600,
+           "admissibility": {"policy": "flag", "gate": "none"}, "chunk_size": 10}
+    w1, _, _ = _cli_run({**ref, "n_jobs": 1}, work)
+    w2, _, _ = _cli_run({**ref, "n_jobs": 2}, work)
+    out["parallel_speedup"] = w1 / w2
+    ceiling = parallel_ceiling()
+    out["parallel_ceiling"] = ceiling
+    print(f"\nreference engine, {ref['replications']} replications: n_jobs=1 {w1:.2f} s, "
+          f"n_jobs=2 {w2:.2f} s, speed-up {w1 / w2:.2f}x; this machine's two-process "
+          f"ceiling on a trivial CPU-bound loop: {ceiling:.2f}x")
+
+    small = {"name": "mem", "seed": 1, "replications": 20, "methods": ["unadjusted"],
+             "admissibility": {"policy": "flag", "gate": "none"}, "n_jobs": 1,
+             "fixed": {"group_size": 10, "icc": 0.1, "r_zxi": 0.3}}
+    _, m2, _ = _cli_run({**small, "grid": {"n_groups": [50, 51]}}, work)
+    _, m200, _ = _cli_run({**small, "grid": {"n_groups": list(range(50, 250))}}, work)
+    out["memory_ratio"] = m200 / m2
+    print(f"peak memory: 2-cell grid {m2 / 1024:.0f} MiB, 200-cell grid {m200 / 1024:.0f} MiB,"
+          f" ratio {m200 / m2:.2f}")
 
 
 def add_parser(sub: Any) -> None:

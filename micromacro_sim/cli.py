@@ -24,7 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, force=args.force, n_jobs=args.n_jobs,
                       chunk_size=args.chunk_size, replications=args.replications,
                       output=args.output, backend=args.backend, address=args.address,
-                      engine=args.engine)
+                      engine=args.engine, memory_budget=args.memory_budget)
     if args.output is not None and not args.output.strip():
         raise ConfigError(f"output: expected a folder path, got {args.output!r}")
     res = simulate(cfg, output=default_run_dir(cfg), overwrite=args.overwrite,
@@ -280,6 +280,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", help="run folder (default: the config's output)")
     p.add_argument("--n-jobs", type=int, help="parallel workers (overrides the config)")
     p.add_argument("--chunk-size", type=int, help="replications per task")
+    p.add_argument("--memory-budget", help="working set of a task's batches, in MiB or e.g. "
+                   "'2 GiB' (default 512 MiB; does not change results)")
     p.add_argument("--replications", type=int, help="replications per scenario")
     p.add_argument("--engine", help="auto (default), fast or reference")
     p.add_argument("--backend", help="loky (default), threading, sequential, dask or ray")

@@ -32,6 +32,7 @@ import yaml
 from .adaptive import Adaptive, parse_adaptive
 from .admissibility import Policy
 from .backends import require_backend
+from .budget import parse_memory_budget
 from .errors import ConfigError
 from .estimators import Estimator, is_plugin, method_class
 from .estimators.base import ENGINES
@@ -42,7 +43,7 @@ __all__ = ["MethodSpec", "RunConfig", "load_config", "parse_config"]
 _TOP_KEYS = {
     "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
     "output", "admissibility", "fixed", "grid", "backend", "address",
-    "engine", "generator",
+    "engine", "generator", "memory_budget",
 }
 
 
@@ -84,8 +85,10 @@ class RunConfig:
     engine : str
         ``auto`` (default), ``fast`` or ``reference`` (see
         :data:`~micromacro_sim.estimators.base.ENGINES`).
-    n_jobs, chunk_size, backend, address, output
-        Execution options: they do not change results.
+    n_jobs, chunk_size, memory_budget, backend, address, output
+        Execution options: they do not change results. ``memory_budget`` (bytes, None
+        for the default) bounds the working set of a task's batches (see
+        :mod:`~micromacro_sim.budget`).
     generator : str or None
         A user's generator (``module:Name`` or an entry point of
         ``micromacro_sim.generators``) used instead of :func:`micromacro_sim.dgp.generate`.
@@ -107,6 +110,7 @@ class RunConfig:
     n_jobs: int = 1
     chunk_size: int | None = None
     engine: str = "auto"
+    memory_budget: int | None = None
     backend: str = "loky"
     address: str | None = None
     output: str | None = None
@@ -299,6 +303,9 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
     chunk = raw.get("chunk_size")
     if chunk is not None and (not _is_int(chunk) or chunk < 1):
         raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk!r}")
+    budget = raw.get("memory_budget")
+    if budget is not None:
+        budget = parse_memory_budget(budget)
     backend = raw.get("backend", "loky")
     require_backend(backend)
     engine = raw.get("engine", "auto")
@@ -349,6 +356,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         n_jobs=n_jobs,
         chunk_size=chunk,
         engine=engine,
+        memory_budget=budget,
         backend=backend,
         address=address,
         output=output,

@@ -76,6 +76,7 @@ class Task:
     engine: str = "auto"
     result_hash: str = ""
     generator: str | None = None
+    memory_budget: int | None = None
 
     @property
     def size(self) -> int:
@@ -102,7 +103,8 @@ def run_task(task: Task) -> TaskResult:
     sc = task.scenario
     with _single_threaded_blas():
         est, ds = simulate_chunk(sc, range(task.start, task.stop), task.methods, task.seed,
-                                 task.policy, task.engine, task.generator)
+                                 task.policy, task.engine, task.generator,
+                                 task.memory_budget)
     where = Path(task.run_dir)
     records = tuple(write_shard(where, table, sc.key, task.start, task.stop, frame,
                                 task.result_hash)
@@ -154,7 +156,8 @@ def plan_tasks(config: RunConfig, run_dir: Path, chunk_size: int | None = None,
                 if owners is None or owners[(sc.key, s - s % grain)] == part.index:
                     tasks.append(Task(str(run_dir), sc, s, stop, config.methods,
                                       config.seed, config.policy, config.engine,
-                                      config.result_hash, config.generator))
+                                      config.result_hash, config.generator,
+                                      config.memory_budget))
                 s = stop
     return tasks
 

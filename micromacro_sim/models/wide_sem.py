@@ -327,17 +327,25 @@ def _sem_se_batch(n: int, G: int, nu: np.ndarray, b_z: np.ndarray, b_xi: np.ndar
     iu = np.triu_indices(q)
     K = n + 1 + q + 3 + q + 1 + q + len(iu[0])
     dmu = np.zeros((R, K, p))
-    dsig = np.zeros((R, K, p, p))
+    # Only the parameters of Sigma have dSigma != 0 (b_z, b_xi, v, phi, Cov(lv, z),
+    # sigma2, Var(z)): A dSigma_a is formed for those alone (the others are exact zeros).
+    # The trace products still run over all K rows, zeros included: a product of other
+    # shapes would round differently, and the numbers must not change.
+    active = np.concatenate([n + 1 + np.arange(q + 1 + 1 + 1 + q + 1),
+                             K - len(iu[0]) + np.arange(len(iu[0]))])
+    slot = np.full(K, -1)
+    slot[active] = np.arange(len(active))
+    dsig = np.zeros((R, len(active), p, p))
     LC = L @ C  # (R, p, q + 1)
 
     def via_l(a: int, col: int) -> None:  # dL has a single 1 at (y, col)
         t = np.zeros((R, p, p))
         t[:, iy, :] = LC[:, :, col]
-        dsig[:, a] = t + t.transpose(0, 2, 1)
+        dsig[:, slot[a]] = t + t.transpose(0, 2, 1)
 
     def via_c(a: int, i: int, j: int) -> None:  # dC = E_ij + E_ji (E_ii on the diagonal)
         out = L[:, :, i, None] * L[:, None, :, j]
-        dsig[:, a] = out + out.transpose(0, 2, 1) if i != j else out
+        dsig[:, slot[a]] = out + out.transpose(0, 2, 1) if i != j else out
 
     a = 0
     for i in range(n):  # nu
@@ -351,14 +359,14 @@ def _sem_se_batch(n: int, G: int, nu: np.ndarray, b_z: np.ndarray, b_xi: np.ndar
         a += 1
     via_l(a, 0)  # b_xi
     a += 1
-    dsig[:, a, np.arange(n), np.arange(n)] = 1.0  # v
+    dsig[:, slot[a], np.arange(n), np.arange(n)] = 1.0  # v
     a += 1
     via_c(a, 0, 0)  # phi
     a += 1
     for j in range(q):  # Cov(lv, z_j)
         via_c(a, 0, 1 + j)
         a += 1
-    dsig[:, a, iy, iy] = 1.0  # sigma2
+    dsig[:, slot[a], iy, iy] = 1.0  # sigma2
     a += 1
     for j in range(q):  # mu_z
         dmu[:, a, iy] = b_z[:, j]
@@ -367,10 +375,15 @@ def _sem_se_batch(n: int, G: int, nu: np.ndarray, b_z: np.ndarray, b_xi: np.ndar
     for i, j in zip(*iu, strict=True):  # Var(z) upper triangle
         via_c(a, 1 + i, 1 + j)
         a += 1
-    m = A[:, None] @ dsig  # (R, K, p, p): A dSigma_a
-    flat = m.reshape(R, K, p * p)
-    flat_t = m.transpose(0, 1, 3, 2).reshape(R, K, p * p)
-    info = 0.5 * flat @ flat_t.transpose(0, 2, 1) + dmu @ A @ dmu.transpose(0, 2, 1)
+    m = A[:, None] @ dsig  # (R, K_active, p, p): A dSigma_a
+    k_act = len(active)
+    rows = np.zeros((R, K, p * p))  # A dSigma_a, flattened, for every parameter
+    rows[:, active] = m.reshape(R, k_act, p * p)
+    rows_t = np.zeros((R, K, p * p))  # the same, transposed
+    rows_t[:, active] = m.transpose(0, 1, 3, 2).reshape(R, k_act, p * p)
+    del m
+    trace = rows @ rows_t.transpose(0, 2, 1)
+    info = 0.5 * trace + dmu @ A @ dmu.transpose(0, 2, 1)
     cov = np.linalg.inv(G * info)
     idx = np.concatenate([[n], n + 1 + np.arange(q), [n + 1 + q]])
     return np.sqrt(np.diagonal(cov, axis1=1, axis2=2)[:, idx])
