@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from micromacro_sim import budget, runner
+from micromacro_sim import budget, chunk, runner
 from micromacro_sim.cli import main
 from micromacro_sim.config import parse_config
 from micromacro_sim.errors import ConfigError
@@ -69,7 +69,7 @@ def test_results_do_not_depend_on_the_batch_size(monkeypatch):
         calls.append(a)
         return 3
 
-    monkeypatch.setattr(runner, "batch_size", tiny)
+    monkeypatch.setattr(chunk, "batch_size", tiny)
     est3, ds3 = runner.simulate_chunk(*args)
     assert calls
     for new, old in ((est3, est1), (ds3, ds1)):
