@@ -1,10 +1,8 @@
 """Run a config: generate, analyse, write shards; resume what is missing.
 
-The steps are separate and pure until the last: :func:`simulate_chunk` draws each
-replication's dataset (under the admissibility policy) and applies every method to
-that one dataset, returning two tables; :func:`run_task` writes them as shards;
-:func:`run` enumerates the missing (scenario, replication range) tasks and hands them
-to joblib.
+:func:`~micromacro_sim.chunk.simulate_chunk` (pure) draws and analyses a range of
+replications; :func:`run_task` writes its tables as shards; :func:`run` enumerates the
+missing (scenario, replication range) tasks and hands them to joblib.
 """
 
 from __future__ import annotations
