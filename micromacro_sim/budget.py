@@ -99,8 +99,7 @@ def parse_memory_budget(value: object) -> int:
 
 
 def _largest_group(sc: Scenario) -> int:
-    gs = sc.group_size
-    return int(gs.value if gs.kind == "balanced" else max(gs.value))  # type: ignore[arg-type]
+    return int(sc.group_size.max_size)
 
 
 def method_bytes(method: str, n_groups: int, n: int, n_z: int = 1) -> int:
@@ -131,15 +130,14 @@ def replication_bytes(sc: Scenario, methods: tuple[MethodSpec, ...], engine: str
     no batch path for the design) holds one dataset's arrays at a time: only the data
     count per replication.
     """
-    from .estimators import registry
+    from .estimators import method_class
 
     G, n = sc.n_groups, _largest_group(sc)
     data = DATA_PER_MEMBER * G * n + DATA_PER_GROUP * G + DATA_PER_REPLICATION
     work = 0
     if engine != "reference":
-        reg = registry()
         for m in methods:
-            if reg[m.method].has_batch(sc.group_size.balanced):
+            if method_class(m.method).has_batch(sc.balanced):
                 work = max(work, method_bytes(m.method, G, n, sc.n_z))
     return data + work
 
