@@ -35,10 +35,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ad = cfg.adaptive
     reps = (f"{cfg.replications}" if ad is None else
             f"{ad.min} to {ad.max} (adaptive, blocks of {ad.block})")
-    print(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {reps} replications, "
-          f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
-          f"({res.replications_run} replications) in {res.seconds:.1f} s -> {res.run_dir}"
-          + (f" (part {args.part})" if args.part else ""))
+    from .reporting.terminal import wrap_text
+
+    print(wrap_text(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {reps} replications, "
+                    f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
+                    f"({res.replications_run} replications) in {res.seconds:.1f} s -> "
+                    f"{res.run_dir}" + (f" (part {args.part})" if args.part else "")))
     if args.summarize:
         return _summarize(res.run_dir, args)
     return 0
