@@ -37,11 +37,7 @@ from .parts import Part, PartLedger, chunk_owners, part_grain, start_part
 from .paths import check_output_dir
 from .progress import Progress
 from .scenario import Scenario
-from .storage import (
-    ShardRecord,
-    completed_ranges,
-    write_shard,
-)
+from .storage import ShardRecord, completed_ranges, write_shard
 
 __all__ = ["RunResult", "Task", "TaskResult", "plan_tasks", "run", "run_task", "simulate_chunk"]
 
@@ -49,6 +45,7 @@ __all__ = ["RunResult", "Task", "TaskResult", "plan_tasks", "run", "run_task", "
 #: costs about a second of start-up (imports), and the first task, which the estimate is
 #: based on, runs cold and overstates the rest.
 LOKY_WORTHWHILE_SECONDS = 3.0
+
 
 def _single_threaded_blas():
     """Limit BLAS to one thread: the matrices here are small, and threads only contend
