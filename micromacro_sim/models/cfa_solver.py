@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linalg import cholesky_stack, inv_stack, solve_stack
+
 __all__ = ["cholesky", "derivatives", "discrepancy", "newton", "sigma", "solve", "start"]
 
 #: Convergence criterion: largest absolute gradient of the ML discrepancy.
@@ -32,23 +34,6 @@ def sigma(theta: np.ndarray) -> np.ndarray:
     return sig
 
 
-def _pivots_positive(M: np.ndarray) -> np.ndarray:
-    """Which matrices of a stack are positive definite (all Cholesky pivots > 0)."""
-    R, k, _ = M.shape
-    L = np.zeros_like(M)
-    pd = np.ones(R, dtype=bool)
-    with np.errstate(all="ignore"):
-        for j in range(k):
-            row = L[:, j, :j]
-            d = M[:, j, j] - np.sum(row * row, axis=1)
-            pd &= d > 0
-            s = np.sqrt(np.where(d > 0, d, 1.0))
-            L[:, j, j] = s
-            below = M[:, j + 1 :, j] - np.sum(L[:, j + 1 :, :j] * row[:, None, :], axis=2)
-            L[:, j + 1 :, j] = below / s[:, None]
-    return pd
-
-
 def cholesky(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LAPACK Cholesky factors of a stack of symmetric matrices, never raising.
 
@@ -57,44 +42,19 @@ def cholesky(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     same LAPACK call whatever else is in the stack, so a replication's arithmetic does not
     depend on the batch it is in.
     """
-    k = M.shape[1]
-    try:
-        return np.linalg.cholesky(M), np.ones(len(M), dtype=bool)
-    except np.linalg.LinAlgError:
-        pass
-    L = np.broadcast_to(np.eye(k), M.shape).copy()
-    pd = np.zeros(len(M), dtype=bool)
-    # the verdict is LAPACK's on each matrix alone; the pivot screen only saves calls
-    screen = _pivots_positive(M) if len(M) > 32 else np.ones(len(M), dtype=bool)
-    idx = np.flatnonzero(screen)
-    try:
-        L[idx] = np.linalg.cholesky(M[idx])
-        pd[idx] = True
-        rest = np.flatnonzero(~screen)
-    except np.linalg.LinAlgError:
-        rest = np.arange(len(M))
-    for r in rest:
-        try:
-            L[r] = np.linalg.cholesky(M[r])
-            pd[r] = True
-        except np.linalg.LinAlgError:
-            pass
+    L, pd = cholesky_stack(M)
+    if not pd.all():
+        L[~pd] = np.eye(M.shape[1])
     return L, pd
 
 
 def solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve M x = b (b of shape (R, k)) for positive-definite stacks, NaN elsewhere."""
-    _, pd = cholesky(M)
+    _, pd = cholesky_stack(M)
     x = np.full(b.shape, np.nan)
-    if pd.any():
-        try:
-            x[pd] = np.linalg.solve(M[pd], b[pd][:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:  # singular to LU though Cholesky passed: NaN there
-            for r in np.flatnonzero(pd):
-                try:
-                    x[r] = np.linalg.solve(M[r], b[r])
-                except np.linalg.LinAlgError:
-                    pass
+    rows = np.flatnonzero(pd) if not pd.all() else slice(None)
+    sol, ok = solve_stack(M[rows], b[rows][:, :, None])
+    x[rows] = np.where(ok[:, None], sol[:, :, 0], np.nan)
     return x
 
 
@@ -109,17 +69,10 @@ def discrepancy(
     sig = sigma(theta)
     L, pd = cholesky(sig)
     A = np.broadcast_to(np.eye(n), sig.shape).copy()
-    try:
-        if pd.all():
-            A = np.linalg.inv(sig)
-        elif pd.any():
-            A[pd] = np.linalg.inv(sig[pd])
-    except np.linalg.LinAlgError:  # a pivot Cholesky accepted is singular to LU: not PD
-        for r in np.flatnonzero(pd):
-            try:
-                A[r] = np.linalg.inv(sig[r])
-            except np.linalg.LinAlgError:
-                A[r], pd[r] = np.eye(n), False
+    rows = np.flatnonzero(pd) if not pd.all() else slice(None)
+    inv, ok = inv_stack(sig[rows])  # LU-singular though Cholesky passed: not PD
+    A[rows] = np.where(ok[:, None, None], inv, np.eye(n))
+    pd[rows] &= ok
     logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
     f = logdet + np.einsum("rij,rji->r", S, A) - logdet_s - n
     f[~pd] = np.nan

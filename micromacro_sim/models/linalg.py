@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["is_pd", "member_sums", "quad_form", "solve_batch"]
+try:  # numpy's stacked LAPACK gufuncs: one call, failed matrices NaN-filled, no raise
+    from numpy.linalg import _umath_linalg as _gufuncs
+except ImportError:  # pragma: no cover - every numpy this package supports has them
+    _gufuncs = None
+
+__all__ = ["cholesky_stack", "inv_stack", "is_pd", "member_sums", "quad_form", "solve_batch",
+           "solve_stack"]
+
+_QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore", "under": "ignore"}
 
 
 def is_pd(a: np.ndarray) -> bool:
@@ -21,6 +29,95 @@ def is_pd(a: np.ndarray) -> bool:
     except np.linalg.LinAlgError:
         return False
     return True
+
+
+def _per_matrix(fn, a: np.ndarray, rows: np.ndarray, out: np.ndarray,
+                ok: np.ndarray, *args: np.ndarray) -> None:
+    """Redo ``rows`` one matrix at a time with numpy's public function (its verdict)."""
+    for r in rows:
+        try:
+            out[r] = fn(a[r], *(x[r] for x in args))
+            ok[r] = True
+        except np.linalg.LinAlgError:
+            ok[r] = False
+
+
+def cholesky_stack(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower Cholesky factors of a stack (R, k, k) in one LAPACK loop, never raising.
+
+    Returns the factors (NaN-filled where a matrix is not positive definite) and the mask
+    of the matrices numpy's :func:`numpy.linalg.cholesky` accepts. Each factor is the
+    one that function gives for that matrix alone (the same ``potrf`` call), so nothing
+    depends on the rest of the stack. numpy fills a failed matrix with NaN and zeroes the
+    upper triangle of a factored one, which tells the two apart in a single call; only
+    1 x 1 stacks with NaN need a second look.
+    """
+    m = np.asarray(m, dtype=float)
+    if _gufuncs is None or m.shape[0] == 0:
+        return _cholesky_loop(m)
+    with np.errstate(**_QUIET):
+        L = _gufuncs.cholesky_lo(m, signature="d->d")
+    k = m.shape[-1]
+    if k >= 2:
+        return L, ~np.isnan(L[:, 0, k - 1])
+    ok = ~np.isnan(L[:, 0, 0])
+    _per_matrix(np.linalg.cholesky, m, np.flatnonzero(~ok), L, ok)
+    return L, ok
+
+
+def _cholesky_loop(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    L = np.full(m.shape, np.nan)
+    ok = np.zeros(m.shape[0], dtype=bool)
+    _per_matrix(np.linalg.cholesky, m, np.arange(m.shape[0]), L, ok)
+    return L, ok
+
+
+def inv_stack(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverses of a stack (R, k, k) in one LAPACK loop, never raising.
+
+    Returns the inverses and the mask of matrices numpy's :func:`numpy.linalg.inv`
+    accepts (NaN-filled where it would raise). Same ``gesv`` call per matrix as that
+    function, so each inverse does not depend on the rest of the stack; a matrix whose
+    inverse holds some but not all NaN (non-finite input) is redone alone for numpy's
+    verdict.
+    """
+    m = np.asarray(m, dtype=float)
+    if _gufuncs is None or m.shape[0] == 0:
+        out, ok = np.full(m.shape, np.nan), np.zeros(m.shape[0], dtype=bool)
+        _per_matrix(np.linalg.inv, m, np.arange(m.shape[0]), out, ok)
+        return out, ok
+    with np.errstate(**_QUIET):
+        out = _gufuncs.inv(m, signature="d->d")
+    return out, _verdict(np.linalg.inv, m, out)
+
+
+def solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve ``a[r] x = b[r]`` (b of shape (R, k, j)) in one LAPACK loop, never raising.
+
+    Returns the solutions (NaN-filled where :func:`numpy.linalg.solve` would raise) and
+    the mask of systems it accepts; the same ``gesv`` call per system as that function.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if _gufuncs is None or a.shape[0] == 0:
+        out, ok = np.full(b.shape, np.nan), np.zeros(a.shape[0], dtype=bool)
+        _per_matrix(np.linalg.solve, a, np.arange(a.shape[0]), out, ok, b)
+        return out, ok
+    with np.errstate(**_QUIET):
+        out = _gufuncs.solve(a, b, signature="dd->d")
+    return out, _verdict(np.linalg.solve, a, out, b)
+
+
+def _verdict(fn, a: np.ndarray, out: np.ndarray, *args: np.ndarray) -> np.ndarray:
+    """Accepted systems: a failed one is all NaN; a partly-NaN one is redone alone."""
+    nan = np.isnan(out)
+    some = nan.any(axis=tuple(range(1, out.ndim)))
+    ok = ~some
+    if some.any():
+        full = nan.all(axis=tuple(range(1, out.ndim)))
+        # all NaN is numpy's failure fill, unless the input itself was not finite
+        finite = np.isfinite(a).all(axis=(1, 2))
+        _per_matrix(fn, a, np.flatnonzero(some & ~(full & finite)), out, ok, *args)
+    return ok
 
 
 def solve_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
