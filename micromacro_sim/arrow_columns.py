@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["table_from_columns"]
+__all__ = ["table_from_columns", "table_from_rows"]
 
 _NUMERIC = {
     np.dtype(np.float64): "float64", np.dtype(np.float32): "float32",
@@ -76,3 +76,47 @@ def table_from_columns(columns: dict[str, np.ndarray]) -> Any:
     import pyarrow as pa
 
     return pa.Table.from_arrays([_array(v) for v in columns.values()], names=list(columns))
+
+
+def _with_nulls(values: list[Any]) -> Any:
+    """A column of Python scalars with ``None`` as null, typed as ``pyarrow`` infers it
+    (null, bool, int64, float64 or string); None for anything else."""
+    import pyarrow as pa
+
+    valid = np.array([v is not None for v in values], dtype=bool)
+    kinds = {type(v) for v in values if v is not None}
+    n, nulls = len(values), int((~valid).sum())
+    if not kinds:
+        return pa.nulls(n)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    if kinds == {bool}:
+        data = np.packbits(np.array([bool(v) for v in values]), bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), n, [bitmap, pa.py_buffer(data)], nulls)
+    if kinds <= {int, float} and all(abs(v) < 2**63 for v in values if type(v) is int):
+        dtype, typ = (np.int64, pa.int64()) if kinds == {int} else (np.float64, pa.float64())
+        data = np.array([0 if v is None else v for v in values], dtype=dtype)
+        return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(data)], nulls)
+    if kinds == {str}:
+        strings = _strings(np.array(["" if v is None else v for v in values], dtype=object))
+        if strings is not None:
+            return pa.Array.from_buffers(pa.string(), n, [bitmap, *strings.buffers()[1:]],
+                                         nulls)
+    return None
+
+
+def table_from_rows(rows: list[dict[str, Any]]) -> Any:
+    """``pyarrow.Table.from_pylist(rows)`` for rows of Python scalars, without pandas.
+
+    Every row has the same keys. Columns of None, bool, int, float (ints widened as
+    pyarrow does) or str are built from buffers; any other column goes through
+    ``pyarrow.array``.
+    """
+    import pyarrow as pa
+
+    names = list(rows[0]) if rows else []
+    arrays = []
+    for name in names:
+        values = [row[name] for row in rows]
+        arr = _with_nulls(values)
+        arrays.append(pa.array(values) if arr is None else arr)
+    return pa.Table.from_arrays(arrays, names=names)

@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ad = cfg.adaptive
     reps = (f"{cfg.replications}" if ad is None else
             f"{ad.min} to {ad.max} (adaptive, blocks of {ad.block})")
-    from .reporting.terminal import wrap_text
+    from .reporting.wrap import wrap_text
 
     print(wrap_text(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {reps} replications, "
                     f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "

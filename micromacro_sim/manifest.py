@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .arrow_columns import table_from_rows
 from .errors import ConfigError
 from .lock import RunLock
 from .storage import (
@@ -112,8 +113,8 @@ def write_scenarios_table(run_dir: Path, config: RunConfig, keys: list[str]) -> 
     listed = [rows[k] for k in keys if k in rows]
     # cells differ in their columns (one per Z, one per construct): every row gets all
     columns = list(dict.fromkeys(c for row in listed for c in row))
-    write_frame_atomic(path, pa.Table.from_pylist([{c: row.get(c) for c in columns}
-                                                   for row in listed]))
+    full = [{c: row.get(c) for c in columns} for row in listed]
+    write_frame_atomic(path, table_from_rows(full) if full else pa.Table.from_pylist(full))
 
 
 class Ledger:

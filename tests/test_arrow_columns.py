@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-from micromacro_sim.arrow_columns import table_from_columns
+from micromacro_sim.arrow_columns import table_from_columns, table_from_rows
 
 
 def _reference(columns):
@@ -50,3 +50,24 @@ def test_no_pandas_import():
             " dtype=object), 'c': np.ones(3, bool)}); print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_scenarios_rows_table_equals_pyarrow_from_pylist():
+    rows = [{"a": None, "b": 1, "c": 1.5, "d": "x", "e": True, "f": None, "g": 2, "h": None},
+            {"a": None, "b": None, "c": 2, "d": None, "e": None, "f": "é", "g": 2.5,
+             "h": [1]}]
+    ours, ref = table_from_rows(rows), pa.Table.from_pylist(rows)
+    assert ours.schema.equals(ref.schema)
+    assert ours.equals(ref)
+
+
+def test_a_run_from_the_command_line_does_not_import_pandas(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\nseed: 1\nreplications: 3\nn_jobs: 1\nmethods: [unadjusted, croon]\n"
+                   "admissibility: {policy: flag, gate: none}\n"
+                   "fixed: {n_groups: 20, group_size: 5, icc: 0.2, r_zxi: 0.3}\n")
+    code = ("import sys; from micromacro_sim.cli import main; "
+            f"rc = main(['run', {str(cfg)!r}, '--output', {str(tmp_path / 'out')!r}]); "
+            "print('PANDAS', 'pandas' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "PANDAS False 0" in out.stdout

@@ -80,3 +80,4 @@ def test_empty_stacks():
         assert out.shape == (0, 3, 3) and ok.shape == (0,)
     x, ok = solve_stack(np.zeros((0, 3, 3)), np.zeros((0, 3, 1)))
     assert x.shape == (0, 3, 1) and ok.shape == (0,)
+

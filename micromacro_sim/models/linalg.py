@@ -139,17 +139,8 @@ def solve_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     vec = b.ndim == 2
     rhs = b[..., None] if vec else b
-    singular = np.zeros(a.shape[0], dtype=bool)
-    try:
-        x = np.linalg.solve(a, rhs)
-    except np.linalg.LinAlgError:  # rare: find the singular systems one by one
-        x = np.full(rhs.shape, np.nan)
-        for r in range(a.shape[0]):
-            try:
-                x[r] = np.linalg.solve(a[r], rhs[r])
-            except np.linalg.LinAlgError:
-                singular[r] = True
-    return (x[..., 0] if vec else x), singular
+    x, ok = solve_stack(a, rhs)
+    return (x[..., 0] if vec else x), ~ok
 
 
 def member_sums(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:

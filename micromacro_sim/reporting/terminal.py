@@ -9,13 +9,13 @@ identifying columns, so no line is wider than the window. Tables are laid out by
 from __future__ import annotations
 
 import io
-import shutil
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .wrap import terminal_width, wrap_text
 
 __all__ = ["number_format", "render_table", "terminal_width", "wrap_text"]
 
@@ -28,11 +28,6 @@ FORMATS: dict[str, str] = {
 }
 DEFAULT_FORMAT = ".4f"
 _GAP = 2  # characters between two columns
-
-
-def terminal_width(default: int = 100) -> int:
-    """Columns of the window (``COLUMNS`` when set), ``default`` when unknown."""
-    return max(20, shutil.get_terminal_size((default, 24)).columns)
 
 
 def number_format(column: str) -> str:
@@ -170,16 +165,6 @@ def render_table(frame: pd.DataFrame, *, width: int | None = None,
         sub = text[cols[:n_keep] + [cols[i] for i in block]]
         out.append(_rich(sub, width, numeric | set(right), title if j == 0 else None))
     return "\n\n".join(out)
-
-
-def wrap_text(text: str, width: int | None = None, indent: str = "") -> str:
-    """Wrap prose (and long words such as paths) to ``width`` columns."""
-    width = width or terminal_width()
-    return "\n".join(
-        textwrap.fill(par, width, subsequent_indent=indent, break_long_words=True,
-                      break_on_hyphens=False) if par else ""
-        for par in text.split("\n")
-    )
 
 
 def mapped(frame: pd.DataFrame, columns: Mapping[str, str],
