@@ -19,10 +19,10 @@ from typing import Any
 
 from .adaptive import Rounds, run_rounds
 from .admissibility import Policy
-from .backends import backend_context
 from .chunk import simulate_chunk
 from .config import MethodSpec, RunConfig
 from .errors import ConfigError
+from .execute import execute as execute_tasks
 from .limits import plan_budget
 from .lock import LOCK_NAME, RunLock, RunLocked, conflicting
 from .manifest import (
@@ -40,12 +40,6 @@ from .scenario import Scenario
 from .storage import ShardRecord, completed_ranges, write_shard
 
 __all__ = ["RunResult", "Task", "TaskResult", "plan_tasks", "run", "run_task", "simulate_chunk"]
-
-#: Estimated sequential seconds below which starting loky workers does not pay off: each
-#: costs about a second of start-up (imports), and the first task, which the estimate is
-#: based on, runs cold and overstates the rest.
-LOKY_WORTHWHILE_SECONDS = 3.0
-
 
 def _single_threaded_blas():
     """Limit BLAS to one thread: the matrices here are small, and threads only contend
@@ -166,44 +160,6 @@ class RunResult:
     replications_run: int
     seconds: float
     notes: tuple[str, ...] = ()
-
-
-def _choose_backend(config: RunConfig, tasks: list[Task]) -> str:
-    backend = config.backend
-    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
-        backend = "sequential"
-    return backend
-
-
-def _execute(config: RunConfig, run_dir: Path, tasks: list[Task], ledger: Ledger | PartLedger,
-             bar: Progress, part: Part | None = None) -> None:
-    """Run ``tasks``, recording each finished one."""
-    from joblib import Parallel, delayed
-
-    backend = _choose_backend(config, tasks)
-    tasks_left = tasks
-    if backend == "loky" and tasks:
-        # Worker processes cost about a second to start; when the first task shows the
-        # whole run is shorter than that, the rest runs in this process. Where a task
-        # runs never changes its results.
-        t0 = time.perf_counter()
-        ledger.add(run_task(tasks[0]))
-        bar.update(tasks[0].size)
-        tasks_left = tasks[1:]
-        if (time.perf_counter() - t0) * len(tasks_left) < LOKY_WORTHWHILE_SECONDS:
-            backend = "sequential"
-    if not tasks_left:
-        return
-    n_jobs = 1 if backend == "sequential" else config.n_jobs
-    scratch = run_dir / (".scratch" if part is None else f".scratch-{part.index}-of-{part.count}")
-    with backend_context(backend, n_jobs=n_jobs, scratch=scratch,
-                         address=config.address):
-        # Ray's joblib backend returns all results at once (no generators): its
-        # progress line moves at the end only.
-        order = "list" if backend == "ray" else "generator_unordered"
-        for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
-            ledger.add(res)
-            bar.update(res.stop - res.start)
 
 
 @contextlib.contextmanager
@@ -342,7 +298,7 @@ def _run_locked(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, 
         else:
             bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
             try:
-                _execute(config, run_dir, tasks, ledger, bar, part)
+                execute_tasks(config, run_dir, tasks, ledger, bar, run_task, part)
             finally:
                 bar.close()
             tasks_run, reps_run = len(tasks), sum(t.size for t in tasks)
@@ -387,7 +343,7 @@ def _run_adaptive(config: RunConfig, run_dir: Path, ledger: Ledger, chunk: int, 
     def execute(tasks: list[Task]) -> None:
         bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
         try:
-            _execute(config, run_dir, tasks, ledger, bar)
+            execute_tasks(config, run_dir, tasks, ledger, bar, run_task)
         finally:
             bar.close()
 
