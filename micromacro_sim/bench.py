@@ -240,7 +240,35 @@ def run_bench(*, quick: bool = False, r_datasets: int = 20) -> dict[str, Any]:
         _bench_cli(out, work, quick, r_datasets)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if not quick:
+        print_targets(out)
     return out
+
+
+#: The speed and memory targets (figure, comparison, bound, text), checked by
+#: :func:`print_targets` on the full-size figures of one run.
+TARGETS = (
+    ("clark_row16_seconds", "<=", 1.2, "seed study (row 16, 1000 replications) wall, s"),
+    ("cv2007_all_seconds", "<=", 10.0, "cv2007 with every method wall, s"),
+    ("cv2007_all_peak_mib", "<=", 600.0, "cv2007 with every method peak RSS, MiB"),
+    ("r_ratio", ">=", 300.0, "R pipeline / seed study (measured, R extrapolated)"),
+)
+
+
+def print_targets(out: dict[str, Any]) -> dict[str, bool | None]:
+    """Print and return each target's verdict on this run's figures (None: not measured)."""
+    print("\ntargets:")
+    verdicts: dict[str, bool | None] = {}
+    for key, op, bound, text in TARGETS:
+        value = out.get(key)
+        if value is None:
+            verdicts[key] = None
+            print(f"  {text}: not measured in this run")
+            continue
+        ok = value <= bound if op == "<=" else value >= bound
+        verdicts[key] = bool(ok)
+        print(f"  {text}: {value:.4g} (target {op} {bound:g}): {'met' if ok else 'NOT MET'}")
+    return verdicts
 
 
 def _bench_cli(out: dict[str, Any], work: Path, quick: bool, r_datasets: int) -> None:

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from .progress import Progress
 
 __all__ = ["LOKY_WORTHWHILE_SECONDS", "PROBE_SHARE", "choose_backend", "execute",
-           "probe_tasks"]
+           "probe_tasks", "sequential_estimate"]
 
 #: Estimated sequential seconds below which starting loky workers does not pay off: each
 #: costs about a second of start-up (imports).
 LOKY_WORTHWHILE_SECONDS = 3.0
-#: The timed probe is this share (one in ``PROBE_SHARE``) of the first task.
-PROBE_SHARE = 20
+#: The timed probe is this share (one in ``PROBE_SHARE``) of the first task: large enough
+#: that the per-call costs of the batched solvers (their iterations) do not dominate it.
+PROBE_SHARE = 5
 
 
 def choose_backend(config: RunConfig, tasks: list[Any]) -> str:
@@ -39,23 +40,33 @@ def choose_backend(config: RunConfig, tasks: list[Any]) -> str:
     return backend
 
 
-def probe_tasks(tasks: list[Any]) -> tuple[list[Any], Any | None, list[Any]]:
-    """Cut the first task into a warm-up replication, a timed probe and the remainder.
+def probe_tasks(tasks: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """Cut the first task into a warm-up, two timed probes and the remainder.
 
-    Returns ``(warm, probe, rest)``: the warm-up (one replication: it pays the lazy
-    imports and first-call costs, which would overstate the rest), the timed probe (a
-    twentieth of the first task, at least one replication; None when the first task is
-    too small to cut) and every other range, the remainder of the first task first.
+    Returns ``(warm, probes, rest)``: the warm-up (one replication: it pays the lazy
+    imports and first-call costs, which would overstate the rest), the probes (one
+    replication, then a fifth of the first task, at least two: their difference separates
+    a task's fixed cost, the batched solvers' iterations, from the cost per replication;
+    empty when the first task is too small to cut) and every other range, the remainder
+    of the first task first.
     """
     first = tasks[0]
-    if first.size < 3:
-        return [first], None, list(tasks[1:])
-    k = max(1, first.size // PROBE_SHARE)
+    if first.size < 5:
+        return [first], [], list(tasks[1:])
     a = first.start
+    k = min(max(2, first.size // PROBE_SHARE), first.size - 2)
     warm = replace(first, stop=a + 1)
-    probe = replace(first, start=a + 1, stop=a + 1 + k)
-    rest = [replace(first, start=a + 1 + k)] if a + 1 + k < first.stop else []
-    return [warm], probe, rest + list(tasks[1:])
+    probes = [replace(first, start=a + 1, stop=a + 2), replace(first, start=a + 2, stop=a + 2 + k)]
+    rest = [replace(first, start=a + 2 + k)] if a + 2 + k < first.stop else []
+    return [warm], probes, rest + list(tasks[1:])
+
+
+def sequential_estimate(one: float, probe: float, k: int, tasks: list[Any]) -> float:
+    """Seconds ``tasks`` would take here, from a one-replication probe (``one`` seconds) and
+    a ``k``-replication probe: a fixed cost per task plus a cost per replication."""
+    per_rep = max(0.0, (probe - one) / (k - 1))
+    fixed = max(0.0, one - per_rep)
+    return len(tasks) * fixed + per_rep * sum(t.size for t in tasks)
 
 
 def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
@@ -63,25 +74,28 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
     """Run ``tasks`` with ``run_task``, recording each finished one in ``ledger``.
 
     With loky, worker processes cost about a second each to start: a warm-up replication
-    and a small timed probe of the first task run here first, and when the probe shows
-    the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` in this process, it
-    runs here; otherwise every remaining range goes to the workers at once.
+    and two timed probes of the first task (:func:`probe_tasks`) run here first, and when
+    they show the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` in this process
+    (:func:`sequential_estimate`), it runs here; otherwise every remaining range goes to
+    the workers at once.
     """
     from joblib import Parallel, delayed
 
     backend = choose_backend(config, tasks)
     tasks_left = tasks
     if backend == "loky" and tasks:
-        warm, probe, tasks_left = probe_tasks(tasks)
-        t0 = time.perf_counter()
-        for t in warm + ([probe] if probe is not None else []):
-            if t is probe:
-                t0 = time.perf_counter()
+        warm, probes, tasks_left = probe_tasks(tasks)
+        seconds = []
+        for t in warm + probes:
+            t0 = time.perf_counter()
             ledger.add(run_task(t))
+            seconds.append(time.perf_counter() - t0)
             bar.update(t.size)
-        per_rep = (time.perf_counter() - t0) / (probe.size if probe is not None else
-                                                 warm[0].size)
-        if per_rep * sum(t.size for t in tasks_left) < LOKY_WORTHWHILE_SECONDS:
+        if probes:
+            rest = sequential_estimate(seconds[1], seconds[2], probes[1].size, tasks_left)
+        else:  # the first task was tiny: judge by it, warm-up costs included
+            rest = seconds[0] * len(tasks_left)
+        if rest < LOKY_WORTHWHILE_SECONDS:
             backend = "sequential"
     if not tasks_left:
         return
