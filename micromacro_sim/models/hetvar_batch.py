@@ -14,6 +14,7 @@ import numpy as np
 
 from ..batch import Batch
 from .hetvar import BOUNDARY_TOL, GRAD_TOL, HALVINGS, LL_NOISE, MAX_STEP, SMALL_STEP
+from .linalg import solve_stack
 from .oneway_batch import width_groups
 
 __all__ = ["HetVarBatch", "hetvar_ml_batch"]
@@ -132,25 +133,21 @@ class _WideBatch:
 def _solve_steps(info: np.ndarray, grad: np.ndarray, free: np.ndarray) -> np.ndarray:
     """Fisher steps on the free parameters (fixed ones get identity rows: step 0).
 
-    Each replication's system is solved by the same LAPACK call whatever its companions:
-    when one of the batch is singular the others are solved one by one as they were, and
-    only the singular ones take the reference's least-squares step.
+    Each replication's system is solved by the same LAPACK call whatever its companions
+    (:func:`~micromacro_sim.models.linalg.solve_stack`); only the singular ones take the
+    reference's least-squares step.
     """
     both = free[:, :, None] & free[:, None, :]
     eye = np.broadcast_to(np.eye(info.shape[1], dtype=bool), info.shape)
     A = np.where(both, info, eye.astype(float))
     g = np.where(free, grad, 0.0)[:, :, None]
-    try:
-        return np.linalg.solve(A, g)[:, :, 0]
-    except np.linalg.LinAlgError:  # rare: find the singular ones
-        step = np.zeros(g.shape[:2])
-        for r in range(g.shape[0]):
-            try:
-                step[r] = np.linalg.solve(A[r : r + 1], g[r : r + 1])[0, :, 0]
-            except np.linalg.LinAlgError:
-                f = free[r]
-                step[r, f] = np.linalg.lstsq(info[r][np.ix_(f, f)], grad[r][f], rcond=None)[0]
-        return step
+    x, ok = solve_stack(A, g)
+    step = x[:, :, 0]
+    for r in np.flatnonzero(~ok):  # rare: singular
+        f = free[r]
+        step[r] = 0.0
+        step[r, f] = np.linalg.lstsq(info[r][np.ix_(f, f)], grad[r][f], rcond=None)[0]
+    return step
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..batch import Batch
+from .linalg import solve_batch
 
 __all__ = ["fit_batch_two_level", "joint_se_batch"]
 
@@ -254,25 +255,9 @@ def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
 
 
 def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """H^-1 g for a stack of matrices; NaN where H is singular."""
-    if g.ndim == 3:  # several right-hand sides
-        out = np.full(g.shape, np.nan)
-        for i in range(len(g)):
-            try:
-                out[i] = np.linalg.solve(H[i], g[i])
-            except np.linalg.LinAlgError:
-                pass
-        return out
-    out = np.full(g.shape, np.nan)
-    try:
-        return np.linalg.solve(H, g[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        for i in range(len(g)):  # rare: find the singular ones
-            try:
-                out[i] = np.linalg.solve(H[i], g[i])
-            except np.linalg.LinAlgError:
-                pass
-    return out
+    """H^-1 g for a stack of matrices (g of shape (R, k) or (R, k, j)); NaN where H is
+    singular."""
+    return solve_batch(H, g)[0]
 
 
 def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
