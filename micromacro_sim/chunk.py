@@ -69,11 +69,6 @@ def _estimate_columns(results: list[BatchResult], key: str,
     return {c: v[order] for c, v in columns.items()}
 
 
-def _estimate_table(results: list[BatchResult], key: str, reps: np.ndarray):
-    """Rows ordered by replication, method, term."""
-    return _table(_estimate_columns(results, key, reps))
-
-
 def _simulate_batch(scenario: Scenario, replications: range, estimators: list[Any], seed: int,
                     policy: Policy, engine: str, gen: Any
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

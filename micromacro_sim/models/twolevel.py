@@ -162,24 +162,6 @@ def _profile_grad(eta: np.ndarray, d: _Data) -> np.ndarray:
                      l11 * g[2] + 2 * l21 * g[1], 2 * l22**2 * g[1]])
 
 
-def _conditional_from_free(theta: np.ndarray, fit: TwoLevelFit) -> tuple[float, np.ndarray,
-                                                                        np.ndarray]:
-    """(sigma_w, Omega, B) of the conditional model from lavaan's free parameters."""
-    q = len(fit.b_z)
-    sw, b0 = theta[0], theta[1]
-    bz = theta[2 : 2 + q]
-    bx, s2e = theta[2 + q], theta[3 + q]
-    c = np.linalg.solve(fit.s_zz, fit.s_zx) if q else np.zeros(0)
-    a = fit.mu_x - c @ fit.mu_z
-    tau = fit.s_xx - c @ fit.s_zx
-    om = np.array([[bx**2 * tau + s2e, bx * tau], [bx * tau, tau]])
-    B = np.column_stack([
-        np.concatenate([[b0 + bx * a], bz + bx * c]),
-        np.concatenate([[a], c]),
-    ])
-    return float(sw), om, B
-
-
 def fit_two_level(data: Dataset) -> TwoLevelFit:
     """ML fit of the two-level model (one x, any group sizes, q >= 0 covariates z).
 

@@ -9,7 +9,7 @@ identifying columns, so no line is wider than the window. Tables are laid out by
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,14 +165,3 @@ def render_table(frame: pd.DataFrame, *, width: int | None = None,
         sub = text[cols[:n_keep] + [cols[i] for i in block]]
         out.append(_rich(sub, width, numeric | set(right), title if j == 0 else None))
     return "\n\n".join(out)
-
-
-def mapped(frame: pd.DataFrame, columns: Mapping[str, str],
-           transform: Mapping[str, Callable[[Any], Any]] | None = None) -> pd.DataFrame:
-    """Columns of ``frame`` picked and renamed (``columns``: old -> new), missing skipped."""
-    present = {k: v for k, v in columns.items() if k in frame.columns}
-    out = frame[list(present)].rename(columns=present)
-    for col, fn in (transform or {}).items():
-        if col in out.columns:
-            out[col] = out[col].map(fn)
-    return out
