@@ -14,8 +14,9 @@ install-dev:
 run: install
 	micromacro run $(CONFIG) --summarize
 
-## Install with the test extras and run the default (fast) test suite.
+## Install with the test extras, check the import layers and run the default (fast) test suite.
 test: install-dev
+	lint-imports
 	$(PYTHON) -m pytest
 
 ## The slow Monte Carlo cross-checks (minutes).
@@ -24,6 +25,7 @@ test-slow: install-dev
 
 lint:
 	ruff check micromacro_sim tests tools
+	lint-imports
 
 ## Regenerate the R reference fixtures (needs Rscript with lavaan, lme4, glmmTMB, sandwich).
 fixtures: install

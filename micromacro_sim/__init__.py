@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from micromacro_sim.core.version import __version__
 
 __all__ = ["__version__", "fit", "simulate"]
 
@@ -11,11 +11,11 @@ def __getattr__(name: str):
     # ``micromacro_sim.fit`` and ``simulate`` without importing the estimators at package
     # import time
     if name == "fit":
-        from .api import fit
+        from micromacro_sim.api.fitting import fit
 
         return fit
     if name == "simulate":
-        from .simulation import simulate
+        from micromacro_sim.api.simulation import simulate
 
         return simulate
     raise AttributeError(name)

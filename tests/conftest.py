@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.dgp import generate
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
 
 
 def make_data(seed: int = 1, **params):

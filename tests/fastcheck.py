@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from micromacro_sim.contract import EST_TOL, SE_TOL, assert_same, make_batch
+from micromacro_sim.estimators.contract import EST_TOL, SE_TOL, assert_same, make_batch
 
 __all__ = ["EST_TOL", "SE_TOL", "assert_same", "make_batch"]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.runner import run
-from micromacro_sim.storage import read_table
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import read_table
+from micromacro_sim.summaries.summarize import summarize_run
 
 LOOSE = {"bias": 0.03, "cover": 0.02}
 TIGHT = {"bias": 0.02, "cover": 0.015}
@@ -183,7 +183,7 @@ def test_cli_refuses_bad_config_and_parts(tmp_path, capsys):
 
 
 def test_next_count_on_the_grid():
-    from micromacro_sim.adaptive import CellOutcome, next_count
+    from micromacro_sim.run.adaptive import CellOutcome, next_count
 
     ad = _config(low=40, high=1500, block=30).adaptive
     step = [next_count(ad, CellOutcome(40, False, "", 1.0, 0.5, need))

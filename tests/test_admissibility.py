@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim import admissibility
-from micromacro_sim.admissibility import Gate, Policy, draw, draw_many
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.design.policy import Policy
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators import admissibility
+from micromacro_sim.estimators.admissibility import Gate, draw, draw_many
 
 
 def _check(data):  # fails for about half the datasets
@@ -43,7 +44,7 @@ def test_batched_gate_equals_per_replication(toy_gate, mode, max_redraws):
 
 
 def test_gate_that_needs_balanced_groups_refuses_unbalanced_cells():
-    from micromacro_sim.errors import ConfigError
+    from micromacro_sim.core.errors import ConfigError
 
     sc = Scenario.from_params(dict(n_groups=10, group_size=[3, 5], icc=0.2, r_zxi=0.3))
     with pytest.raises(ConfigError, match="^admissibility.gate"):

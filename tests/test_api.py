@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 import micromacro_sim as mm
-from micromacro_sim.api import default_methods
-from micromacro_sim.apiresult import MicroMacroResult, Summary, UnknownMethod
-from micromacro_sim.cli import main
-from micromacro_sim.errors import DataError
+from micromacro_sim.api.fitresult import MicroMacroResult, Summary, UnknownMethod
+from micromacro_sim.api.fitting import default_methods
+from micromacro_sim.api.userdata import prepare
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import DataError
+from micromacro_sim.core.status import Reason, Status
 from micromacro_sim.estimators import get_estimator, registry
-from micromacro_sim.status import Reason, Status
-from micromacro_sim.userdata import prepare
 from tests.conftest import make_data
 
 ARGS = dict(group="group", x="x", y="y", z="z")

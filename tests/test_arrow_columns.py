@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-from micromacro_sim.arrow_columns import table_from_columns, table_from_rows
+from micromacro_sim.run.arrow_columns import table_from_columns, table_from_rows
 
 
 def _reference(columns):
@@ -45,7 +45,7 @@ def test_empty_and_mixed_columns_fall_back_to_pyarrow():
 
 
 def test_no_pandas_import():
-    code = ("import sys, numpy as np; from micromacro_sim.arrow_columns import "
+    code = ("import sys, numpy as np; from micromacro_sim.run.arrow_columns import "
             "table_from_columns as t; t({'a': np.arange(3.0), 'b': np.array(['x', 'y', 'x'],"
             " dtype=object), 'c': np.ones(3, bool)}); print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -66,7 +66,7 @@ def test_a_run_from_the_command_line_does_not_import_pandas(tmp_path):
     cfg.write_text("name: tiny\nseed: 1\nreplications: 3\nn_jobs: 1\nmethods: [unadjusted, croon]\n"
                    "admissibility: {policy: flag, gate: none}\n"
                    "fixed: {n_groups: 20, group_size: 5, icc: 0.2, r_zxi: 0.3}\n")
-    code = ("import sys; from micromacro_sim.cli import main; "
+    code = ("import sys; from micromacro_sim.cli.main import main; "
             f"rc = main(['run', {str(cfg)!r}, '--output', {str(tmp_path / 'out')!r}]); "
             "print('PANDAS', 'pandas' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from micromacro_sim.bench import TARGETS, print_targets
+from micromacro_sim.cli.bench import TARGETS, print_targets
 
 
 def test_verdicts_follow_the_figures(capsys):

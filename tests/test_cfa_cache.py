@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from micromacro_sim.admissibility import Policy, draw_many
+from micromacro_sim.design.policy import Policy
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators.admissibility import draw_many
 from micromacro_sim.models import cfa
-from micromacro_sim.scenario import Scenario
 from tests.conftest import make_data
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
+from micromacro_sim.cli.main import main
 
 GOOD = {
     "name": "t",

@@ -1,6 +1,6 @@
 """Contract every registered estimator honours (runs over the whole registry).
 
-The checks live in :mod:`micromacro_sim.contract`, which ``micromacro check-method`` also
+The checks live in :mod:`micromacro_sim.estimators.contract`, which ``micromacro check-method`` also
 runs on a user's estimator.
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim import contract
-from micromacro_sim.estimators import available, registry
+from micromacro_sim.estimators import available, contract, registry
 from micromacro_sim.estimators.base import Estimator
 
 METHODS = available()

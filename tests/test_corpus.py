@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
+from micromacro_sim.cli.main import main
 
 CORPUS = Path(__file__).parent / "corpus"
 CONFIGS = sorted((CORPUS / "configs").glob("*.yaml"))

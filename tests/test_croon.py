@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.dgp import generate
 
 
 def reference_cv(group, x, z):

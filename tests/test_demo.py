@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from micromacro_sim.demo import ITEMS, bfi_demo, cfa_closed_form, load_bfi
+from micromacro_sim.api.demo import ITEMS, bfi_demo, cfa_closed_form, load_bfi
 
 REF = json.loads((Path(__file__).parent / "fixtures" / "bfi" / "reference.json").read_text())
 LAV, LME = REF["lavaan"], REF["lme4"]

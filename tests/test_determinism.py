@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from micromacro_sim.config import parse_config
 from micromacro_sim.estimators import available
-from micromacro_sim.runner import run
-from micromacro_sim.storage import read_table
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import read_table
 
 CFG = {
     "name": "det",

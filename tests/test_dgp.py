@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from micromacro_sim.dgp import generate
-from micromacro_sim.reliability import anova
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
+from micromacro_sim.models.reliability import anova
 
 # 4 standard errors: a correct generator fails one of these checks with probability < 1e-4 each.
 Z_CRIT = 4.0

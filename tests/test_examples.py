@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from micromacro_sim.config import load_config
-from micromacro_sim.runner import run
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.run.configure import load_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.summaries.summarize import summarize_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "configs" / "examples").glob("*.yaml"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from micromacro_sim.execute import PROBE_SHARE, probe_tasks, sequential_estimate
+from micromacro_sim.run.execute import PROBE_SHARE, probe_tasks, sequential_estimate
 
 
 @dataclass(frozen=True)

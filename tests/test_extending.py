@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
-from micromacro_sim.storage import read_table
+from micromacro_sim.cli.main import main
+from micromacro_sim.run.storage import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "extending.md").read_text()
@@ -39,7 +39,7 @@ def _cli(args, cwd, pythonpath, python=sys.executable):
 def _on_path(folder: Path):
     """``folder`` on sys.path (in this process), plug-in caches reset before and after."""
     import micromacro_sim.estimators as est_pkg
-    from micromacro_sim import plugins
+    from micromacro_sim.estimators import plugins
 
     def reset():
         for name in ("my_methods", "my_generator", "broken"):

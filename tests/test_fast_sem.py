@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.admissibility import Policy
-from micromacro_sim.batch import Batch
+from micromacro_sim.design.policy import Policy
 from micromacro_sim.estimators import get_estimator
+from micromacro_sim.estimators.admissibility import gate_reason
+from micromacro_sim.generate.batch import Batch
 from micromacro_sim.models.cfa import cfa_verdicts, fit_cfa_batch
 from tests.fastcheck import assert_same, make_batch
 
@@ -75,7 +76,7 @@ def cfa_gate_batch(x: np.ndarray) -> np.ndarray:
 def _gate_verdicts(params: dict, reps: int, root: int) -> tuple[np.ndarray, list[str]]:
     batch = make_batch(params, reps=reps, root=root)
     policy = Policy(mode="flag", gate="cfa")
-    return cfa_gate_batch(batch.x), [policy.gate_reason(d) for d in batch.datasets]
+    return cfa_gate_batch(batch.x), [gate_reason(policy, d) for d in batch.datasets]
 
 
 @pytest.mark.parametrize(("params", "reps"), [

@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.batch import Batch
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.base import BatchResult
-from micromacro_sim.models.twolevel import _loglik_parts, _prepare
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.models.twolevel import _loglik_parts, prepare_data
 from micromacro_sim.models.twolevel_batch import (
-    _batch_derivs,
     _batch_stats,
     _start_batch,
+    batch_derivs,
     fit_batch_two_level,
 )
 from tests.fastcheck import assert_same, make_batch
@@ -85,7 +85,7 @@ def test_lavaan_fixed_x_goes_through_the_reference():
 def _numeric_derivs(data, psi: np.ndarray, h: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Gradient and Hessian of the reference negative log-likelihood by central
     differences of a central-difference gradient."""
-    d = _prepare(data)
+    d = prepare_data(data)
     k = data.n_z + 1
 
     def f(p: np.ndarray) -> float:
@@ -109,9 +109,9 @@ def test_batch_derivatives_match_finite_differences(scenario):
     psi = _start_batch(s, clamp=True)
     psi[:, 3] *= 1.3  # away from the optimum, so the gradient is not ~0
     psi[:, 4:] += 0.05
-    f, g, H = _batch_derivs(s, psi)
+    f, g, H = batch_derivs(s, psi)
     for r, data in enumerate(batch.datasets):
-        d = _prepare(data)
+        d = prepare_data(data)
         k = data.n_z + 1
         om = np.array([[psi[r, 1], psi[r, 2]], [psi[r, 2], psi[r, 3]]])
         B = np.column_stack([psi[r, 4 : 4 + k], psi[r, 4 + k :]])
@@ -127,7 +127,7 @@ def test_balanced_closed_form_is_a_stationary_point(fits):
     batch = fits["row16"][0]
     s, _, _ = _batch_stats(batch)
     psi = _start_batch(s)
-    _, g, H = _batch_derivs(s, psi)
+    _, g, H = batch_derivs(s, psi)
     scale = np.sqrt(np.einsum("rii->ri", H))
     assert np.max(np.abs(g) / scale) < 1e-10
     assert np.all(np.linalg.eigvalsh(H) > 0)

@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.runner import run
-from micromacro_sim.storage import load_manifest, read_manifest, read_table
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.cli.main import main
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import load_manifest, read_manifest, read_table
+from micromacro_sim.summaries.summarize import summarize_run
 
 CFG = {
     "name": "kill",
@@ -178,7 +178,7 @@ def test_disk_full_gives_one_line_and_resume_completes(tmp_path, reference, caps
                                                        monkeypatch):
     """A write failing with ENOSPC (injected): one line, exit 2, the finished shards
     stay valid and recorded; a resume completes."""
-    from micromacro_sim import storage
+    from micromacro_sim.run import storage
 
     real = storage.write_frame_atomic
     calls = {"n": 0}
@@ -254,7 +254,7 @@ def test_cluster_backends_match_loky(tmp_path, backend):
 
 
 def test_missing_backend_package_names_the_extra(tmp_path, monkeypatch):
-    from micromacro_sim.errors import ConfigError
+    from micromacro_sim.core.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ConfigError, match=r"^backend: .*pip install 'micromacro-sim\[dask\]'"):

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
+from micromacro_sim.generate.dataset import Dataset
 
 FIX = Path(__file__).parent / "fixtures" / "fsr"
 CASES = ["row16", "high_icc", "g50_low_icc", "two_z", "g50_force_pd", "zcond_negative"]

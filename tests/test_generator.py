@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from micromacro_sim.dgp import generate
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
 
 Z_CRIT = 4.0  # a correct generator fails one check with probability < 1e-4
 BASE = dict(n_groups=40000, group_size=4, icc=0.2, r_zxi=0.3)

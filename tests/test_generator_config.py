@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.admissibility import Policy, draw
-from micromacro_sim.batch import Batch
-from micromacro_sim.dataset import Dataset
-from micromacro_sim.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, NotApplicable
+from micromacro_sim.core.status import Reason
+from micromacro_sim.design.fields import GENERATOR_FIELDS, true_value
+from micromacro_sim.design.policy import Policy
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import registry
-from micromacro_sim.estimators.base import NotApplicable
-from micromacro_sim.fields import GENERATOR_FIELDS, true_value
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.status import Reason
+from micromacro_sim.estimators.admissibility import draw
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
 
 ROW16 = dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3)
 NONE = Policy(mode="flag", gate="none")

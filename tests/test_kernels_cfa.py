@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from micromacro_sim.core.status import Reason
 from micromacro_sim.models import cfa_solver
 from micromacro_sim.models.cfa import cfa_verdicts, fit_cfa, fit_cfa_batch
 from micromacro_sim.models.cfa_equal import equal_loading_cfa, equal_loading_ml
 from micromacro_sim.models.wide_sem import sem_batch, sem_closed_form, sem_se
-from micromacro_sim.status import Reason
 from tests.conftest import make_data
 from tests.fastcheck import make_batch
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import make_data
 
-from micromacro_sim.batch import Batch
-from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import SE_TYPES, get_estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.hetvar import hetvar_ml
 from micromacro_sim.models.hetvar_batch import _solve_steps, hetvar_ml_batch
 from micromacro_sim.models.oneway import (
@@ -212,9 +212,9 @@ def _fit_in_chunks(est, datasets: list[Dataset], order: np.ndarray, chunk: int) 
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("design", list(COMPOSITION))
 def test_bitwise_equal_whatever_the_batch(design, method):
-    from micromacro_sim.dgp import generate
-    from micromacro_sim.scenario import Scenario
-    from micromacro_sim.seeding import replication_rng
+    from micromacro_sim.design.scenario import Scenario
+    from micromacro_sim.generate.dgp import generate
+    from micromacro_sim.generate.seeding import replication_rng
 
     sc = Scenario.from_params(COMPOSITION[design])
     datasets = [generate(sc, replication_rng(13, sc, r)) for r in range(N_REPS)]

@@ -21,11 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.batch import Batch
-from micromacro_sim.dataset import Dataset
+from micromacro_sim.core.status import Reason
 from micromacro_sim.estimators import SE_TYPES, get_estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.padding import member_sums
 from micromacro_sim.models.croon import cv_adjustment, cv_adjustment_batch
-from micromacro_sim.models.linalg import member_sums, quad_form
+from micromacro_sim.models.linalg import quad_form
 from micromacro_sim.models.moments import (
     ml_moments,
     ml_moments_batch,
@@ -33,7 +35,6 @@ from micromacro_sim.models.moments import (
     zcond_scores_batch,
 )
 from micromacro_sim.models.sam import sam_fit, sam_fit_batch
-from micromacro_sim.status import Reason
 from tests.fastcheck import EST_TOL, SE_TOL, assert_same, make_batch
 
 SCENARIOS = {

@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from micromacro_sim.batch import Batch
-from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
+from micromacro_sim.core.status import Reason
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import get_estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.dgp import generate
 from micromacro_sim.models.twolevel import _z_loglik, fit_two_level
 from micromacro_sim.models.twolevel_lavaan import conditional_objective, lavaan_h1_moments
-from micromacro_sim.models.twolevel_multi import _prepare_multi
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.status import Reason
+from micromacro_sim.models.twolevel_multi import prepare_multi
 from tests.fastcheck import make_batch
 
 FIX = Path(__file__).parent / "fixtures"
@@ -148,7 +148,7 @@ def test_fixed_x_off_the_bound_the_joint_ml_sits_on():
     assert e["sigma2_e"] == pytest.approx(r["est"]["y~~y@2"], abs=1e-3)
     assert e["sigma_w"] == pytest.approx(r["est"]["x~~x@1"], abs=1e-3)
     assert e["var_xb"] == pytest.approx(r["est"]["x~~x@2"], abs=1e-6)
-    d, moments = _prepare_multi(data), lavaan_h1_moments(data)
+    d, moments = prepare_multi(data), lavaan_h1_moments(data)
     ours = np.array([e["sigma_w"], *res.params, e["sigma2_e"]])
     theirs = np.array([r["est"][t] for t in ["x~~x@1", *terms, "y~~y@2"]])
     assert (conditional_objective(d, moments, ours)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from micromacro_sim.config import load_config, parse_config
+from micromacro_sim.run.configure import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "configs").glob("**/*.yaml")) + sorted(
@@ -30,8 +30,8 @@ def test_fjk2018_has_72_labels_naming_beta_z_and_beta_xi():
 
 
 def test_a_field_without_a_label_spec_is_named_when_it_varies(monkeypatch):
-    import micromacro_sim.scenario as scenario_mod
-    from micromacro_sim.fields import field
+    import micromacro_sim.design.scenario as scenario_mod
+    from micromacro_sim.design.fields import field
 
     sc = scenario_mod.Scenario.from_params({"n_groups": 10, "group_size": 5, "icc": 0.2,
                                             "r_zxi": 0.3, "sigma2_eps": 0.5})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from micromacro_sim.config import parse_config
-from micromacro_sim.runner import run
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.summaries.summarize import summarize_run
 
 CELLS = [
     {"n_groups": 100, "group_size": 10, "icc": 0.1, "r_zxi": 0.3},  # CV row 16

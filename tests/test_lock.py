@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.lock import LOCK_NAME, RunLock, RunLocked, holder_alive, read_holder
-from micromacro_sim.runner import run
-from micromacro_sim.storage import read_manifest, read_table
+from micromacro_sim.cli.main import main
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.lock import LOCK_NAME, RunLock, RunLocked, holder_alive, read_holder
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import read_manifest, read_table
 
 CFG = {
     "name": "lock", "seed": 5, "replications": 40, "chunk_size": 2, "n_jobs": 1,

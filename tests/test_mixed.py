@@ -3,7 +3,7 @@
 Truth used here:
 
 * closed forms of the balanced one-way model (ANOVA moments computed independently in
-  :mod:`micromacro_sim.reliability`) and statsmodels ``MixedLM`` fits;
+  :mod:`micromacro_sim.models.reliability`) and statsmodels ``MixedLM`` fits;
 * R output stored in ``tests/fixtures/mixed`` (``tools/make_mixed_fixtures.py`` writes the
   datasets, ``tools/r/mixed_fixtures.R`` the lme4 / glmmTMB / lm / sandwich numbers).
 """
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from conftest import make_data
 
-from micromacro_sim.dataset import Dataset
 from micromacro_sim.estimators import get_estimator
+from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.hetvar import _Wide, hetvar_ml
 from micromacro_sim.models.oneway import (
     _dneg2ll,
@@ -30,7 +30,7 @@ from micromacro_sim.models.oneway import (
     oneway_mixedlm,
     oneway_profile,
 )
-from micromacro_sim.reliability import anova
+from micromacro_sim.models.reliability import anova
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mixed"
 NAMES = ["row16", "high_icc", "unbalanced", "g50_low_icc"]
@@ -190,9 +190,9 @@ def test_hetvar_pieces_reduce_to_the_homoscedastic_model():
 
 # ------------------------------------------------------------------ against R
 def test_fixture_datasets_come_from_the_generator():
-    from micromacro_sim.dgp import generate
-    from micromacro_sim.scenario import Scenario
-    from micromacro_sim.seeding import replication_rng
+    from micromacro_sim.design.scenario import Scenario
+    from micromacro_sim.generate.dgp import generate
+    from micromacro_sim.generate.seeding import replication_rng
 
     sc = Scenario.from_params(dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3))
     fresh = generate(sc, replication_rng(2020, sc, 0))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.models.nonnormal import (
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.fleishman import (
     FleishmanError,
     fleishman,
     intermediate_correlation,
@@ -14,7 +14,7 @@ from micromacro_sim.models.nonnormal import (
     kurtosis_bound,
     polynomial_moments,
 )
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.design.scenario import Scenario
 
 ROW16 = dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3)
 PAIRS = [(0.0, 0.0), (0.5, 0.0), (1.0, 1.5), (2.0, 7.0), (-1.5, 4.0), (0.0, -1.0), (0.0, 25.0),

@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.lock import RunLock, RunLocked, part_lock_name
-from micromacro_sim.parts import Part, chunk_owners, folder_progress, part_grain
-from micromacro_sim.runner import plan_tasks, run
-from micromacro_sim.storage import read_manifest, read_table
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.folder import folder_progress
+from micromacro_sim.run.lock import RunLock, RunLocked, part_lock_name
+from micromacro_sim.run.parts import Part, chunk_owners, part_grain
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import read_manifest, read_table
+from micromacro_sim.run.tasks import plan_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {

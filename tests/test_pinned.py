@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from micromacro_sim.config import load_config
-from micromacro_sim.dgp import generate
-from micromacro_sim.fields import FIELDS, REQUIRED
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.design.fields import FIELDS, REQUIRED
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
+from micromacro_sim.run.configure import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
@@ -211,12 +211,12 @@ def test_defaults_given_explicitly_keep_every_key(path):
 
 
 _NEW_FACTOR = """
-import micromacro_sim.fields as F
+import micromacro_sim.design.fields as F
 new = F.Field("new_factor", F.Real(0.0, 1.0), "a factor added later", default=0.0)
 F.FIELDS = F.FIELDS + (new,)
 F._BY_NAME["new_factor"] = new
-from micromacro_sim.config import load_config
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.run.configure import load_config
+from micromacro_sim.design.scenario import Scenario
 for path in {paths!r}:
     for sc in load_config(path).scenarios:
         print(sc.key)

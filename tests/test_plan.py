@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.planning.measures import parse_measure, replications_needed, wilson
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.measures import parse_measure, replications_needed, wilson
 from micromacro_sim.planning.plan import parse_targets, pilot_estimates, plan, plan_table
+from micromacro_sim.run.configure import parse_config
 
 G = 100
 SIGMA2 = 0.35

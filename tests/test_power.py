@@ -10,13 +10,13 @@ import pytest
 import yaml
 from scipy import stats
 
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
+from micromacro_sim.cli.main import main
+from micromacro_sim.design.measures import indicators
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.planning.curve import fit_curve
-from micromacro_sim.planning.measures import indicators
 from micromacro_sim.planning.power import solve_power
-from micromacro_sim.runner import simulate_chunk
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.run.chunk import simulate_chunk
+from micromacro_sim.run.configure import parse_config
 
 BETA, SIGMA2, RHO = 0.3, 0.35, 0.3
 ROW16 = dict(name="power-test", seed=2024, replications=10,

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from micromacro_sim.admissibility import Policy
-from micromacro_sim.config import MethodSpec
-from micromacro_sim.dgp import generate
+from micromacro_sim.design.config import MethodSpec
+from micromacro_sim.design.policy import Policy
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import available
-from micromacro_sim.runner import simulate_chunk
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
+from micromacro_sim.run.chunk import simulate_chunk
 
 sizes = st.one_of(
     st.integers(1, 12),

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from micromacro_sim.contract import (
+from micromacro_sim.estimators import registry
+from micromacro_sim.estimators.contract import (
     DESIGNS,
     batch_cases,
     check_bits_stable,
     check_fast_equals_reference,
 )
-from micromacro_sim.estimators import registry
 
 #: Batch paths whose bits still depend on their batch companions (being fixed; strict, so
 #: a fixed one fails here until it is removed from this set).

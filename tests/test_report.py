@@ -16,12 +16,12 @@ pytest.importorskip("matplotlib")
 
 import matplotlib.image as mpimg  # noqa: E402
 
-from micromacro_sim.config import parse_config  # noqa: E402
-from micromacro_sim.errors import ConfigError  # noqa: E402
-from micromacro_sim.plots import acceptance_band, short_labels  # noqa: E402
-from micromacro_sim.report import add_parser, write_report  # noqa: E402
-from micromacro_sim.runner import run  # noqa: E402
-from micromacro_sim.summarize import summarize_run  # noqa: E402
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.reporting.plots import acceptance_band, short_labels
+from micromacro_sim.reporting.report import add_parser, write_report
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.summaries.summarize import summarize_run
 
 CONFIG = {
     "name": "tiny-report",
@@ -215,8 +215,8 @@ def test_short_labels_drop_shared_words():
 def test_missing_matplotlib_names_the_extra(run_dir, tmp_path, monkeypatch):
     import sys
 
-    from micromacro_sim.errors import MicroMacroError
-    from micromacro_sim.plots import require_matplotlib
+    from micromacro_sim.core.errors import MicroMacroError
+    from micromacro_sim.reporting.plots import require_matplotlib
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
     with pytest.raises(MicroMacroError, match=r"pip install 'micromacro-sim\[plots\]'"):

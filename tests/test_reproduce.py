@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from micromacro_sim.config import load_config
 from micromacro_sim.reproduce import Reproduction, clark2020, cv2007, fjk2018, studies
 from micromacro_sim.reproduce import _distributions as dist
 from micromacro_sim.reproduce import _verdicts as v
 from micromacro_sim.reproduce._common import PUBLISHED_COLUMNS, packaged_config, published
 from micromacro_sim.reproduce.cli import add_parser
+from micromacro_sim.run.configure import load_config
 
 TERMS = ["intercept", "z", "xi"]
 
@@ -529,7 +529,7 @@ def _assert_png(path):
     """A readable PNG no wider than the report's column."""
     from matplotlib import image
 
-    from micromacro_sim.figures._base import DPI, MAX_WIDTH
+    from micromacro_sim.reporting.figures.common import DPI, MAX_WIDTH
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
     img = image.imread(path)
@@ -603,7 +603,7 @@ def test_fjk_rate_rows_are_means_over_cells(fjk):
 
 
 def test_published_plot_labels_rows_uniquely_and_reads_mcse_pub(tmp_path, monkeypatch):
-    from micromacro_sim.figures import published as pubfig
+    from micromacro_sim.reporting.figures import published as pubfig
 
     frame = pd.DataFrame({"method": ["a", "a", "b"], "term": "xi",
                           "stat": ["median", "trim10", "median"], "verdict": "agrees",

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from micromacro_sim.admissibility import Policy, draw
-from micromacro_sim.config import parse_config
-from micromacro_sim.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.policy import Policy
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.runner import run
-from micromacro_sim.storage import read_manifest, read_table
+from micromacro_sim.estimators.admissibility import draw
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import read_manifest, read_table
 
 BASE = {
     "name": "t",

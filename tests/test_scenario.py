@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.fields import FIELDS, Integer, PerZ, Real, field, term_column, true_value
-from micromacro_sim.scenario import GroupSizes, Scenario
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.fields import FIELDS, Integer, PerZ, Real, field, term_column, true_value
+from micromacro_sim.design.scenario import GroupSizes, Scenario
 
 ROW16 = dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3)
 

@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.estimators.factor_score import FactorScore
 from micromacro_sim.estimators.sem import SEM
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.dgp import generate
 from micromacro_sim.models.cfa import fit_cfa
 from micromacro_sim.models.wide_sem import _implied, _pack, _unpack, sem_closed_form
-from micromacro_sim.scenario import Scenario
 
 FIX = Path(__file__).parent / "fixtures" / "sem"
 BALANCED = ["row16", "high_icc", "g50_low_icc"]

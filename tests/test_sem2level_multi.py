@@ -21,19 +21,19 @@ import pandas as pd
 import pytest
 
 import micromacro_sim
-from micromacro_sim.dataset import Dataset
+from micromacro_sim.core.status import Reason
 from micromacro_sim.estimators import get_estimator
+from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.twolevel import _z_loglik, fit_two_level
 from micromacro_sim.models.twolevel_lavaan import joint_se, lavaan_h1_moments
 from micromacro_sim.models.twolevel_multi import (
-    _conditional_multi,
-    _derivs_multi,
-    _prepare_multi,
-    _psi_multi,
-    _verdict_multi,
+    conditional_multi,
+    derivs_multi,
     fit_two_level_multi,
+    prepare_multi,
+    psi_multi,
+    verdict_multi,
 )
-from micromacro_sim.status import Reason
 
 FIX = Path(__file__).parent / "fixtures" / "sem2level_multi"
 NAMES = ["balanced_p2_z1", "unbalanced_p2_z2", "unbalanced_p3_z0"]
@@ -164,8 +164,8 @@ def test_one_x_general_path_equals_the_one_x_path(name):
     data, _ = load_one(name)
     one = get_estimator("sem_2level").fit(data)
     f1, f2 = fit_two_level(data), fit_two_level_multi(data)
-    psi = _psi_multi(*_conditional_multi(f2.free(), data.n_z, 1, f2.moments()))
-    se = joint_se(psi, _derivs_multi(_prepare_multi(data), psi)[2], 1, data.n_z)
+    psi = psi_multi(*conditional_multi(f2.free(), data.n_z, 1, f2.moments()))
+    se = joint_se(psi, derivs_multi(prepare_multi(data), psi)[2], 1, data.n_z)
     assert one.ok
     np.testing.assert_allclose(f2.free()[1:-1], one.params, rtol=0, atol=1e-10)
     np.testing.assert_allclose(se, one.se(), rtol=0, atol=1e-9)
@@ -184,21 +184,21 @@ def test_one_x_boundary_verdicts_agree():
 
 def test_derivatives_match_finite_differences(fits):
     data = fits["unbalanced_p2_z2"][0]
-    d = _prepare_multi(data)
+    d = prepare_multi(data)
     fit = fits["unbalanced_p2_z2"][3]
-    sw, om, B = _conditional_multi(fit.free(), data.n_z, data.n_x, fit.moments())
-    psi = _psi_multi(sw, om, B)
+    sw, om, B = conditional_multi(fit.free(), data.n_z, data.n_x, fit.moments())
+    psi = psi_multi(sw, om, B)
     psi = psi + 0.05 * np.random.default_rng(0).uniform(0.5, 1, len(psi))  # off the optimum
-    f, g, H = _derivs_multi(d, psi)
-    assert f == pytest.approx(_derivs_multi(d, psi, hessian=False)[0])
+    f, g, H = derivs_multi(d, psi)
+    assert f == pytest.approx(derivs_multi(d, psi, hessian=False)[0])
     h = 1e-5
     e = np.eye(len(psi)) * h
 
     def grad(x: np.ndarray) -> np.ndarray:
-        return _derivs_multi(d, x, hessian=False)[1]
+        return derivs_multi(d, x, hessian=False)[1]
 
     def negll(x: np.ndarray) -> float:
-        return _derivs_multi(d, x, hessian=False)[0]
+        return derivs_multi(d, x, hessian=False)[0]
 
     gn = np.array([(negll(psi + e[i]) - negll(psi - e[i])) / (2 * h) for i in range(len(psi))])
     Hn = np.array([(grad(psi + e[i]) - grad(psi - e[i])) / (2 * h) for i in range(len(psi))])
@@ -234,11 +234,11 @@ def test_negative_variance_is_flagged():
 def test_verdicts():
     eye = np.eye(2)
     kw = dict(var_y=1.0, var_xbar=np.ones(2))
-    assert _verdict_multi(eye, 0.5, eye, **kw) is None
-    assert _verdict_multi(np.diag([1.0, 1e-6]), 0.5, eye, **kw) is Reason.NEGATIVE_VARIANCE
-    assert _verdict_multi(eye, 1e-6, eye, **kw) is Reason.NEGATIVE_VARIANCE
-    assert _verdict_multi(np.ones((2, 2)), 0.5, eye, **kw) is Reason.NOT_POSITIVE_DEFINITE
-    assert _verdict_multi(eye, 0.5, np.ones((2, 2)), **kw) is Reason.NOT_POSITIVE_DEFINITE
+    assert verdict_multi(eye, 0.5, eye, **kw) is None
+    assert verdict_multi(np.diag([1.0, 1e-6]), 0.5, eye, **kw) is Reason.NEGATIVE_VARIANCE
+    assert verdict_multi(eye, 1e-6, eye, **kw) is Reason.NEGATIVE_VARIANCE
+    assert verdict_multi(np.ones((2, 2)), 0.5, eye, **kw) is Reason.NOT_POSITIVE_DEFINITE
+    assert verdict_multi(eye, 0.5, np.ones((2, 2)), **kw) is Reason.NOT_POSITIVE_DEFINITE
 
 
 def test_collinear_x_is_flagged_not_raised():

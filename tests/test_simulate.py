@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 import micromacro_sim as mm
-from micromacro_sim.cli import main
-from micromacro_sim.config import parse_config
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.storage import read_table
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.storage import read_table
+from micromacro_sim.summaries.summarize import summarize_run
 
 RAW = {
     "name": "api",

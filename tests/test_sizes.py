@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from micromacro_sim import limits
-from micromacro_sim.cli import main
-from micromacro_sim.config import load_config, parse_config
-from micromacro_sim.errors import ConfigError
-from micromacro_sim.runner import Task, plan_tasks, run
-from micromacro_sim.storage import StorageError, overlapping_shards, read_table
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design import limits
+from micromacro_sim.run import capacity
+from micromacro_sim.run.configure import load_config, parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.run.storage import StorageError, overlapping_shards, read_table
+from micromacro_sim.run.tasks import Task, plan_tasks
 
 BASE = {
     "name": "sizes", "seed": 3, "replications": 12, "methods": ["true", "unadjusted"],
@@ -79,15 +81,15 @@ def test_task_limit_refuses_before_writing_and_force_insists(tmp_path, monkeypat
 
 
 def test_memory_refusal_and_default_chunk_lowered(tmp_path, monkeypatch):
-    per_rep = limits.replication_bytes(parse_config(BASE).scenarios[0])
-    monkeypatch.setattr(limits, "available_memory",
+    per_rep = capacity.replication_bytes(parse_config(BASE).scenarios[0])
+    monkeypatch.setattr(capacity, "available_memory",
                         lambda: limits.BYTES_PER_WORKER + 4 * per_rep)
     res = run(parse_config(BASE), run_dir=tmp_path / "a", progress=False)
     assert res.notes == ("chunk size lowered from 10 to 4 replications to fit memory",)
     assert res.tasks_run == 3
     with pytest.raises(ConfigError, match=r"^chunk_size: 6 replications per task need"):
         run(parse_config({**BASE, "chunk_size": 6}), run_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(limits, "available_memory", lambda: limits.BYTES_PER_WORKER)
+    monkeypatch.setattr(capacity, "available_memory", lambda: limits.BYTES_PER_WORKER)
     with pytest.raises(ConfigError, match=r"^n_groups: one replication needs about"):
         run(parse_config(BASE), run_dir=tmp_path / "c", progress=False)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
@@ -103,7 +105,7 @@ def test_disk_refusal(tmp_path, monkeypatch):
     class Usage:
         free = 1000
 
-    monkeypatch.setattr(limits.shutil, "disk_usage", lambda p: Usage)
+    monkeypatch.setattr(capacity.shutil, "disk_usage", lambda p: Usage)
     with pytest.raises(ConfigError, match=r"^output: the run needs about .* of disk"):
         run(parse_config(BASE), run_dir=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -168,7 +170,7 @@ def test_output_into_a_closed_pipe_exits_quietly(tmp_path):
 
 def test_markdown_report_escapes_names(tmp_path):
     pytest.importorskip("scipy")
-    from micromacro_sim.report import write_report
+    from micromacro_sim.reporting.report import write_report
 
     name = "<img src=x onerror=alert(1)>*bold*_x_|"
     run(parse_config({**BASE, "name": name}), run_dir=tmp_path / "r", progress=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from micromacro_sim.results import BatchResult, FitResult
-from micromacro_sim.status import (
+from micromacro_sim.core.results import BatchResult, FitResult
+from micromacro_sim.core.status import (
     NOT_APPLICABLE_REASONS,
     REASON_TEXT,
     Reason,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micromacro_sim.summarize import performance
+from micromacro_sim.summaries.summarize import performance
 
 E = 2000  # experiments
 K = 200  # replications per experiment

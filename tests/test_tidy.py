@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from micromacro_sim.config import parse_config
-from micromacro_sim.groups import GroupSizes
-from micromacro_sim.reporting.factors import factor_columns, sizes_from_label, typed_scenarios
+from micromacro_sim.design.groups import GroupSizes
 from micromacro_sim.reporting.mplus import mplus_table
 from micromacro_sim.reporting.terminal import number_format, render_table
-from micromacro_sim.runner import run
-from micromacro_sim.summarize import summarize_run
+from micromacro_sim.run.configure import parse_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.summaries.factors import factor_columns, sizes_from_label, typed_scenarios
+from micromacro_sim.summaries.summarize import summarize_run
 
 CONFIG = {
     "name": "tiny-tidy",

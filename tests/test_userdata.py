@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from micromacro_sim.cli import main
-from micromacro_sim.errors import DataError
+from micromacro_sim.api.userdata import prepare
+from micromacro_sim.cli.main import main
+from micromacro_sim.core.errors import DataError
 from micromacro_sim.estimators import get_estimator
-from micromacro_sim.userdata import prepare
 from tests.conftest import make_data
 
 

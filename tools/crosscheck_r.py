@@ -5,7 +5,8 @@ Usage (from the repository root, Rscript with lavaan, lme4, glmmTMB and sandwich
     python tools/crosscheck_r.py [--n 25] [--work DIR] [--out tests/fixtures/crosscheck]
 
 Four designs (balanced, unbalanced, several Z with q = 2, low ICC), ``--n`` datasets each,
-drawn by :func:`micromacro_sim.dgp.generate` from seeds that derive from (ROOT_SEED, design,
+drawn by :func:`micromacro_sim.generate.dgp.generate` from seeds that derive from
+(ROOT_SEED, design,
 dataset). Each dataset is written as a long CSV with a member column (member = position in
 the group) and fitted
 
@@ -40,9 +41,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import micromacro_sim as mm  # noqa: E402
-from micromacro_sim.api import fit_dataset  # noqa: E402
-from micromacro_sim.dgp import generate  # noqa: E402
-from micromacro_sim.scenario import Scenario  # noqa: E402
+from micromacro_sim.api.fitting import fit_dataset
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 R_SCRIPT = ROOT / "tools" / "r" / "crosscheck.R"

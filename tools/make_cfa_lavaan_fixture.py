@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from micromacro_sim.config import load_config  # noqa: E402
-from micromacro_sim.dgp import generate  # noqa: E402
-from micromacro_sim.scenario import Scenario  # noqa: E402
-from micromacro_sim.seeding import replication_rng  # noqa: E402
+from micromacro_sim.design.scenario import Scenario  # noqa: E402
+from micromacro_sim.generate.dgp import generate  # noqa: E402
+from micromacro_sim.generate.seeding import replication_rng  # noqa: E402
+from micromacro_sim.run.configure import load_config  # noqa: E402
 
 CONFIG = ROOT / "configs" / "clark2020.yaml"
 OUT = ROOT / "tests" / "fixtures" / "cfa_lavaan" / "clark2020_row16_first_draws.csv"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micromacro_sim.dgp import generate
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
 
 sc = Scenario.from_params(dict(n_groups=80, group_size={"uniform": [4, 12]}, icc=0.15, r_zxi=0.3))
 d = generate(sc, replication_rng(2026, sc, 0))

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from micromacro_sim.dgp import generate
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators.sam import sam_fit
-from micromacro_sim.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "fsr"

@@ -1,7 +1,7 @@
 """Write the small datasets behind tests/test_mixed.py and the lme4/glmmTMB reference numbers.
 
 Usage: ``python tools/make_mixed_fixtures.py`` (needs Rscript with lme4, glmmTMB, sandwich
-and jsonlite). Each dataset is drawn with :func:`micromacro_sim.dgp.generate` from
+and jsonlite). Each dataset is drawn with :func:`micromacro_sim.generate.dgp.generate` from
 ``replication_rng(ROOT_SEED, scenario, replication)`` and stored as a long CSV
 ``tests/fixtures/mixed/<name>.csv`` (group, member, x, y, z; 10 significant digits, the
 values both sides read). ``tools/r/mixed_fixtures.R`` then writes ``<name>.json`` beside it.
@@ -13,11 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from micromacro_sim.dataset import Dataset
-from micromacro_sim.dgp import generate
+from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators.blup import oneway_closed_form
-from micromacro_sim.scenario import Scenario
-from micromacro_sim.seeding import replication_rng
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.dgp import generate
+from micromacro_sim.generate.seeding import replication_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "mixed"

@@ -2,7 +2,7 @@
 
 Usage: ``python tools/make_sem_fixtures.py`` (needs Rscript with lavaan, sandwich and
 jsonlite; run from the repository root with the package importable). Each dataset is
-drawn with :func:`micromacro_sim.dgp.generate` and stored as two CSVs (``<name>_x.csv``:
+drawn with :func:`micromacro_sim.generate.dgp.generate` and stored as two CSVs (``<name>_x.csv``:
 group, x per person; ``<name>_g.csv``: group, y, z); ``tools/r/sem_fixtures.R`` then fits
 lavaan's one-factor CFA, the single-step SEM and the two-level SEM and writes
 ``<name>.json`` beside each CSV.
@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from micromacro_sim.dgp import generate  # noqa: E402
-from micromacro_sim.scenario import Scenario  # noqa: E402
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dgp import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "sem"

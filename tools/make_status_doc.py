@@ -1,10 +1,10 @@
-"""Write docs/status.md from the closed vocabulary in micromacro_sim.status."""
+"""Write docs/status.md from the closed vocabulary in micromacro_sim.core.status."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from micromacro_sim.status import NOT_APPLICABLE_REASONS, REASON_TEXT, Reason
+from micromacro_sim.core.status import NOT_APPLICABLE_REASONS, REASON_TEXT, Reason
 
 HEAD = """# Fit status and reason codes
 

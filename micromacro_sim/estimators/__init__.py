@@ -4,7 +4,7 @@ and so does every entry point of the group ``micromacro_sim.estimators`` of an i
 distribution (under the entry point's name; a package method of the same name wins).
 
 Adding a method is one new file here, or, outside the package, a class named in a config
-as ``module:Name`` or an entry point (see :mod:`micromacro_sim.plugins`).
+as ``module:Name`` or an entry point (see :mod:`micromacro_sim.estimators.plugins`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,16 @@ import importlib
 import pkgutil
 from typing import Any
 
-from ..results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
-from .base import Estimator, NotApplicable, TwoStepEstimator
+from micromacro_sim.core.errors import ConfigError, NotApplicable
+from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
+from micromacro_sim.design.config import MethodSpec
+from micromacro_sim.estimators.base import Estimator, TwoStepEstimator
+from micromacro_sim.estimators.plugins import (
+    ESTIMATOR_GROUP,
+    entry_points,
+    is_reference,
+    load_estimator,
+)
 
 __all__ = [
     "SE_TYPES",
@@ -27,6 +35,7 @@ __all__ = [
     "Scores",
     "TwoStepEstimator",
     "available",
+    "build",
     "get_estimator",
     "is_plugin",
     "method_class",
@@ -35,6 +44,9 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Estimator]] | None = None
 
+#: Modules of this folder that hold no method: the contract, the gates, plug-in loading.
+_NOT_METHODS = frozenset({"admissibility", "base", "contract", "plugins"})
+
 
 def registry() -> dict[str, type[Estimator]]:
     """Method id -> estimator class, discovered from the modules of this package."""
@@ -42,7 +54,7 @@ def registry() -> dict[str, type[Estimator]]:
     if _REGISTRY is None:
         found: dict[str, type[Estimator]] = {}
         for mod in pkgutil.iter_modules(__path__):
-            if mod.name.startswith("_") or mod.name == "base":
+            if mod.name.startswith("_") or mod.name in _NOT_METHODS:
                 continue
             module = importlib.import_module(f"{__name__}.{mod.name}")
             for obj in vars(module).values():
@@ -62,9 +74,6 @@ def registry() -> dict[str, type[Estimator]]:
 def _entry_point_methods(taken: set[str]) -> dict[str, type[Estimator]]:
     """The entry points of ``micromacro_sim.estimators`` that load as estimators (the
     others are reported when a config names them, by :func:`method_class`)."""
-    from ..errors import ConfigError
-    from ..plugins import ESTIMATOR_GROUP, entry_points, load_estimator
-
     out = {}
     for name in entry_points(ESTIMATOR_GROUP):
         if name in taken:
@@ -83,9 +92,6 @@ def method_class(method: str, field: str = "methods") -> type[Estimator]:
         One line naming ``field`` and ``method`` (unknown, fails to import, or not an
         Estimator).
     """
-    from ..errors import ConfigError
-    from ..plugins import ESTIMATOR_GROUP, entry_points, is_reference, load_estimator
-
     reg = registry()
     if method in reg:
         return reg[method]
@@ -117,3 +123,8 @@ def get_estimator(name: str, **options: Any) -> Estimator:
     if name not in reg:
         raise KeyError(f"unknown method {name!r} (known: {', '.join(reg)})")
     return reg[name](**options)
+
+
+def build(spec: MethodSpec) -> Estimator:
+    """Instantiate the estimator a config's method entry names."""
+    return method_class(spec.method)(label=spec.label, **dict(spec.options))

@@ -1,14 +1,14 @@
 """Estimator interface and engine assembly.
 
 An estimator's constructor only validates and stores options; ``fit(data)`` returns a
-:class:`~micromacro_sim.results.FitResult`. Two-step methods subclass
+:class:`~micromacro_sim.core.results.FitResult`. Two-step methods subclass
 :class:`TwoStepEstimator` and only compute group scores; the second step (checks, then
 OLS with every SE type) is shared.
 
 Batch paths are declared one way, by :attr:`Estimator.batch_designs`. A batch path may
 leave replications to the reference path by marking them in ``fallback``
-(:class:`~micromacro_sim.results.BatchResult` for one-step models,
-:class:`~micromacro_sim.results.BatchScores` for a first step); :func:`_refit` resolves
+(:class:`~micromacro_sim.core.results.BatchResult` for one-step models,
+:class:`~micromacro_sim.core.results.BatchScores` for a first step); :func:`_refit` resolves
 both, so verdicts match the reference path exactly.
 """
 
@@ -21,38 +21,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.ols import design_problems, ols, ols_batch, se_problems
-from ..options import Option, validate_options
-from ..results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
-from ..status import Flag, Reason, add_flags, flag, no_flags
+from micromacro_sim.core.errors import NotApplicable
+from micromacro_sim.core.options import Option, validate_options
+from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
+from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
+from micromacro_sim.design.config import ENGINES
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.ols import design_problems, ols, ols_batch, se_problems
 
 __all__ = ["ENGINES", "Estimator", "NotApplicable", "TwoStepEstimator"]
 
 #: Engines: ``fast`` (batch implementations over all replications at once),
 #: ``reference`` (one dataset at a time through the library path) or ``auto`` (fast
 #: where a method has a batch implementation for the design, reference otherwise).
-ENGINES: tuple[str, ...] = ("auto", "fast", "reference")
 
 #: Exceptions of numerical code that become an ``error`` result instead of propagating.
 NUMERIC_ERRORS = (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError)
-
-
-class NotApplicable(Exception):
-    """The method cannot be used on this dataset (for example it needs balanced groups).
-
-    Parameters
-    ----------
-    code : Reason
-        One of :data:`~micromacro_sim.status.NOT_APPLICABLE_REASONS`.
-    text : str, optional
-        Human text (the code's default text otherwise).
-    """
-
-    def __init__(self, code: Reason, text: str = "") -> None:
-        self.flag = flag(code, text)
-        super().__init__(self.flag.text)
 
 
 def error_flag(exc: BaseException) -> Flag:
@@ -64,7 +49,7 @@ class Estimator(ABC):
     """Base class of every method.
 
     Subclasses set :attr:`name` (the registry id), :attr:`options` (name ->
-    :class:`~micromacro_sim.options.Option`) and, when they have a batch path,
+    :class:`~micromacro_sim.core.options.Option`) and, when they have a batch path,
     :attr:`batch_designs`.
 
     Parameters
@@ -149,7 +134,7 @@ class Estimator(ABC):
         ``auto`` use the batch implementation when :meth:`has_batch` says there is one
         (``fast`` without one raises ``ValueError``). Replications the batch path marks
         as ``fallback`` are fitted by the reference path and merged in. A batch that is
-        :attr:`~micromacro_sim.batch.Batch.reference_only` (several x, missing members)
+        :attr:`~micromacro_sim.generate.batch.Batch.reference_only` (several x, missing members)
         always takes the reference path.
         """
         if engine not in ENGINES:

@@ -28,9 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.oneway import (
+from micromacro_sim.core.errors import NotApplicable
+from micromacro_sim.core.options import Option
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.oneway import (
     OneWayFit,
     conditional_modes,
     mixedlm_check,
@@ -38,11 +43,7 @@ from ..models.oneway import (
     oneway_mixedlm,
     oneway_profile,
 )
-from ..models.oneway_batch import oneway_batch
-from ..options import Option
-from ..results import BatchScores, Scores
-from ..status import Reason, add_flags, flag, no_flags
-from .base import NotApplicable, TwoStepEstimator
+from micromacro_sim.models.oneway_batch import oneway_batch
 
 __all__ = [
     "Blup",

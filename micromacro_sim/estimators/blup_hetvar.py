@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.hetvar import HetVarFit, hetvar_ml
-from ..models.hetvar_batch import HetVarBatch, hetvar_ml_batch
-from ..results import BatchScores, Scores
-from ..status import Reason, add_flags, flag, no_flags
-from .base import NotApplicable, TwoStepEstimator
+from micromacro_sim.core.errors import NotApplicable
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.hetvar import HetVarFit, hetvar_ml
+from micromacro_sim.models.hetvar_batch import HetVarBatch, hetvar_ml_batch
 
 __all__ = ["BlupHetVar", "HetVarBatch", "HetVarFit", "hetvar_ml", "hetvar_ml_batch"]
 

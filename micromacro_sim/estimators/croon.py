@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.croon import cv_adjustment, cv_adjustment_batch
-from ..results import BatchScores, Scores
-from ..status import Reason, add_flags, flag, no_flags
-from .base import TwoStepEstimator
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.croon import cv_adjustment, cv_adjustment_batch
 
 __all__ = ["Croon"]
 
@@ -22,7 +22,7 @@ class Croon(TwoStepEstimator):
     """Croon & van Veldhoven adjusted group means as the score, then OLS.
 
     First step exactly as SPEC section 3.1 (ANOVA moments from
-    :func:`micromacro_sim.reliability.anova`; covariances of [Z, xbar] with
+    :func:`micromacro_sim.models.reliability.anova`; covariances of [Z, xbar] with
     denominator G - 1; per-group weights P_g = (R + MSE/n_g)^-1 R). Works for any
     number of x, any number of Z (including none: the adjustment is then the plain
     shrinkage BLUP mu_x + W_g (xbar_g - mu_x)) and any group sizes.

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.cfa import fit_cfa, fit_cfa_batch
-from ..options import Option
-from ..results import BatchScores, Scores
-from .base import TwoStepEstimator
+from micromacro_sim.core.options import Option
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.cfa import fit_cfa, fit_cfa_batch
 
 __all__ = ["FactorScore"]
 

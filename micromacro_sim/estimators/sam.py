@@ -14,13 +14,13 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.sam import BOUNDS, sam_fit, sam_fit_batch, sam_reason, sam_reasons_batch
-from ..options import Option
-from ..results import BatchResult, FitResult
-from ..status import Reason, add_flags, flag, no_flags
-from .base import Estimator
+from micromacro_sim.core.options import Option
+from micromacro_sim.core.results import BatchResult, FitResult
+from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
+from micromacro_sim.estimators.base import Estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.sam import BOUNDS, sam_fit, sam_fit_batch, sam_reason, sam_reasons_batch
 
 __all__ = ["LocalSAM", "sam_fit"]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.wide_sem import sem_batch, sem_closed_form, sem_se
-from ..results import BatchResult, FitResult
-from ..status import no_flags
-from .base import Estimator
+from micromacro_sim.core.results import BatchResult, FitResult
+from micromacro_sim.core.status import no_flags
+from micromacro_sim.estimators.base import Estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.wide_sem import sem_batch, sem_closed_form, sem_se
 
 __all__ = ["SEM"]
 

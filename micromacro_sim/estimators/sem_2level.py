@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.twolevel_batch import fit_batch_two_level
-from ..models.twolevel_solve import estimate
-from ..options import Option
-from ..results import BatchResult, FitResult
-from ..status import Reason, flag, no_flags
-from .base import Estimator
+from micromacro_sim.core.options import Option
+from micromacro_sim.core.results import BatchResult, FitResult
+from micromacro_sim.core.status import Reason, flag, no_flags
+from micromacro_sim.estimators.base import Estimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.twolevel_batch import fit_batch_two_level
+from micromacro_sim.models.twolevel_solve import estimate
 
 __all__ = ["SEM2Level"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..results import BatchScores, Scores
-from .base import TwoStepEstimator
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
 
 
 class TrueScore(TwoStepEstimator):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..models.moments import zcond_scores, zcond_scores_batch
-from ..results import BatchScores, Scores
-from ..status import Reason, add_flags, flag, no_flags
-from .base import TwoStepEstimator
+from micromacro_sim.core.results import BatchScores, Scores
+from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
+from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.moments import zcond_scores, zcond_scores_batch
 
 __all__ = ["ZConditionalScore"]
 

@@ -4,7 +4,7 @@ Each family keeps its per-dataset reference and its batch version side by side, 
 module or in a named pair, so their equivalence is visible and tested in one place
 (``tests/test_kernels_*.py``). Method files in :mod:`micromacro_sim.estimators` only wire
 options and data to these kernels, and kernels report problems as
-:class:`~micromacro_sim.status.Reason` codes or booleans, never as text.
+:class:`~micromacro_sim.core.status.Reason` codes or booleans, never as text.
 
 Families
 --------

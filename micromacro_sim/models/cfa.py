@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..status import Flag, flags_text, no_flags
-from . import cfa_solver as solver
-from .cfa_fit import fit_arrays
+from micromacro_sim.core.status import Flag, flags_text, no_flags
+from micromacro_sim.models import cfa_solver as solver
+from micromacro_sim.models.cfa_fit import fit_arrays
 
 __all__ = ["CFABatch", "CFAFit", "CFAMemo", "cfa_verdicts", "fit_cfa", "fit_cfa_batch"]
 

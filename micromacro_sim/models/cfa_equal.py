@@ -12,7 +12,7 @@ eigenvalues v + n phi (along 1) and v (n - 1 times), so the ML estimates are
 
 when phi > 0; otherwise the ML estimate is on the boundary phi = 0, v = tr(S) / n. This
 is the measurement part of the single-step SEM (:mod:`.wide_sem`) and the factor model of
-the BFI demonstration (:mod:`micromacro_sim.demo`). :func:`equal_loading_ml` works on one
+the BFI demonstration (:mod:`micromacro_sim.api.demo`). :func:`equal_loading_ml` works on one
 (G, n) matrix or a stack (R, G, n) with the same arithmetic per dataset.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..status import Flag, Reason, flag
+from micromacro_sim.core.status import Flag, Reason, flag
 
 __all__ = ["EqualLoadingFit", "equal_loading_cfa", "equal_loading_ml", "saturated_loglik"]
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..status import Reason, flag, no_flags
-from . import cfa_solver as solver
+from micromacro_sim.core.status import Reason, flag, no_flags
+from micromacro_sim.models import cfa_solver as solver
 
 __all__ = ["MARKER_COND", "TIE_TOL", "fit_arrays"]
 

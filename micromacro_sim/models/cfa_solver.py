@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import cholesky_stack, inv_stack, solve_stack
+from micromacro_sim.models.linalg import cholesky_stack, inv_stack, solve_stack
 
 __all__ = ["cholesky", "derivatives", "discrepancy", "newton", "sigma", "solve", "start"]
 

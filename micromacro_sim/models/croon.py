@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..reliability import anova
-from ..status import Reason
-from .linalg import is_pd, member_sums, solve_batch
+from micromacro_sim.core.status import Reason
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.padding import member_sums
+from micromacro_sim.models.linalg import is_pd, solve_batch
+from micromacro_sim.models.reliability import anova
 
 __all__ = ["CVAdjustment", "CVAdjustmentBatch", "cv_adjustment", "cv_adjustment_batch"]
 

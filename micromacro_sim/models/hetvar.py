@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import Dataset
+from micromacro_sim.generate.dataset import Dataset
 
 __all__ = ["BOUNDARY_TOL", "GRAD_TOL", "HetVarFit", "hetvar_ml"]
 

@@ -12,10 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import Batch
-from .hetvar import BOUNDARY_TOL, GRAD_TOL, HALVINGS, LL_NOISE, MAX_STEP, SMALL_STEP
-from .linalg import solve_stack
-from .oneway_batch import width_groups
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.padding import width_groups
+from micromacro_sim.models.hetvar import (
+    BOUNDARY_TOL,
+    GRAD_TOL,
+    HALVINGS,
+    LL_NOISE,
+    MAX_STEP,
+    SMALL_STEP,
+)
+from micromacro_sim.models.linalg import solve_stack
 
 __all__ = ["HetVarBatch", "hetvar_ml_batch"]
 

@@ -14,7 +14,7 @@ try:  # numpy's stacked LAPACK gufuncs: one call, failed matrices NaN-filled, no
 except ImportError:  # pragma: no cover - every numpy this package supports has them
     _gufuncs = None
 
-__all__ = ["cholesky_stack", "inv_stack", "is_pd", "member_sums", "quad_form", "solve_batch",
+__all__ = ["cholesky_stack", "inv_stack", "is_pd", "quad_form", "solve_batch",
            "solve_stack"]
 
 _QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore", "under": "ignore"}
@@ -141,30 +141,6 @@ def solve_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rhs = b[..., None] if vec else b
     x, ok = solve_stack(a, rhs)
     return (x[..., 0] if vec else x), ~ok
-
-
-def member_sums(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Sums over the members of each group of a padded stack, independent of the padding.
-
-    Parameters
-    ----------
-    x : ndarray (R, G, m)
-        Member values in the first ``sizes[r, g]`` slots of each group (m >= every size).
-    sizes : ndarray (R, G)
-
-    Returns
-    -------
-    ndarray (R, G)
-        ``x[r, g, :sizes[r, g]].sum()`` (numpy's pairwise sum over exactly the members):
-        bitwise what ``x.sum(axis=2)`` gives for a balanced stack of that group size, and
-        unchanged by the width m a batch pads to (a plain sum over the padded axis is
-        not: its pairwise blocks move with m).
-    """
-    out = np.empty(sizes.shape)
-    for s in np.unique(sizes):
-        sel = sizes == s
-        out[sel] = x[sel][:, : int(s)].sum(axis=-1)
-    return out
 
 
 def quad_form(a: np.ndarray, m: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from .linalg import solve_batch
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.linalg import solve_batch
 
 __all__ = ["ZConditional", "ZConditionalBatch", "ml_moments", "ml_moments_batch",
            "zcond_scores", "zcond_scores_batch"]

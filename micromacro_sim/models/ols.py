@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..results import SE_TYPES
-from ..status import Flag, Reason, add_flags, flag, no_flags
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
 
 __all__ = ["design_problems", "ols", "ols_batch", "se_problems"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import Dataset
+from micromacro_sim.generate.dataset import Dataset
 
 __all__ = [
     "AGREE_TOL",

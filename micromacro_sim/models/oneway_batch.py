@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import Batch
-from .oneway import PROFILE_GRID, oneway_profile
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.padding import width_groups
+from micromacro_sim.models.oneway import PROFILE_GRID, oneway_profile
 
-__all__ = ["NEWTON_MAX_ITER", "OneWayBatch", "oneway_batch", "width_groups"]
+__all__ = ["NEWTON_MAX_ITER", "OneWayBatch", "oneway_batch"]
 
 #: Newton iterations of the batched root search before a replication is handed to
 #: :func:`~.oneway.oneway_profile` (Newton converges in well under 10 from inside the cell).
@@ -47,18 +48,6 @@ class OneWayBatch:
     boundary: np.ndarray
     fallback: np.ndarray
     modes: np.ndarray
-
-
-def width_groups(sizes: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Replications grouped by their own largest group size ``J_r``, as (J, rows).
-
-    A batch pads every replication to the batch's largest group; sums over the padded
-    member axis would then depend on which replications share the batch. The kernels
-    work on each group's arrays cut to its own width, so a replication's arithmetic is
-    the same whatever its companions.
-    """
-    width = sizes.max(axis=1)
-    return [(int(J), np.flatnonzero(width == J)) for J in np.unique(width)]
 
 
 def _batch_stats(batch: Batch, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

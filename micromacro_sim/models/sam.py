@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import Batch
-from ..dataset import Dataset
-from ..status import Reason
-from .linalg import quad_form, solve_batch
-from .moments import ml_moments, ml_moments_batch
-from .sam_info import expected_information, expected_information_batch
+from micromacro_sim.core.status import Reason
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.linalg import quad_form, solve_batch
+from micromacro_sim.models.moments import ml_moments, ml_moments_batch
+from micromacro_sim.models.sam_info import expected_information, expected_information_batch
 
 __all__ = ["bounded_measurement", "bounded_measurement_batch", "sam_fit", "sam_fit_batch",
            "sam_reason", "sam_reasons_batch"]

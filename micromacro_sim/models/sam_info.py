@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import solve_batch
+from micromacro_sim.models.linalg import solve_batch
 
 __all__ = ["expected_information", "expected_information_batch", "sigma"]
 

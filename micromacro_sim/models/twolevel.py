@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import Dataset
-from ..status import Reason
-from .twolevel_batch import (
-    _BOUND_TOL,
-    _batch_derivs,
-    _BatchStats,
-    _class_stats,
-    _newton_batch,
+from micromacro_sim.core.status import Reason
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.twolevel_batch import (
+    BOUND_TOL,
+    BatchStats,
+    batch_derivs,
+    class_stats,
     joint_se_batch,
+    newton_batch,
 )
 
 __all__ = ["TwoLevelFit", "fit_two_level", "joint_se_one"]
@@ -33,17 +33,17 @@ class _Data:
     X: np.ndarray  # (G, k): 1, z
     sizes: np.ndarray
     ssw: float
-    stats: _BatchStats  # the same pooled per size class (one replication)
+    stats: BatchStats  # the same pooled per size class (one replication)
 
 
-def _prepare(data: Dataset) -> _Data:
+def prepare_data(data: Dataset) -> _Data:
     xbar = data.xbar[:, 0]
     within = data.x[:, 0] - np.repeat(xbar, data.sizes)
     X = np.column_stack([np.ones(data.n_groups), data.z])
     u = np.column_stack([data.y, xbar])
     ssw = float(within @ within)
     return _Data(u=u, X=X, sizes=data.sizes.astype(float), ssw=ssw,
-                 stats=_class_stats(u[None], X[None], data.sizes[None], np.array([ssw])))
+                 stats=class_stats(u[None], X[None], data.sizes[None], np.array([ssw])))
 
 
 def _omega(eta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -156,7 +156,7 @@ def _profile_grad(eta: np.ndarray, d: _Data) -> np.ndarray:
     except np.linalg.LinAlgError:
         return np.full(4, np.nan)
     psi = np.concatenate([[sw, om[0, 0], om[0, 1], om[1, 1]], B[:, 0], B[:, 1]])
-    g = _batch_derivs(d.stats, psi[None])[1][0, :4]
+    g = batch_derivs(d.stats, psi[None])[1][0, :4]
     l11, l21, l22 = np.exp(eta[1]), eta[2], np.exp(eta[3])
     return np.array([g[0] * sw, 2 * l11**2 * g[3] + l11 * l21 * g[2],
                      l11 * g[2] + 2 * l21 * g[1], 2 * l22**2 * g[1]])
@@ -170,7 +170,7 @@ def fit_two_level(data: Dataset) -> TwoLevelFit:
     then Newton with the closed-form derivatives of the full likelihood where the
     optimum is interior (:func:`_newton_polish`).
     """
-    d = _prepare(data)
+    d = prepare_data(data)
     G, N = data.n_groups, data.n_persons
     if N <= G:
         raise ValueError("the two-level model needs some groups with more than one member")
@@ -201,8 +201,8 @@ def fit_two_level(data: Dataset) -> TwoLevelFit:
     mu_z = Z.mean(axis=0)
     s_zz = (Z - mu_z).T @ (Z - mu_z) / G
     s_zx = s_zz @ c
-    at_bound = bool(tau < _BOUND_TOL * max(np.var(xbar), 1e-300)
-                    or s2e < _BOUND_TOL * max(np.var(y), 1e-300))
+    at_bound = bool(tau < BOUND_TOL * max(np.var(xbar), 1e-300)
+                    or s2e < BOUND_TOL * max(np.var(y), 1e-300))
     f = _profile(eta, d)
     return TwoLevelFit(
         b0=float(B[0, 0] - bx * a), b_z=B[1:, 0] - bx * c, b_xi=float(bx),
@@ -218,7 +218,7 @@ def joint_se_one(d: _Data, fit: TwoLevelFit) -> np.ndarray | None:
     """SEs of (b0, b_z, b_xi) of the joint ML (lavaan ``fixed.x = FALSE``) from the analytic
     Hessian at ``fit.psi`` (:func:`~.twolevel_batch.joint_se_batch`); None when it is not
     positive definite."""
-    _, _, H = _batch_derivs(d.stats, fit.psi[None])
+    _, _, H = batch_derivs(d.stats, fit.psi[None])
     se = joint_se_batch(fit.psi[None], H)[0]
     return se if np.all(np.isfinite(se)) else None
 
@@ -239,7 +239,7 @@ def _newton_polish(d: _Data, eta: np.ndarray) -> np.ndarray:
         return eta
     psi0 = np.concatenate([[sw, om[0, 0], om[0, 1], om[1, 1]], B[:, 0], B[:, 1]])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        psi, conv = _newton_batch(d.stats, psi0[None])
+        psi, conv = newton_batch(d.stats, psi0[None])
     sw, o00, o01, tau = psi[0, :4]
     if not conv[0] or not (sw > 0 and tau > 0 and o00 * tau > o01**2):
         return eta

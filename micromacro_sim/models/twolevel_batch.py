@@ -10,22 +10,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import Batch
-from .linalg import solve_batch
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.models.linalg import solve_batch
 
 __all__ = ["fit_batch_two_level", "joint_se_batch"]
 
 #: Relative size below which a variance counts as having hit the zero bound.
-_BOUND_TOL = 1e-4
+BOUND_TOL = 1e-4
 
 #: The fast path hands a replication to the reference fit when a between variance is
 #: within this relative distance of the zero bound (ten times the bound tolerance), so
 #: verdicts near the bound are the reference's.
-_FAST_MARGIN = 10 * _BOUND_TOL
+_FAST_MARGIN = 10 * BOUND_TOL
 
 
 @dataclass(frozen=True, eq=False)
-class _BatchStats:
+class BatchStats:
     """Sufficient statistics of R replications, pooled over groups of equal size.
 
     Groups of one size share Sigma_g, so the likelihood needs per size class only the
@@ -40,8 +40,8 @@ class _BatchStats:
     n_groups: int
 
 
-def _class_stats(u: np.ndarray, X: np.ndarray, sizes: np.ndarray, ssw: np.ndarray
-                 ) -> _BatchStats:
+def class_stats(u: np.ndarray, X: np.ndarray, sizes: np.ndarray, ssw: np.ndarray
+                 ) -> BatchStats:
     """Pool (R, G) group data (u: y, xbar; X: 1, z) into size classes."""
     R, G, k = X.shape
     sizes = np.asarray(sizes, dtype=int)
@@ -51,14 +51,14 @@ def _class_stats(u: np.ndarray, X: np.ndarray, sizes: np.ndarray, ssw: np.ndarra
     V = np.concatenate([u, X], axis=2)
     outer = (V[:, :, :, None] * V[:, :, None, :]).reshape(R, G, -1)
     M = (onehot.transpose(0, 2, 1) @ outer).reshape(R, C, 2 + k, 2 + k)
-    return _BatchStats(
+    return BatchStats(
         count=onehot.sum(axis=1), inv_n=np.broadcast_to(1.0 / (lo + np.arange(C)), (R, C)),
         M=M, ssw=np.asarray(ssw, dtype=float), n_within=sizes.sum(axis=1) - float(G),
         n_groups=G,
     )
 
 
-def _batch_stats(batch: Batch) -> tuple[_BatchStats, np.ndarray, np.ndarray]:
+def _batch_stats(batch: Batch) -> tuple[BatchStats, np.ndarray, np.ndarray]:
     """Class statistics of a batch, and Var(y), Var(xbar) per replication.
 
     Each replication's statistics are computed from its own dataset alone (and placed in
@@ -76,12 +76,12 @@ def _batch_stats(batch: Batch) -> tuple[_BatchStats, np.ndarray, np.ndarray]:
         within = d.x[:, 0] - np.repeat(xbar, d.sizes)
         u = np.column_stack([d.y, xbar])
         X = np.column_stack([np.ones(G), d.z])
-        one = _class_stats(u[None], X[None], d.sizes[None], np.array([within @ within]))
+        one = class_stats(u[None], X[None], d.sizes[None], np.array([within @ within]))
         c0 = int(d.sizes.min()) - lo
         count[r, c0 : c0 + one.count.shape[1]] = one.count[0]
         M[r, c0 : c0 + one.count.shape[1]] = one.M[0]
         ssw[r], var_y[r], var_xbar[r] = one.ssw[0], np.var(d.y), np.var(xbar)
-    s = _BatchStats(count=count, inv_n=np.broadcast_to(1.0 / (lo + np.arange(C)), (R, C)),
+    s = BatchStats(count=count, inv_n=np.broadcast_to(1.0 / (lo + np.arange(C)), (R, C)),
                     M=M, ssw=ssw, n_within=sizes.sum(axis=1) - float(G), n_groups=G)
     return s, var_y, var_xbar
 
@@ -108,12 +108,12 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _subset(s: _BatchStats, idx: np.ndarray) -> _BatchStats:
-    return _BatchStats(s.count[idx], s.inv_n[idx], s.M[idx], s.ssw[idx], s.n_within[idx],
+def _subset(s: BatchStats, idx: np.ndarray) -> BatchStats:
+    return BatchStats(s.count[idx], s.inv_n[idx], s.M[idx], s.ssw[idx], s.n_within[idx],
                        s.n_groups)
 
 
-def _residual_moments(s: _BatchStats, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _residual_moments(s: BatchStats, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per class sum of r r' (R, C, 2, 2) and of x r' (R, C, k, 2), r = u - B' x."""
     Muu, Mux, Mxx = s.M[..., :2, :2], s.M[..., :2, 2:], s.M[..., 2:, 2:]
     Bc = B[:, None]  # (R, 1, k, 2)
@@ -122,7 +122,7 @@ def _residual_moments(s: _BatchStats, B: np.ndarray) -> tuple[np.ndarray, np.nda
     return Q, P
 
 
-def _batch_derivs(s: _BatchStats, psi: np.ndarray) -> tuple[np.ndarray, ...]:
+def batch_derivs(s: BatchStats, psi: np.ndarray) -> tuple[np.ndarray, ...]:
     """Negative log-likelihood, gradient and Hessian (closed forms) for every replication.
 
     ``psi`` (R, 4 + 2k) holds sigma_w, Omega_yy, Omega_yx, Omega_xx, then the columns of
@@ -185,7 +185,7 @@ def _batch_derivs(s: _BatchStats, psi: np.ndarray) -> tuple[np.ndarray, ...]:
     return negll, grad, hess
 
 
-def _start_batch(s: _BatchStats, *, clamp: bool = False) -> np.ndarray:
+def _start_batch(s: BatchStats, *, clamp: bool = False) -> np.ndarray:
     """Closed-form start (the balanced-data ML): ANOVA within variance, OLS of (y, xbar)
     on [1, z], residual covariance minus diag(0, sigma_w mean(1/n)). ``clamp`` keeps
     Omega positive definite (its variances at least 5% of the residual ones)."""
@@ -209,7 +209,7 @@ def _start_batch(s: _BatchStats, *, clamp: bool = False) -> np.ndarray:
     return psi
 
 
-def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
+def newton_batch(s: BatchStats, psi: np.ndarray, *, max_iter: int = 60,
                   step_tol: float = 1e-11) -> tuple[np.ndarray, np.ndarray]:
     """Newton's method on the full likelihood, all replications at once.
 
@@ -222,7 +222,7 @@ def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
     """
     R = psi.shape[0]
     psi = psi.copy()
-    f, g, H = _batch_derivs(s, psi)
+    f, g, H = batch_derivs(s, psi)
     conv = np.zeros(R, dtype=bool)
     active = np.isfinite(f)
     for _ in range(max_iter):
@@ -243,7 +243,7 @@ def _newton_batch(s: _BatchStats, psi: np.ndarray, *, max_iter: int = 60,
             if not len(idx):
                 break
             trial = psi[idx] - t[:, None] * step
-            ft, gt, Ht = _batch_derivs(_subset(s, idx), trial)
+            ft, gt, Ht = batch_derivs(_subset(s, idx), trial)
             ok = np.isfinite(ft) & (~strict | (ft <= f[idx]))
             acc = idx[ok]
             small = np.max(np.abs(t[ok, None] * step[ok]) / (1 + np.abs(psi[acc])), axis=1)
@@ -273,11 +273,11 @@ def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         psi = _start_batch(s, clamp=not batch.balanced)
         if batch.balanced:  # the start is the ML (every Sigma_g is the same)
-            f, g, H = _batch_derivs(s, psi)
+            f, g, H = batch_derivs(s, psi)
             conv = np.isfinite(f)
         else:
-            psi, conv = _newton_batch(s, psi)
-            f, g, H = _batch_derivs(s, psi)
+            psi, conv = newton_batch(s, psi)
+            f, g, H = batch_derivs(s, psi)
         o00, o01, tau = psi[:, 1], psi[:, 2], psi[:, 3]
         bx = o01 / tau
         s2e = o00 - o01 * bx

@@ -24,8 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dataset import Dataset
-from .twolevel_multi import _conditional_multi, _DataMulti, _derivs_multi, _psi_multi
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.twolevel_multi import (
+    DataMulti,
+    conditional_multi,
+    derivs_multi,
+    psi_multi,
+)
 
 __all__ = ["conditional_objective", "fit_fixed_x", "joint_se", "lavaan_h1_moments",
            "regression_start"]
@@ -120,10 +125,10 @@ def lavaan_h1_moments(data: Dataset) -> np.ndarray:
 
 def _jacobian(theta: np.ndarray, q: int, p: int, moments: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
-    """d psi / d theta (psi: :func:`_psi_multi`) and the curvature 2 tau of Omega_yy in b_x."""
+    """d psi / d theta (psi: :func:`psi_multi`) and the curvature 2 tau of Omega_yy in b_x."""
     nw, m, k = p * (p + 1) // 2, p + 1, q + 1
     no = m * (m + 1) // 2
-    sw, om, B = _conditional_multi(theta, q, p, moments)
+    sw, om, B = conditional_multi(theta, q, p, moments)
     tau = om[1:, 1:]
     bx = theta[nw + 1 + q : nw + 1 + q + p]
     a, c = B[0, 1:], B[1:, 1:]
@@ -157,20 +162,20 @@ def regression_start(data: Dataset) -> np.ndarray:
     return np.concatenate([sw[np.triu_indices(p)], b, [r @ r / data.n_groups]])
 
 
-def conditional_objective(d: _DataMulti, moments: np.ndarray, theta: np.ndarray) -> float:
+def conditional_objective(d: DataMulti, moments: np.ndarray, theta: np.ndarray) -> float:
     """The negative log-likelihood :func:`fit_fixed_x` minimizes (moments held fixed)."""
     p, q = d.m - 1, d.k - 1
     with np.errstate(all="ignore"):
-        sw, om, B = _conditional_multi(theta, q, p, moments)
-        return _derivs_multi(d, _psi_multi(sw, om, B), hessian=False)[0]
+        sw, om, B = conditional_multi(theta, q, p, moments)
+        return derivs_multi(d, psi_multi(sw, om, B), hessian=False)[0]
 
 
-def fit_fixed_x(d: _DataMulti, moments: np.ndarray, theta: np.ndarray, *,
+def fit_fixed_x(d: DataMulti, moments: np.ndarray, theta: np.ndarray, *,
                 max_iter: int = 100) -> tuple[np.ndarray, bool, np.ndarray]:
     """ML of lavaan's free parameters with the level-2 moments held at ``moments``.
 
     Newton's method with step halving from ``theta`` (vech Sigma_w, b0, b_z, b_x,
-    sigma2_e), the analytic derivatives of :func:`_derivs_multi` through the Jacobian of
+    sigma2_e), the analytic derivatives of :func:`derivs_multi` through the Jacobian of
     :func:`_jacobian`. Returns theta, whether the relative step fell below 1e-11, and the
     observed information in theta (lavaan's default ``information = "observed"``).
     """
@@ -179,8 +184,8 @@ def fit_fixed_x(d: _DataMulti, moments: np.ndarray, theta: np.ndarray, *,
     jx = slice(nw + 1 + q, nw + 1 + q + p)
 
     def derivs(t: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        sw, om, B = _conditional_multi(t, q, p, moments)
-        f, g, H = _derivs_multi(d, _psi_multi(sw, om, B))
+        sw, om, B = conditional_multi(t, q, p, moments)
+        f, g, H = derivs_multi(d, psi_multi(sw, om, B))
         J, curv = _jacobian(t, q, p, moments)
         Ht = J.T @ H @ J
         Ht[jx, jx] += curv * g[nw]

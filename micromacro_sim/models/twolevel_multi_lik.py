@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dataset import Dataset
+from micromacro_sim.generate.dataset import Dataset
 
 
 @dataclass(frozen=True, eq=False)
-class _DataMulti:
+class DataMulti:
     """Sufficient statistics for p >= 1 x, pooled over groups of equal size.
 
     u_g = (y_g, xbar_g) has m = 1 + p entries and X_g = (1, z_g) k; per size class the
@@ -28,28 +28,28 @@ class _DataMulti:
     k: int
 
 
-def _prepare_multi(data: Dataset) -> _DataMulti:
+def prepare_multi(data: Dataset) -> DataMulti:
     xbar = data.xbar
     dev = data.x - np.repeat(xbar, data.sizes, axis=0)
     V = np.column_stack([data.y, xbar, np.ones(data.n_groups), data.z])
     sizes, cls = np.unique(data.sizes, return_inverse=True)
     onehot = np.zeros((data.n_groups, len(sizes)))
     onehot[np.arange(data.n_groups), cls] = 1.0
-    return _DataMulti(
+    return DataMulti(
         count=onehot.sum(axis=0), inv_n=1.0 / sizes, M=np.einsum("gc,ga,gb->cab", onehot, V, V),
         scatter=dev.T @ dev, n_within=float(data.n_persons - data.n_groups),
         m=1 + data.n_x, k=1 + data.n_z,
     )
 
 
-def _sigma_classes(d: _DataMulti, sw: np.ndarray, om: np.ndarray) -> np.ndarray:
+def sigma_classes(d: DataMulti, sw: np.ndarray, om: np.ndarray) -> np.ndarray:
     """Sigma_c = Omega + blockdiag(0, Sigma_w / n_c) per size class, (C, m, m)."""
     S = np.broadcast_to(om, (len(d.count), d.m, d.m)).copy()
     S[:, 1:, 1:] += sw[None] * d.inv_n[:, None, None]
     return S
 
 
-def _moments_multi(d: _DataMulti, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def moments_multi(d: DataMulti, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per class Q = sum r r' (C, m, m) and P = sum x r' (C, k, m), r = u - B' x."""
     m = d.m
     Muu, Mux, Mxx = d.M[:, :m, :m], d.M[:, :m, m:], d.M[:, m:, m:]
@@ -58,7 +58,7 @@ def _moments_multi(d: _DataMulti, B: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return Q, P
 
 
-def _gls_multi(d: _DataMulti, W: np.ndarray) -> np.ndarray:
+def gls_multi(d: DataMulti, W: np.ndarray) -> np.ndarray:
     """GLS coefficients B (k x m) given the per-class inverse covariances W (C, m, m)."""
     m, k = d.m, d.k
     A = np.einsum("cjl,cab->jalb", W, d.M[:, m:, m:]).reshape(m * k, m * k)
@@ -66,15 +66,15 @@ def _gls_multi(d: _DataMulti, W: np.ndarray) -> np.ndarray:
     return np.linalg.solve(A, b).reshape(m, k).T
 
 
-def _negll_multi(d: _DataMulti, sw: np.ndarray, om: np.ndarray, B: np.ndarray) -> float:
+def negll_multi(d: DataMulti, sw: np.ndarray, om: np.ndarray, B: np.ndarray) -> float:
     """Negative log-likelihood of the persons' x and the groups' y given z (no constant):
     the within part (N - G df, covariance Sigma_w) plus, per group, a normal for u_g."""
     sign_w, logdet_w = np.linalg.slogdet(sw)
-    S = _sigma_classes(d, sw, om)
+    S = sigma_classes(d, sw, om)
     sign, logdet = np.linalg.slogdet(S)
     if sign_w <= 0 or np.any(sign <= 0) or np.linalg.eigvalsh(om)[0] <= 0:
         return np.inf
-    Q, _ = _moments_multi(d, B)
+    Q, _ = moments_multi(d, B)
     within = d.n_within * logdet_w + np.trace(np.linalg.solve(sw, d.scatter))
     between = d.count @ logdet + np.einsum("cab,cba->", np.linalg.inv(S), Q)
     return float(0.5 * (within + between))
@@ -84,7 +84,7 @@ def _tri(a: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tril_indices(a)
 
 
-def _from_eta(eta: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+def from_eta(eta: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """Sigma_w and Omega (order y, x_1..x_p) from Cholesky factors with log diagonals;
     Omega's factor is taken in the order (x_1..x_p, y), so its first p x p block is the
     factor of Var(x^B | z) and its last diagonal entry the residual SD of y."""
@@ -101,8 +101,8 @@ def _from_eta(eta: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     return Lw @ Lw.T, om
 
 
-def _to_eta(sw: np.ndarray, om: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_from_eta` (both matrices positive definite)."""
+def to_eta(sw: np.ndarray, om: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`from_eta` (both matrices positive definite)."""
     p = sw.shape[0]
     perm = np.r_[np.arange(1, p + 1), 0]
     out = []
@@ -113,25 +113,25 @@ def _to_eta(sw: np.ndarray, om: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _profile_multi(eta: np.ndarray, d: _DataMulti) -> float:
-    sw, om = _from_eta(eta, d.m - 1)
+def profile_multi(eta: np.ndarray, d: DataMulti) -> float:
+    sw, om = from_eta(eta, d.m - 1)
     try:
-        B = _gls_multi(d, np.linalg.inv(_sigma_classes(d, sw, om)))
+        B = gls_multi(d, np.linalg.inv(sigma_classes(d, sw, om)))
     except np.linalg.LinAlgError:
         return np.inf
-    f = _negll_multi(d, sw, om, B)
+    f = negll_multi(d, sw, om, B)
     return f if np.isfinite(f) else np.inf
 
 
-def _profile_grad_multi(eta: np.ndarray, d: _DataMulti) -> np.ndarray:
-    """Analytic gradient of :func:`_profile_multi`: the gradient of the full likelihood in
+def profile_grad_multi(eta: np.ndarray, d: DataMulti) -> np.ndarray:
+    """Analytic gradient of :func:`profile_multi`: the gradient of the full likelihood in
     the covariance parameters at the GLS B (envelope theorem), times the Jacobian of
     (vech Sigma_w, vech Omega) in eta (complex step, exact to rounding)."""
     p = d.m - 1
-    sw, om = _from_eta(eta, p)
+    sw, om = from_eta(eta, p)
     try:
-        B = _gls_multi(d, np.linalg.inv(_sigma_classes(d, sw, om)))
-        f, g, _ = _derivs_multi(d, _psi_multi(sw, om, B), hessian=False)
+        B = gls_multi(d, np.linalg.inv(sigma_classes(d, sw, om)))
+        f, g, _ = derivs_multi(d, psi_multi(sw, om, B), hessian=False)
     except np.linalg.LinAlgError:
         return np.full(len(eta), np.nan)
     iw, io = np.triu_indices(p), np.triu_indices(p + 1)
@@ -139,7 +139,7 @@ def _profile_grad_multi(eta: np.ndarray, d: _DataMulti) -> np.ndarray:
     for i in range(len(eta)):
         e = eta.astype(complex)
         e[i] += 1e-30j
-        swc, omc = _from_eta(e, p)
+        swc, omc = from_eta(e, p)
         J[:, i] = np.concatenate([swc[iw].imag, omc[io].imag]) / 1e-30
     return J.T @ g[: J.shape[0]]
 
@@ -153,40 +153,40 @@ def _sym_basis(a: int) -> np.ndarray:
     return E
 
 
-def _psi_multi(sw: np.ndarray, om: np.ndarray, B: np.ndarray) -> np.ndarray:
+def psi_multi(sw: np.ndarray, om: np.ndarray, B: np.ndarray) -> np.ndarray:
     """(vech Sigma_w, vech Omega (upper triangles, row-major), vec B (column-major))."""
     return np.concatenate([sw[np.triu_indices(len(sw))], om[np.triu_indices(len(om))],
                            B.T.reshape(-1)])
 
 
-def _unpsi_multi(psi: np.ndarray, d: _DataMulti) -> tuple[np.ndarray, ...]:
+def unpsi_multi(psi: np.ndarray, d: DataMulti) -> tuple[np.ndarray, ...]:
     p, m, k = d.m - 1, d.m, d.k
     nw, no = p * (p + 1) // 2, m * (m + 1) // 2
-    sw = _unvech(psi[:nw], p)
-    om = _unvech(psi[nw : nw + no], m)
+    sw = unvech(psi[:nw], p)
+    om = unvech(psi[nw : nw + no], m)
     return sw, om, psi[nw + no :].reshape(m, k).T
 
 
-def _derivs_multi(d: _DataMulti, psi: np.ndarray, *, hessian: bool = True
+def derivs_multi(d: DataMulti, psi: np.ndarray, *, hessian: bool = True
                   ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Negative log-likelihood, gradient and Hessian (None unless ``hessian``) in ``psi``
-    (:func:`_psi_multi`).
+    (:func:`psi_multi`).
 
     Sigma_c is linear in the covariance parameters (dSigma_c / dtheta_j = S_j); with
     W = Sigma_c^-1 and, per class, Q = sum r r', P = sum x r' (the textbook normal-model
-    derivatives, as in :func:`_batch_derivs` for p = 1).
+    derivatives, as in :func:`batch_derivs` for p = 1).
     """
     p, m, k = d.m - 1, d.m, d.k
-    sw, om, B = _unpsi_multi(psi, d)
-    f = _negll_multi(d, sw, om, B)
+    sw, om, B = unpsi_multi(psi, d)
+    f = negll_multi(d, sw, om, B)
     C = len(d.count)
     Ew, Eo = _sym_basis(p), _sym_basis(m)
     nw, no = len(Ew), len(Eo)
     S = np.zeros((nw + no, C, m, m))
     S[:nw, :, 1:, 1:] = Ew[:, None] * d.inv_n[None, :, None, None]
     S[nw:] = Eo[:, None]
-    W = np.linalg.inv(_sigma_classes(d, sw, om))
-    Q, P = _moments_multi(d, B)
+    W = np.linalg.inv(sigma_classes(d, sw, om))
+    Q, P = moments_multi(d, B)
     A = W @ S  # (j, C, m, m): W S_j
     WQ = W @ Q
     WQW = WQ @ W
@@ -214,7 +214,7 @@ def _derivs_multi(d: _DataMulti, psi: np.ndarray, *, hessian: bool = True
     return f, g, H
 
 
-def _unvech(v: np.ndarray, a: int) -> np.ndarray:
+def unvech(v: np.ndarray, a: int) -> np.ndarray:
     M = np.zeros((a, a))
     M[np.triu_indices(a)] = v
     return M + np.triu(M, 1).T

@@ -11,25 +11,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..dataset import Dataset
-from ..status import Reason
-from .twolevel import _prepare, fit_two_level, joint_se_one
-from .twolevel_batch import _BOUND_TOL
-from .twolevel_lavaan import (
+from micromacro_sim.core.status import Reason
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.twolevel import fit_two_level, joint_se_one, prepare_data
+from micromacro_sim.models.twolevel_batch import BOUND_TOL
+from micromacro_sim.models.twolevel_lavaan import (
     conditional_objective,
     fit_fixed_x,
     joint_se,
     lavaan_h1_moments,
     regression_start,
 )
-from .twolevel_multi import (
-    _conditional_multi,
-    _derivs_multi,
-    _prepare_multi,
-    _psi_multi,
-    _unvech,
-    _verdict_multi,
+from micromacro_sim.models.twolevel_multi import (
+    conditional_multi,
+    derivs_multi,
     fit_two_level_multi,
+    prepare_multi,
+    psi_multi,
+    unvech,
+    verdict_multi,
 )
 
 __all__ = ["TwoLevelEstimate", "estimate"]
@@ -53,7 +53,7 @@ def _within_singular(data: Dataset) -> bool:
     scatter = dev.T @ dev
     dw = np.sqrt(np.diag(scatter))
     return bool(not np.all(dw > 0)
-                or np.linalg.eigvalsh(scatter / np.outer(dw, dw))[0] < _BOUND_TOL)
+                or np.linalg.eigvalsh(scatter / np.outer(dw, dw))[0] < BOUND_TOL)
 
 
 def _joint(data: Dataset) -> tuple[np.ndarray, np.ndarray | None, bool, Reason | None, dict]:
@@ -61,15 +61,15 @@ def _joint(data: Dataset) -> tuple[np.ndarray, np.ndarray | None, bool, Reason |
     if data.n_x == 1:
         fit = fit_two_level(data)
         params = np.concatenate([[fit.b0], fit.b_z, [fit.b_xi]])
-        se = None if (fit.reason or not fit.converged) else joint_se_one(_prepare(data), fit)
+        se = None if (fit.reason or not fit.converged) else joint_se_one(prepare_data(data), fit)
     else:
         fit = fit_two_level_multi(data)
         params = np.concatenate([[fit.b0], fit.b_z, fit.b_x])
         se = None
         if not (fit.reason or not fit.converged):
-            d, q, p = _prepare_multi(data), data.n_z, data.n_x
-            psi = _psi_multi(*_conditional_multi(fit.free(), q, p, fit.moments()))
-            se = joint_se(psi, _derivs_multi(d, psi)[2], p, q)
+            d, q, p = prepare_multi(data), data.n_z, data.n_x
+            psi = psi_multi(*conditional_multi(fit.free(), q, p, fit.moments()))
+            se = joint_se(psi, derivs_multi(d, psi)[2], p, q)
     extras = {"sigma_w": fit.sigma_w, "sigma2_e": fit.sigma2_e, "var_xb": fit.s_xx,
               "cov_z_xb": fit.s_zx, "loglik": fit.loglik, "grad_max": fit.grad_max}
     return params, se, fit.converged, fit.reason, extras | {"_fit": fit}
@@ -81,12 +81,12 @@ def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Re
     q, p = data.n_z, data.n_x
     nw = p * (p + 1) // 2
     moments = lavaan_h1_moments(data)
-    d = _prepare_multi(data)
+    d = prepare_multi(data)
     var = np.var(np.column_stack([data.y, data.xbar]), axis=0)
 
     def verdict(theta: np.ndarray) -> Reason | None:
-        sw, om, _ = _conditional_multi(theta, q, p, moments)
-        return _verdict_multi(om[1:, 1:], float(theta[-1]), sw, var_y=float(var[0]),
+        sw, om, _ = conditional_multi(theta, q, p, moments)
+        return verdict_multi(om[1:, 1:], float(theta[-1]), sw, var_y=float(var[0]),
                               var_xbar=var[1:])
 
     theta, conv, H = fit_fixed_x(d, moments, fit.free())
@@ -99,7 +99,7 @@ def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Re
         if alt_conv and np.isfinite(f_alt) and (
                 not conv or f_alt < conditional_objective(d, moments, theta)):
             theta, conv, H, reason = alt, alt_conv, alt_H, verdict(alt)
-    sw = _conditional_multi(theta, q, p, moments)[0]
+    sw = conditional_multi(theta, q, p, moments)[0]
     s2e = float(theta[-1])
     se = None
     if conv and reason is None:
@@ -111,7 +111,7 @@ def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Re
         se = np.sqrt(v) if np.all(np.isfinite(v) & (v > 0)) else None
     i = q + q * (q + 1) // 2
     extras = {"sigma_w": sw if p > 1 else float(sw[0, 0]), "sigma2_e": s2e,
-              "var_xb": (_unvech(moments[i + q * p : i + q * p + nw], p) if p > 1
+              "var_xb": (unvech(moments[i + q * p : i + q * p + nw], p) if p > 1
                          else float(moments[i + q * p])),
               "cov_z_xb": moments[i : i + q * p].reshape(q, p)}
     return theta[nw : nw + 1 + q + p], se, conv, reason, extras

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..status import Flag, Reason, add_flags, flag, no_flags
-from .cfa_equal import equal_loading_ml
+from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
+from micromacro_sim.models.cfa_equal import equal_loading_ml
 
 __all__ = ["SEMSolution", "sem_batch", "sem_closed_form", "sem_expected_information",
            "sem_se"]

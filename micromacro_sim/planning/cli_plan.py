@@ -11,8 +11,8 @@ __all__ = ["add_parser", "cmd_plan"]
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Run the pilot, print the plan, write ``--output``; returns the exit status."""
-    from ..config import load_config
-    from .plan import parse_targets, plan
+    from micromacro_sim.planning.plan import parse_targets, plan
+    from micromacro_sim.run.configure import load_config
 
     parse_targets(args.target_mcse, se_type=args.se_type)  # bad input before any work
     cfg = load_config(args.config, n_jobs=args.n_jobs, engine=args.engine)

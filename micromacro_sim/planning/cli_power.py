@@ -29,7 +29,7 @@ def plot_power(solutions: list, path: str | Path) -> Path:
     the fitted local curve, the target and each answer with its interval."""
     import numpy as np
 
-    from ..plots import require_matplotlib
+    from micromacro_sim.reporting.plots import require_matplotlib
 
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -63,7 +63,7 @@ def plot_power(solutions: list, path: str | Path) -> Path:
 
 
 def _check_output(path: str | None, field: str) -> None:
-    from ..errors import ConfigError
+    from micromacro_sim.core.errors import ConfigError
 
     if path and not Path(path).resolve().parent.is_dir():
         raise ConfigError(f"{field}: folder {str(Path(path).parent)!r} does not exist")
@@ -73,8 +73,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     """Solve, print, write; returns the exit status."""
     import pandas as pd
 
-    from ..config import load_config
-    from .power import (
+    from micromacro_sim.planning.power import (
         check_design,
         method_specs,
         parse_range,
@@ -82,6 +81,7 @@ def cmd_power(args: argparse.Namespace) -> int:
         short_name,
         solve_power,
     )
+    from micromacro_sim.run.configure import load_config
 
     target = parse_target(args.target, args.se_type)
     rng = parse_range(args.range, args.solve)

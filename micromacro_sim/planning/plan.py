@@ -5,7 +5,7 @@ a temporary folder, with the config's own seed: the pilot's replications are the
 ones of the full study), then for every cell x method x term x target measure computes
 the replications that reach the target Monte Carlo SE (Morris, White & Crowther 2019,
 Table 6; Siepe et al. 2024), with an interval reflecting the pilot's own uncertainty
-(:mod:`micromacro_sim.planning.measures`). The largest requirement binds.
+(:mod:`micromacro_sim.design.measures`). The largest requirement binds.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from .measures import Measure, parse_measure, replications_needed, se_column
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.config import RunConfig
+from micromacro_sim.design.measures import Measure, parse_measure, replications_needed, se_column
 
 __all__ = ["PLAN_COLUMNS", "PlanResult", "parse_targets", "plan"]
 
@@ -140,8 +140,8 @@ def check_terms(config: RunConfig, terms: list[str] | None) -> None:
 
 def pilot_estimates(config: RunConfig, pilot: int) -> pd.DataFrame:
     """The estimates table of ``pilot`` replications of every cell (a temporary run)."""
-    from ..runner import run
-    from ..storage import read_table
+    from micromacro_sim.run.runner import run
+    from micromacro_sim.run.storage import read_table
 
     cfg = dataclasses.replace(config, replications=pilot, adaptive=None, output=None)
     with tempfile.TemporaryDirectory(prefix="micromacro-pilot-") as tmp:

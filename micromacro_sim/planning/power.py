@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..config import MethodSpec, RunConfig
-from ..errors import ConfigError
-from ..estimators import registry
-from ..scenario import Scenario
-from .curve import CurveFit, fit_curve
-from .measures import indicators, se_column
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.config import MethodSpec, RunConfig
+from micromacro_sim.design.measures import indicators, se_column
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators import registry
+from micromacro_sim.planning.curve import CurveFit, fit_curve
 
 __all__ = ["SOLVABLE", "PowerTarget", "Solution", "parse_range", "parse_target", "solve_power"]
 
@@ -153,7 +153,7 @@ class _Evaluator:
 
     def quantity(self, sc: Scenario, start: int, stop: int) -> np.ndarray:
         """Per-replication indicator (rates) or error (bias) of the proper fits."""
-        from ..runner import simulate_chunk
+        from micromacro_sim.run.chunk import simulate_chunk
 
         est, _ = simulate_chunk(sc, range(start, stop), (self.spec,), self.config.seed,
                                 self.config.policy, self.config.engine)

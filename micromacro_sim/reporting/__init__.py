@@ -6,5 +6,5 @@
 - :mod:`.mplus`: the Mplus MONTECARLO table with the Muthen & Muthen (2002) checks.
 - :mod:`.report_tables`, :mod:`.render` and :mod:`.report`: the HTML / Markdown report.
 
-Figures are in :mod:`micromacro_sim.figures`.
+Figures are in :mod:`micromacro_sim.reporting.figures`.
 """

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
-from ..results import SE_TYPES
-from .summary_text import select_rows
-from .terminal import render_table, wrap_text
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting.summary_text import select_rows
+from micromacro_sim.reporting.terminal import render_table, wrap_text
 
 __all__ = ["CRITERIA", "FLAG_LABELS", "format_mplus", "mplus_table"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report_tables import Figure, Section
+from micromacro_sim.reporting.report_tables import Figure, Section
 
 __all__ = ["render_html", "render_markdown"]
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..atomic import write_text
-from ..errors import ConfigError
-from ..results import SE_TYPES
-from ..storage import read_manifest, read_table
-from ..summarize import RunSummary, summarize_run
-from . import report_tables as rt
-from .render import render_html, render_markdown
-from .report_figures import draw_figures, published_tables
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting import report_tables as rt
+from micromacro_sim.reporting.render import render_html, render_markdown
+from micromacro_sim.reporting.report_figures import draw_figures, published_tables
+from micromacro_sim.run.atomic import write_text
+from micromacro_sim.run.storage import read_manifest, read_table
+from micromacro_sim.summaries.summarize import RunSummary, summarize_run
 
 __all__ = ["FORMATS", "add_parser", "write_report"]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
-from ..summarize import RunSummary
-from .report_tables import Figure
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.reporting.report_tables import Figure
+from micromacro_sim.summaries.summarize import RunSummary
 
 __all__ = ["MAX_SPREAD_CELLS", "draw_figures", "published_tables"]
 
@@ -47,10 +47,10 @@ def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFram
     Keys: ``bias:<term>``, ``spread:xi``, ``cover:<term>``, ``zip:<term>``,
     ``reject:<term>``, ``nested:<term>`` and ``published:<table>``.
     """
-    from ..figures import _base, bias, nested_loop, rates, spread, zip_plot
-    from ..figures import published as pubfig
+    from micromacro_sim.reporting.figures import bias, common, nested_loop, rates, spread, zip_plot
+    from micromacro_sim.reporting.figures import published as pubfig
 
-    _base.require_matplotlib()
+    common.require_matplotlib()
     perf = summary.performance
     # the intercept's rates are in the tables; the figures show the slopes
     known = list(dict.fromkeys(perf["term"]))

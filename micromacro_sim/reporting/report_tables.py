@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..results import SE_TYPES
-from ..summarize import RunSummary
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.summaries.summarize import RunSummary
 
 __all__ = ["Figure", "Section", "accuracy_table", "bias_table", "datasets_table", "facts",
            "flags_all_zero", "flags_table", "rate_table", "scenario_table"]
@@ -129,7 +129,7 @@ def _method_text(m: Any) -> str:
 
 def scenario_table(scen: pd.DataFrame, done: pd.Series) -> pd.DataFrame:
     """One row per scenario: its cell label, key, finished replications and every column."""
-    from .factors import cell_labels
+    from micromacro_sim.summaries.factors import cell_labels
 
     cells = cell_labels(scen)
     rest = [c for c in scen.columns if c not in ("label", "scenario")]

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..errors import ConfigError
-from ..results import SE_TYPES
-from .terminal import render_table, wrap_text
-from .tidy import MEASURES, SE_MEASURES
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting.terminal import render_table, wrap_text
+from micromacro_sim.summaries.tidy import MEASURES, SE_MEASURES
 
 __all__ = ["DEFAULT_MEASURES", "KNOWN_MEASURES", "format_summary", "select_rows"]
 
@@ -70,7 +70,7 @@ def _with_mcse(perf: pd.DataFrame, col: str, se: str | None, label: str,
                mcse: bool) -> pd.Series:
     if not mcse or se is None or se not in perf.columns:
         return perf[col]
-    from .terminal import number_format
+    from micromacro_sim.reporting.terminal import number_format
 
     spec = number_format(label)
     return pd.Series([f"{v:{spec}} ({s:{spec}})" if pd.notna(v) else ""

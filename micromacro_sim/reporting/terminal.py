@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .wrap import terminal_width, wrap_text
+from micromacro_sim.reporting.wrap import terminal_width, wrap_text
 
 __all__ = ["number_format", "render_table", "terminal_width", "wrap_text"]
 

@@ -17,8 +17,8 @@ from types import ModuleType
 
 import pandas as pd
 
-from ..atomic import write_atomic, write_text
-from ..reporting.terminal import render_table, terminal_width, wrap_text
+from micromacro_sim.reporting.terminal import render_table, terminal_width, wrap_text
+from micromacro_sim.run.atomic import write_atomic, write_text
 
 __all__ = ["Reproduction", "get_study", "studies"]
 
@@ -166,7 +166,7 @@ def get_study(name: str) -> ModuleType:
     ConfigError
         When no study has that name.
     """
-    from ..errors import ConfigError
+    from micromacro_sim.core.errors import ConfigError
 
     found = studies()
     if name not in found:

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, load_config
-from ..runner import run
-from ..scenario import Scenario
-from ..summarize import RunSummary, summarize_run
+from micromacro_sim.design.config import RunConfig
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.run.configure import load_config
+from micromacro_sim.run.runner import run
+from micromacro_sim.summaries.summarize import RunSummary, summarize_run
 
 __all__ = [
     "cell_frame",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._verdicts import BOOT_REPS, PCT_MARGIN, Margin, judge, robust_location
+from micromacro_sim.reproduce._verdicts import BOOT_REPS, PCT_MARGIN, Margin, judge, robust_location
 
 __all__ = [
     "HEAVY_KURTOSIS",

@@ -39,10 +39,10 @@ def _short(v: Any) -> str:
 
 
 def comparison(frame: pd.DataFrame, **kwargs: Any) -> Drawer:
-    """Draw ``frame`` with :func:`~micromacro_sim.figures.published.plot_published`."""
+    """Draw ``frame`` with :func:`~micromacro_sim.reporting.figures.published.plot_published`."""
 
     def draw(path: Path) -> Path:
-        from ..figures.published import plot_published
+        from micromacro_sim.reporting.figures.published import plot_published
 
         return plot_published(frame, path, **kwargs)
 
@@ -105,7 +105,7 @@ def _rows(reject: pd.DataFrame, test: str, se_types: tuple[str, ...]) -> pd.Data
 
 def _rate_panel(ax: Any, rows: pd.DataFrame, ref: float, band: tuple[float, float] | None,
                 title: str, *, zoom: bool = False) -> list[Any]:
-    from ..figures._base import Z_MCSE
+    from micromacro_sim.reporting.figures.common import Z_MCSE
 
     if band is not None:
         ax.axvspan(*band, color="0.9", zorder=0)
@@ -140,8 +140,8 @@ def _rate_panel(ax: Any, rows: pd.DataFrame, ref: float, band: tuple[float, floa
 
 def _draw_rates(reject: pd.DataFrame, path: Path, *, alpha: float, power: float,
                 band: tuple[float, float] | None, se_types: tuple[str, ...]) -> Path:
-    from ..errors import MicroMacroError
-    from ..figures._base import MAX_WIDTH, finish, require_matplotlib, save
+    from micromacro_sim.core.errors import MicroMacroError
+    from micromacro_sim.reporting.figures.common import MAX_WIDTH, finish, require_matplotlib, save
 
     panels = [(test, _rows(reject, test, se_types)) for test in ("Type I", "power")]
     panels = [(t, r) for t, r in panels if not r.empty]

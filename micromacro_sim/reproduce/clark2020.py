@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..admissibility import Policy, draw
-from ..batch import Batch
-from ..config import MethodSpec, RunConfig
-from ..errors import ConfigError
-from ..scenario import Scenario
-from ..storage import read_table
-from . import PCT_FORMATS, Reproduction
-from ._common import (
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.config import MethodSpec, RunConfig
+from micromacro_sim.design.policy import Policy
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators import build
+from micromacro_sim.estimators.admissibility import draw
+from micromacro_sim.generate.batch import Batch
+from micromacro_sim.reproduce import PCT_FORMATS, Reproduction
+from micromacro_sim.reproduce._common import (
     SUMMARY_NOTES,
     cell_frame,
     find_scenario,
@@ -26,9 +27,14 @@ from ._common import (
     run_study,
     summary_tables,
 )
-from ._distributions import HEAVY_KURTOSIS, distribution_table, pct_mean_mcse, robust_table
-from ._figures import clark2020_figures
-from ._verdicts import (
+from micromacro_sim.reproduce._distributions import (
+    HEAVY_KURTOSIS,
+    distribution_table,
+    pct_mean_mcse,
+    robust_table,
+)
+from micromacro_sim.reproduce._figures import clark2020_figures
+from micromacro_sim.reproduce._verdicts import (
     ALPHA_MARGIN,
     BOOT_REPS,
     EMPSE_MARGIN,
@@ -38,6 +44,7 @@ from ._verdicts import (
     judge,
     rule_note,
 )
+from micromacro_sim.run.storage import read_table
 
 NAME = "clark2020"
 DESCRIPTION = ("Clark 2020 micro-macro models: CV 2007 row 16 (every method, percent bias, "
@@ -157,7 +164,7 @@ def _score_chunk(scenario: Scenario, reps: range, specs: tuple[MethodSpec, ...],
     batch = Batch.from_datasets(data)
     out: dict[str, np.ndarray] = {}
     for spec in specs:
-        est = spec.build()
+        est = build(spec)
         if est.has_batch(batch.balanced) and hasattr(est, "scores_batch"):
             vals = np.asarray(est.scores_batch(batch).values, dtype=float)
         else:

@@ -18,7 +18,7 @@ __all__ = ["add_parser", "cmd_reproduce"]
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run one study (or list them); returns the exit status."""
-    from . import get_study, studies
+    from micromacro_sim.reproduce import get_study, studies
 
     if args.study == "list":
         for name, module in studies().items():
@@ -28,8 +28,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("results") / f"reproduce-{args.study}")
     rep = module.reproduce(out / "run", replications=args.replications, n_jobs=args.n_jobs,
                            engine=args.engine, overwrite=args.overwrite)
-    from ..errors import MicroMacroError
-    from ..reporting.terminal import wrap_text
+    from micromacro_sim.core.errors import MicroMacroError
+    from micromacro_sim.reporting.terminal import wrap_text
 
     print(rep.format())
     paths = rep.write(out)
@@ -49,7 +49,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``reproduce`` command to an ``argparse`` subparsers object."""
-    from . import study_names
+    from micromacro_sim.reproduce import study_names
 
     p = subparsers.add_parser("reproduce",
                               help="reproduce a published study beside its published numbers")

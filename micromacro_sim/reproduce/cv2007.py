@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from ..summarize import RunSummary
-from . import PCT_FORMATS, Reproduction
-from ._common import (
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.config import RunConfig
+from micromacro_sim.reproduce import PCT_FORMATS, Reproduction
+from micromacro_sim.reproduce._common import (
     SUMMARY_NOTES,
     cell_frame,
     find_scenario,
@@ -22,8 +21,9 @@ from ._common import (
     run_study,
     summary_tables,
 )
-from ._figures import cell_label, comparison
-from ._verdicts import PCT_MARGIN, Z_CRIT, judge, rule_note
+from micromacro_sim.reproduce._figures import cell_label, comparison
+from micromacro_sim.reproduce._verdicts import PCT_MARGIN, Z_CRIT, judge, rule_note
+from micromacro_sim.summaries.summarize import RunSummary
 
 NAME = "cv2007"
 DESCRIPTION = ("Croon & van Veldhoven 2007 Table 1: 16 cells, unadjusted vs its analytic limit, "

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..estimators import SE_TYPES
-from ..summarize import RunSummary
-from . import Reproduction
-from ._common import SUMMARY_NOTES, cell_frame, run_study, summary_tables
-from ._figures import rate_figure
-from ._verdicts import (
+from micromacro_sim.estimators import SE_TYPES
+from micromacro_sim.reproduce import Reproduction
+from micromacro_sim.reproduce._common import SUMMARY_NOTES, cell_frame, run_study, summary_tables
+from micromacro_sim.reproduce._figures import rate_figure
+from micromacro_sim.reproduce._verdicts import (
     AGREES,
     DISAGREES,
     INCONCLUSIVE,
@@ -30,6 +29,7 @@ from ._verdicts import (
     judge,
     rule_note,
 )
+from micromacro_sim.summaries.summarize import RunSummary
 
 NAME = "fjk2018"
 DESCRIPTION = ("Foster-Johnson & Kromrey 2018: Type I error and power of group means vs CV "

@@ -1,0 +1,241 @@
+"""Per-replication quantities behind the performance measures, and the replications a
+measure needs for a target Monte Carlo SE.
+
+Every measure of Morris, White & Crowther (2019, Table 6) used here is a smooth function
+of means over replications, so its MCSE is ``sqrt(V / n)`` for a per-replication
+variance ``V`` (Siepe et al. 2024): ``n = V / MCSE^2`` replications reach a target MCSE.
+
+========  =====================================  =========================================
+measure   V                                      interval for n from a pilot of k
+========  =====================================  =========================================
+bias      S^2 (S the empirical SD)               chi-square interval for S^2
+empse     S^2 / 2 (n = 1 + S^2 / (2 MCSE^2))     chi-square interval for S^2
+mse       Var((est - theta)^2)                   fourth-moment interval for that variance
+modelse   Var(se^2) / (4 modSE^2)                fourth-moment interval for Var(se^2)
+cover     p (1 - p)                              Wilson interval for p
+reject    p (1 - p)  (``power`` is an alias)     Wilson interval for p
+========  =====================================  =========================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_COLUMNS, SE_TYPES
+
+__all__ = [
+    "MEASURES",
+    "Measure",
+    "RATE_MEASURES",
+    "indicators",
+    "parse_measure",
+    "replications_needed",
+    "se_column",
+    "wilson",
+]
+
+#: Measures whose MCSE a plan can target.
+MEASURES = ("bias", "empse", "mse", "modelse", "cover", "reject")
+#: Measures that are rates (a proportion of replications).
+RATE_MEASURES = ("cover", "reject")
+_ALIASES = {"power": "reject", "coverage": "cover", "rejection": "reject", "modse": "modelse"}
+_USES_SE = ("modelse", "cover", "reject")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A measure and the model SE it uses (``cover_HC3`` is cover with HC3 SEs)."""
+
+    name: str
+    se_type: str = "classical"
+
+    @property
+    def label(self) -> str:
+        """The measure as written on the command line (``cover``, ``cover_HC3``)."""
+        if self.name in _USES_SE and self.se_type != "classical":
+            return f"{self.name}_{self.se_type}"
+        return self.name
+
+    @property
+    def is_rate(self) -> bool:
+        """Whether the measure is a proportion of replications."""
+        return self.name in RATE_MEASURES
+
+
+def parse_measure(text: str, field: str, se_type: str = "classical") -> Measure:
+    """Parse ``bias``, ``power``, ``cover_HC3``...; unknown names raise ConfigError."""
+    raw = str(text).strip()
+    base, _, suffix = raw.partition("_")
+    base = _ALIASES.get(base.lower(), base.lower())
+    if base not in MEASURES:
+        known = ", ".join([*MEASURES, "power"])
+        raise ConfigError(f"{field}: unknown measure {raw!r} (known: {known})")
+    if suffix:
+        if base not in _USES_SE or suffix not in SE_TYPES:
+            raise ConfigError(f"{field}: unknown measure {raw!r} (SE types: "
+                              f"{', '.join(SE_TYPES)}, only after modelse, cover, reject)")
+        se_type = suffix
+    return Measure(base, se_type)
+
+
+def _crit(df: np.ndarray, alpha: float) -> np.ndarray:
+    """Two-sided critical values: t with the replication's df, normal where df is NaN
+    (as :func:`micromacro_sim.summaries.summarize.performance`)."""
+    from scipy import stats
+
+    finite = np.isfinite(df)
+    return np.where(finite, stats.t.ppf(1 - alpha / 2, np.where(finite, df, 1.0)),
+                    stats.norm.ppf(1 - alpha / 2))
+
+
+def indicators(est: np.ndarray, se: np.ndarray, df: np.ndarray, theta: float,
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-replication coverage and rejection indicators (replications with an estimate
+    and a finite SE), as the summary computes them.
+
+    Returns
+    -------
+    cover, reject : ndarray of bool
+    """
+    est, se, df = (np.asarray(a, dtype=float) for a in (est, se, df))
+    ok = np.isfinite(est) & np.isfinite(se)
+    e, s = est[ok], se[ok]
+    c = _crit(df[ok], alpha)
+    half = c * s
+    cover = (e - half <= theta) & (theta <= e + half)
+    reject = np.abs(e / s) >= c
+    return cover, reject
+
+
+def wilson(successes: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion."""
+    from scipy import stats
+
+    if n <= 0:
+        return (0.0, 1.0)
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def _variance_interval(u: np.ndarray, level: float) -> tuple[float, float, float]:
+    """The sample variance of ``u`` and an interval from its fourth moment (any
+    distribution; log scale): Var(s^2) ~ (m4 - s^4) / k."""
+    from scipy import stats
+
+    k = u.size
+    v = float(u.var(ddof=1))
+    if k < 4 or v <= 0:
+        return v, float("nan"), float("nan")
+    m4 = float(np.mean((u - u.mean()) ** 4))
+    se_log = math.sqrt(max(m4 - v * v, 0.0) / k) / v
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    return v, v * math.exp(-z * se_log), v * math.exp(z * se_log)
+
+
+def _chi2_interval(v: float, k: int, level: float) -> tuple[float, float]:
+    """Normal-theory interval for a variance from k replications."""
+    from scipy import stats
+
+    a = 1 - level
+    return ((k - 1) * v / stats.chi2.ppf(1 - a / 2, k - 1),
+            (k - 1) * v / stats.chi2.ppf(a / 2, k - 1))
+
+
+@dataclass(frozen=True)
+class Need:
+    """The replications one measure needs: the pilot's estimate of the measure and of
+    its per-replication variance, and ``n`` with an interval."""
+
+    estimate: float
+    pilot_mcse: float
+    k: int
+    n: float
+    lo: float
+    hi: float
+
+
+def _rate_need(x: np.ndarray, target: float, level: float, worst_case: bool) -> Need:
+    k = int(x.size)
+    p = float(x.mean())
+    mcse = math.sqrt(p * (1 - p) / k)
+    if worst_case:
+        n = 0.25 / target**2
+        return Need(p, mcse, k, n, n, n)
+    lo_p, hi_p = wilson(float(x.sum()), k, level)
+    ends = [lo_p * (1 - lo_p), hi_p * (1 - hi_p)]
+    top = 0.25 if lo_p <= 0.5 <= hi_p else max(ends)
+    return Need(p, mcse, k, p * (1 - p) / target**2, min(ends) / target**2, top / target**2)
+
+
+def replications_needed(measure: Measure, est: np.ndarray, se: np.ndarray, df: np.ndarray,
+                        theta: float, target: float, *, alpha: float = 0.05,
+                        level: float = 0.95, worst_case: bool = False) -> Need | None:
+    """Replications for ``measure`` to reach MCSE ``target``, from a pilot's replications
+    of one cell x method x term (None when fewer than 4 replications are usable).
+
+    Parameters
+    ----------
+    measure : Measure
+    est, se, df : ndarray (k,)
+        Estimates, model SEs of the measure's SE type, residual df (proper fits only).
+    theta : float
+        True value of the term.
+    target : float
+        Target Monte Carlo SE of the measure.
+    alpha : float
+        Nominal level of coverage and rejection.
+    level : float
+        Confidence level of the interval for ``n``.
+    worst_case : bool
+        Rates: plan for p = .5 (the largest p (1 - p)) whatever the pilot shows.
+    """
+    est = np.asarray(est, dtype=float)
+    se = np.asarray(se, dtype=float)
+    df = np.asarray(df, dtype=float)
+    keep = np.isfinite(est)
+    x = est[keep]
+    if measure.name in ("bias", "empse", "mse"):
+        if x.size < 4:
+            return None
+        k = int(x.size)
+        if measure.name == "mse":
+            sq = (x - theta) ** 2
+            v, lo, hi = _variance_interval(sq, level)
+            return Need(float(sq.mean()), math.sqrt(v / k), k, v / target**2,
+                        lo / target**2, hi / target**2)
+        v = float(x.var(ddof=1))
+        lo, hi = _chi2_interval(v, k, level)
+        if measure.name == "bias":
+            return Need(float(x.mean()) - theta, math.sqrt(v / k), k, v / target**2,
+                        lo / target**2, hi / target**2)
+        s = math.sqrt(v)
+        return Need(s, s / math.sqrt(2 * (k - 1)), k, 1 + v / (2 * target**2),
+                    1 + lo / (2 * target**2), 1 + hi / (2 * target**2))
+    if measure.name == "modelse":
+        s = se[keep & np.isfinite(se)]
+        if s.size < 4:
+            return None
+        v2 = s**2
+        modse = math.sqrt(float(v2.mean()))
+        var, lo, hi = _variance_interval(v2, level)
+        scale = 4 * modse**2 * target**2
+        return Need(modse, math.sqrt(var / (4 * s.size * modse**2)), int(s.size),
+                    var / scale, lo / scale, hi / scale)
+    cover, reject = indicators(est, se, df, theta, alpha)
+    ind = cover if measure.name == "cover" else reject
+    if ind.size < 4:
+        return None
+    return _rate_need(ind.astype(float), target, level, worst_case)
+
+
+def se_column(se_type: str) -> str:
+    """The estimates column of an SE type."""
+    return SE_COLUMNS[se_type]

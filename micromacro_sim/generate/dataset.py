@@ -1,0 +1,203 @@
+"""The data one analysis sees: members' x and the groups' y and Z.
+
+A :class:`Dataset` is the common input of every estimator, whether it comes from the
+simulation generator or from a user's file. Persons are stored sorted by group.
+
+Member identity: without ``member`` the members of a group are identified by their
+position (row order within the group), as the generator draws them. With ``member``
+(simulated data with missing members) each row carries its member id, its position in
+the complete group, and positions follow the ids as a user's ``member`` column does
+(:mod:`micromacro_sim.api.userdata`): methods that need every member in every group are not
+applicable (reason ``members_misaligned``) when the groups lack different members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from micromacro_sim.core.errors import NotApplicable
+from micromacro_sim.core.status import Reason
+
+__all__ = ["Dataset"]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Long-format micro-macro data.
+
+    Parameters
+    ----------
+    group : ndarray of int, shape (N,)
+        Group code 0..G-1 of every person, sorted ascending, every code present.
+    x : ndarray, shape (N, p)
+        Member-level variables aggregated to the group level.
+    y : ndarray, shape (G,)
+        Group-level outcome.
+    z : ndarray, shape (G, q)
+        Group-level covariates (q may be 0).
+    xi : ndarray, shape (G, p), optional
+        True latent group means (simulation only; enables the ``true`` method).
+    x_names, z_names : tuple of str
+        Term names used in results.
+    y_name : str
+        Name of the outcome.
+    member : ndarray of int, shape (N,), optional
+        Member id of every person (ascending within each group); absent: the position.
+    """
+
+    group: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    xi: np.ndarray | None = None
+    x_names: tuple[str, ...] = ("xi",)
+    z_names: tuple[str, ...] = ("z",)
+    y_name: str = "y"
+    group_labels: np.ndarray | None = field(default=None)
+    member: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.x, dtype=float)
+        if x.ndim == 1:
+            x = x[:, None]
+        z = np.asarray(self.z, dtype=float)
+        if z.ndim == 1:
+            z = z[:, None]
+        object.__setattr__(self, "x", _readonly(x))
+        object.__setattr__(self, "z", _readonly(z))
+        object.__setattr__(self, "y", _readonly(np.asarray(self.y, dtype=float)))
+        object.__setattr__(self, "group", _readonly(np.asarray(self.group, dtype=np.int64)))
+        if self.xi is not None:
+            xi = np.asarray(self.xi, dtype=float)
+            object.__setattr__(self, "xi", _readonly(xi[:, None] if xi.ndim == 1 else xi))
+        g = self.group
+        if g.ndim != 1 or len(g) != len(x):
+            raise ValueError("group and x must have the same number of rows")
+        if len(g) and (np.any(np.diff(g) < 0) or g[0] != 0 or np.any(np.diff(g) > 1)):
+            raise ValueError("group codes must be sorted and run 0..G-1 without gaps")
+        if self.member is not None:
+            member = _readonly(np.asarray(self.member, dtype=np.int64))
+            if member.shape != g.shape:
+                raise ValueError("member must have one id per person")
+            object.__setattr__(self, "member", member)
+        G = int(g[-1]) + 1 if len(g) else 0
+        if self.y.shape != (G,) or self.z.shape[0] != G:
+            raise ValueError("y and z must have one row per group")
+        if len(self.x_names) != x.shape[1] or len(self.z_names) != z.shape[1]:
+            raise ValueError("x_names / z_names must name every column")
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def n_groups(self) -> int:
+        """Number of groups G."""
+        return len(self.y)
+
+    @property
+    def n_persons(self) -> int:
+        """Number of persons N."""
+        return len(self.group)
+
+    @property
+    def n_x(self) -> int:
+        """Number of member-level variables p."""
+        return self.x.shape[1]
+
+    @property
+    def n_z(self) -> int:
+        """Number of group-level covariates q."""
+        return self.z.shape[1]
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        """Members per group, shape (G,)."""
+        return _readonly(np.bincount(self.group, minlength=self.n_groups))
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Index of each group's first person, shape (G,)."""
+        return _readonly(np.concatenate([[0], np.cumsum(self.sizes)[:-1]]))
+
+    @cached_property
+    def position(self) -> np.ndarray:
+        """Member position within its group, shape (N,).
+
+        0..n_g-1 without ``member``; with it, the index of the member id among the ids
+        present in the data (raises ``NotApplicable(members_misaligned)`` when no group
+        has every member).
+        """
+        if self.member is None:
+            return _readonly(np.arange(self.n_persons) - np.repeat(self.starts, self.sizes))
+        ids = np.unique(self.member)
+        if int(self.sizes.max()) < len(ids):
+            raise _misaligned("and no group has every member")
+        return _readonly(np.searchsorted(ids, self.member))
+
+    @property
+    def members_aligned(self) -> bool:
+        """Every group has the same members (always true without ``member``)."""
+        if self.member is None:
+            return True
+        return bool(np.all(self.sizes == len(np.unique(self.member))))
+
+    @property
+    def balanced(self) -> bool:
+        """True when all groups have the same size."""
+        return bool(np.all(self.sizes == self.sizes[0]))
+
+    @cached_property
+    def xbar(self) -> np.ndarray:
+        """Group means of x, shape (G, p)."""
+        sums = np.add.reduceat(self.x, self.starts, axis=0)
+        return _readonly(sums / self.sizes[:, None])
+
+    def wide(self, j: int = 0) -> np.ndarray:
+        """The G x n matrix of x variable ``j`` (balanced data only)."""
+        if not self.balanced:
+            raise ValueError("wide format needs balanced groups")
+        if not self.members_aligned:
+            raise _misaligned("groups lack different members")
+        return self.x[:, j].reshape(self.n_groups, int(self.sizes[0]))
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Regression terms: intercept, each Z, each x."""
+        return ("intercept", *self.z_names, *self.x_names)
+
+    def design(self, scores: np.ndarray) -> np.ndarray:
+        """Second-step design matrix [1, Z, scores], shape (G, 1 + q + p)."""
+        scores = np.asarray(scores, dtype=float)
+        if scores.ndim == 1:
+            scores = scores[:, None]
+        return np.column_stack([np.ones(self.n_groups), self.z, scores])
+
+    def to_frame(self):
+        """Long pandas DataFrame: group, member, x columns, y, Z columns (and xi)."""
+        import pandas as pd
+
+        cols = {"group": self.group,
+                "member": self.position if self.member is None else self.member}
+        for j, name in enumerate(self.x_names):
+            cols[name if name != "xi" else "x"] = self.x[:, j]
+        cols[self.y_name] = np.repeat(self.y, self.sizes)
+        for j, name in enumerate(self.z_names):
+            cols[name] = np.repeat(self.z[:, j], self.sizes)
+        if self.xi is not None:
+            for j in range(self.n_x):
+                cols["xi" if self.n_x == 1 else f"xi{j + 1}"] = np.repeat(
+                    self.xi[:, j], self.sizes
+                )
+        return pd.DataFrame(cols)
+
+
+def _misaligned(text: str) -> Exception:
+    """``NotApplicable(members_misaligned)``."""
+    return NotApplicable(Reason.MEMBERS_MISALIGNED, f"member ids differ across groups ({text})")

@@ -1,0 +1,146 @@
+"""Zip plot of coverage (Morris, White & Crowther 2019, Stat Med 38:2074, Figure 3).
+
+Every replication's confidence interval is a horizontal line, ranked (vertical axis)
+by the fractional centile of ``|z| = |estimate - theta| / SE``; intervals that miss the
+true value (vertical line) are drawn in a second colour. The horizontal line at
+``100 (1 - alpha)`` is where the non-covering intervals should start for a method with
+nominal coverage; the grey band around it is that centile's Monte Carlo 95% interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from micromacro_sim.core.errors import MicroMacroError
+from micromacro_sim.core.results import SE_COLUMNS
+from micromacro_sim.reporting.figures.common import (
+    MAX_WIDTH,
+    cell_names,
+    cell_order,
+    require_matplotlib,
+    save,
+    wrap,
+)
+
+__all__ = ["plot_zip", "zip_cells"]
+
+COVER, MISS = "#3b75af", "#d1495b"
+
+
+def zip_cells(summary: Any, term: str, se_type: str = "classical", n: int = 4) -> list[str]:
+    """The ``n`` cells (keys) with the lowest coverage of ``term`` over methods, in cell
+    order; every cell when there are at most ``n``."""
+    perf = summary.performance
+    col = f"cover_{se_type}"
+    sub = perf[perf["term"] == term]
+    order = [k for k in cell_order(summary) if k in set(sub["scenario"])]
+    if len(order) <= n or col not in sub.columns:
+        return order[:n]
+    worst = sub.groupby("scenario")[col].min().sort_values(kind="stable")
+    chosen = set(worst.index[:n])
+    return [k for k in order if k in chosen]
+
+
+def _intervals(rows: pd.DataFrame, theta: float, se_col: str, alpha: float):
+    from scipy import stats
+
+    est = rows["estimate"].to_numpy(dtype=float)
+    se = rows[se_col].to_numpy(dtype=float)
+    df = rows["df_resid"].to_numpy(dtype=float) if "df_resid" in rows else np.full(len(est), np.nan)
+    ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
+    est, se, df = est[ok], se[ok], df[ok]
+    crit = np.where(np.isfinite(df), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(df), df, 1)),
+                    stats.norm.ppf(1 - alpha / 2))
+    z = np.abs(est - theta) / se
+    order = np.argsort(z, kind="stable")
+    k = len(z)
+    centile = 100 * (np.arange(1, k + 1) - 0.5) / max(k, 1)
+    lo, hi = (est - crit * se)[order], (est + crit * se)[order]
+    covers = (lo <= theta) & (theta <= hi)
+    return lo, hi, centile, covers
+
+
+def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: str,
+             se_type: str = "classical", cells: Sequence[str] | None = None,
+             methods: Sequence[str] | None = None, alpha: float = 0.05,
+             include_flagged: bool = False) -> Path:
+    """Zip plots of ``term``'s intervals: rows of panels per method, columns per cell.
+
+    Parameters
+    ----------
+    estimates : DataFrame
+        Per-replication estimates of the run.
+    summary : RunSummary
+        Its summary (true values, cell names, order).
+    path : path
+        PNG file to write.
+    term : str
+    se_type : str
+        SE type of the intervals.
+    cells : sequence of str, optional
+        Scenario keys (default :func:`zip_cells`: the four with the lowest coverage).
+    methods : sequence of str, optional
+    alpha : float
+    include_flagged : bool
+        Also draw flagged fits that have estimates.
+
+    Returns
+    -------
+    Path
+    """
+    from matplotlib.collections import LineCollection
+
+    plt = require_matplotlib()
+    se_col = SE_COLUMNS[se_type]
+    est = estimates[estimates["term"] == term]
+    if not include_flagged and "status" in est.columns:
+        est = est[est["status"] == "ok"]
+    if est.empty:
+        raise MicroMacroError(f"plots: no estimates of term {term!r}")
+    cells = list(cells) if cells is not None else zip_cells(summary, term, se_type)
+    methods = list(methods) if methods is not None else list(dict.fromkeys(est["method"]))
+    theta = (summary.performance[summary.performance["term"] == term]
+             .drop_duplicates("scenario").set_index("scenario")["theta"])
+    names = cell_names(summary)
+    ncols = len(cells)
+    fig, axes = plt.subplots(len(methods), ncols, squeeze=False, sharey=True,
+                             figsize=(MAX_WIDTH, 2.5 * len(methods) + 1.2))
+    target = 100 * (1 - alpha)
+    for c, key in enumerate(cells):
+        for r, m in enumerate(methods):
+            ax = axes[r, c]
+            rows = est[(est["scenario"] == key) & (est["method"] == m)]
+            lo, hi, cent, covers = _intervals(rows, float(theta[key]), se_col, alpha)
+            k = len(cent)
+            if k:
+                half = 100 * 1.96 * np.sqrt(alpha * (1 - alpha) / k)
+                ax.axhspan(target - half, min(100, target + half), color="0.88", lw=0)
+                segs = np.stack([np.column_stack([lo, cent]), np.column_stack([hi, cent])], 1)
+                ax.add_collection(LineCollection(segs, colors=np.where(covers, COVER, MISS),
+                                                 linewidths=0.6 if k > 300 else 1.0))
+                ax.set_xlim(np.nanmin(lo), np.nanmax(hi))
+                ax.set_title(f"{m}: coverage {covers.mean():.3f} (K={k})", fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no estimates", ha="center", transform=ax.transAxes)
+            ax.axvline(float(theta[key]), color="0.1", lw=1)
+            ax.axhline(target, color="0.3", lw=0.8, ls="--")
+            ax.set_ylim(0, 100)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("centile of |z|", fontsize=8)
+        axes[0, c].annotate(wrap(names.get(key, key), MAX_WIDTH / ncols * 0.9),
+                            (0.5, 1.22), xycoords="axes fraction",
+                            ha="center", va="bottom", fontsize=8, fontweight="bold")
+    note = wrap(f"Zip plot of term {term}, {se_type} SE intervals, ranked by |z|; red: "
+                f"intervals missing the true value (vertical line); dashed: the "
+                f"{target:g}th centile, grey: its Monte Carlo 95% interval.", MAX_WIDTH)
+    strip = 0.1 + 0.15 * (note.count("\n") + 1)
+    h = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, strip / h, 1, 1 - 0.45 / h))
+    fig.text(0.5, 0.004, note, ha="center", va="bottom", fontsize=8, color="0.3")
+    return save(fig, plt, path)

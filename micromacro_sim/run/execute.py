@@ -1,0 +1,111 @@
+"""Where a run's tasks execute: this process, loky workers, threads, dask or ray.
+
+:func:`execute` runs the tasks :func:`~micromacro_sim.run.tasks.plan_tasks` enumerated and
+records each finished one in the ledger. Where a task runs, and how a task's range is cut,
+never changes its results (every replication draws from its own stream and every batch
+path is bitwise stable across batch companions), so the choice is about time only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from micromacro_sim.run.backends import backend_context
+
+if TYPE_CHECKING:
+    from micromacro_sim.design.config import RunConfig
+    from micromacro_sim.run.parts import Part
+    from micromacro_sim.run.progress import Progress
+
+__all__ = ["LOKY_WORTHWHILE_SECONDS", "PROBE_SHARE", "choose_backend", "execute",
+           "probe_tasks", "sequential_estimate"]
+
+#: Estimated sequential seconds below which starting loky workers does not pay off: each
+#: costs about a second of start-up (imports).
+LOKY_WORTHWHILE_SECONDS = 3.0
+#: The timed probe is this share (one in ``PROBE_SHARE``) of the first task: large enough
+#: that the per-call costs of the batched solvers (their iterations) do not dominate it.
+PROBE_SHARE = 5
+
+
+def choose_backend(config: RunConfig, tasks: list[Any]) -> str:
+    """The configured backend, or ``"sequential"`` when one worker or one task."""
+    backend = config.backend
+    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
+        backend = "sequential"
+    return backend
+
+
+def probe_tasks(tasks: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """Cut the first task into a warm-up, two timed probes and the remainder.
+
+    Returns ``(warm, probes, rest)``: the warm-up (one replication: it pays the lazy
+    imports and first-call costs, which would overstate the rest), the probes (one
+    replication, then a fifth of the first task, at least two: their difference separates
+    a task's fixed cost, the batched solvers' iterations, from the cost per replication;
+    empty when the first task is too small to cut) and every other range, the remainder
+    of the first task first.
+    """
+    first = tasks[0]
+    if first.size < 5:
+        return [first], [], list(tasks[1:])
+    a = first.start
+    k = min(max(2, first.size // PROBE_SHARE), first.size - 2)
+    warm = replace(first, stop=a + 1)
+    probes = [replace(first, start=a + 1, stop=a + 2), replace(first, start=a + 2, stop=a + 2 + k)]
+    rest = [replace(first, start=a + 2 + k)] if a + 2 + k < first.stop else []
+    return [warm], probes, rest + list(tasks[1:])
+
+
+def sequential_estimate(one: float, probe: float, k: int, tasks: list[Any]) -> float:
+    """Seconds ``tasks`` would take here, from a one-replication probe (``one`` seconds) and
+    a ``k``-replication probe: a fixed cost per task plus a cost per replication."""
+    per_rep = max(0.0, (probe - one) / (k - 1))
+    fixed = max(0.0, one - per_rep)
+    return len(tasks) * fixed + per_rep * sum(t.size for t in tasks)
+
+
+def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
+            bar: Progress, run_task: Callable[[Any], Any], part: Part | None = None) -> None:
+    """Run ``tasks`` with ``run_task``, recording each finished one in ``ledger``.
+
+    With loky, worker processes cost about a second each to start: a warm-up replication
+    and two timed probes of the first task (:func:`probe_tasks`) run here first, and when
+    they show the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` in this process
+    (:func:`sequential_estimate`), it runs here; otherwise every remaining range goes to
+    the workers at once.
+    """
+    from joblib import Parallel, delayed
+
+    backend = choose_backend(config, tasks)
+    tasks_left = tasks
+    if backend == "loky" and tasks:
+        warm, probes, tasks_left = probe_tasks(tasks)
+        seconds = []
+        for t in warm + probes:
+            t0 = time.perf_counter()
+            ledger.add(run_task(t))
+            seconds.append(time.perf_counter() - t0)
+            bar.update(t.size)
+        if probes:
+            rest = sequential_estimate(seconds[1], seconds[2], probes[1].size, tasks_left)
+        else:  # the first task was tiny: judge by it, warm-up costs included
+            rest = seconds[0] * len(tasks_left)
+        if rest < LOKY_WORTHWHILE_SECONDS:
+            backend = "sequential"
+    if not tasks_left:
+        return
+    n_jobs = 1 if backend == "sequential" else config.n_jobs
+    scratch = run_dir / (".scratch" if part is None else f".scratch-{part.index}-of-{part.count}")
+    with backend_context(backend, n_jobs=n_jobs, scratch=scratch,
+                         address=config.address):
+        # Ray's joblib backend returns all results at once (no generators): its
+        # progress line moves at the end only.
+        order = "list" if backend == "ray" else "generator_unordered"
+        for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
+            ledger.add(res)
+            bar.update(res.stop - res.start)

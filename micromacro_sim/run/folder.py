@@ -1,0 +1,87 @@
+"""What a run folder holds: finished and missing replications per scenario, live parts.
+
+The text of ``micromacro status RUN_DIR`` (:func:`format_progress`), read from the
+manifest and the shards on disk; nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.run.lock import live_locks
+from micromacro_sim.run.storage import completed_ranges, missing_ranges, read_manifest
+
+__all__ = ["ScenarioProgress", "folder_progress", "format_progress"]
+
+@dataclass(frozen=True)
+class ScenarioProgress:
+    """What a run folder holds of one scenario."""
+
+    key: str
+    label: str
+    done: int
+    total: int
+    missing: tuple[tuple[int, int], ...]
+
+
+def folder_progress(run_dir: str | Path) -> tuple[dict[str, Any], list[ScenarioProgress]]:
+    """The manifest (status corrected as by :func:`~micromacro_sim.run.storage.read_manifest`)
+    and, per scenario, the finished and missing replications.
+
+    Raises
+    ------
+    ConfigError
+        The folder holds no run.
+    """
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
+    labels: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        tab = pq.read_table(run_dir / "scenarios.parquet", columns=["scenario", "label"])
+        labels = dict(zip(tab.column("scenario").to_pylist(), tab.column("label").to_pylist(),
+                          strict=True))
+    # adaptive replications: each cell's current count
+    counts = {k: int(c["replications"]) for k, c in
+              (manifest.get("adaptive") or {}).get("cells", {}).items()}
+    rows = []
+    for key in manifest.get("scenarios", []):
+        total = counts.get(key, int(manifest.get("replications", 0)))
+        missing = tuple(missing_ranges(completed_ranges(run_dir, key), total))
+        rows.append(ScenarioProgress(key, labels.get(key, ""), total - sum(b - a for a, b in
+                                                                        missing), total, missing))
+    return manifest, rows
+
+
+def format_progress(run_dir: str | Path) -> str:
+    """The text of ``micromacro status RUN_DIR``."""
+    manifest, rows = folder_progress(run_dir)
+    done, total = sum(r.done for r in rows), sum(r.total for r in rows)
+    lines = [f"{manifest.get('name', '?')}: {manifest.get('status', '?')}; {done} of {total} "
+             f"replications finished in {len(rows)} scenario(s), "
+             f"{sum(r.done == r.total for r in rows)} scenario(s) complete"]
+    cells = (manifest.get("adaptive") or {}).get("cells", {})
+    if cells:
+        lines.append(f"adaptive replications: {sum(c['finished'] for c in cells.values())} of "
+                     f"{len(cells)} cell(s) finished, {sum(c['met'] for c in cells.values())} "
+                     "met every target")
+    for name, holder in live_locks(run_dir).items():
+        lines.append(f"running: {name.removeprefix('.lock').lstrip('.') or 'whole run'} "
+                     f"(pid {holder.get('pid')} on {holder.get('host')}, "
+                     f"since {holder.get('started')})")
+    width = max([len(r.label) for r in rows] + [8])
+    lines.append(f"{'scenario':16s}  {'label':{width}s}  {'done':>7s}  {'of':>7s}  missing")
+    for r in rows:
+        gaps = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in r.missing[:4])
+        if len(r.missing) > 4:
+            gaps += f", ... ({len(r.missing)} ranges)"
+        lines.append(f"{r.key:16s}  {r.label:{width}s}  {r.done:7d}  {r.total:7d}  "
+                     f"{gaps or '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""Performance measures with Monte Carlo SEs (Morris, White & Crowther 2019, Table 6).
+
+:func:`performance` turns one estimator's replications of one term into every measure
+of SPEC section 4; :func:`summarize_run` applies it per scenario x method x term of a
+run folder and adds reliability, failure and redraw summaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_COLUMNS
+from micromacro_sim.core.status import REASON_TEXT, Reason
+from micromacro_sim.design.fields import true_value
+from micromacro_sim.run.storage import read_manifest, read_table
+from micromacro_sim.summaries.factors import cell_labels, design_factors
+
+__all__ = ["RunSummary", "performance", "summarize_run"]
+
+
+def performance(
+    est: np.ndarray,
+    theta: float,
+    ses: dict[str, np.ndarray] | None = None,
+    df: np.ndarray | None = None,
+    *,
+    alpha: float = 0.05,
+    trim: float = 0.1,
+) -> dict[str, float]:
+    """Every SPEC section 4 measure for K estimates of one parameter.
+
+    Parameters
+    ----------
+    est : ndarray (K,)
+        Estimates (NaN rows are dropped along with their SEs).
+    theta : float
+        True value.
+    ses : dict of SE type -> ndarray (K,), optional
+        Model standard errors for coverage, rejection and model-SE measures.
+    df : ndarray (K,), optional
+        Residual df per replication for t-based intervals (NaN: normal-based).
+    alpha : float
+        Nominal level of intervals and tests.
+    trim : float
+        Proportion cut from each tail for the trimmed mean.
+
+    Returns
+    -------
+    dict
+        ``k``, mean, bias, bias_mcse, pct_bias, pct_bias_mcse, median, median_bias,
+        trimmed_mean, trimmed_bias, empse, empse_mcse, mse, mse_mcse, rmse, rmse_mcse,
+        and per SE type ``T``: modse_T (root mean squared SE), modse_T_mcse, meanse_T
+        (mean SE, Mplus's "S.E. Average"), meanse_T_mcse, relerr_T, relerr_T_mcse, cover_T,
+        cover_T_mcse, becover_T (bias-eliminated), reject_T, reject_T_mcse.
+    """
+    from scipy import stats  # lazy: a large import the CLI need not pay up front
+
+    est = np.asarray(est, dtype=float)
+    keep = np.isfinite(est)
+    x = est[keep]
+    k = int(x.size)
+    out: dict[str, float] = {"k": k}
+    if k == 0:
+        return out
+    out.update(_point_measures(x, theta, trim))
+    if not ses:
+        return out
+    dfk = np.full(k, np.nan) if df is None else np.asarray(df, dtype=float)[keep]
+    crit = np.where(
+        np.isfinite(dfk), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(dfk), dfk, 1.0)),
+        stats.norm.ppf(1 - alpha / 2),
+    )
+    for name, se_all in ses.items():
+        se = np.asarray(se_all, dtype=float)[keep]
+        ok = np.isfinite(se)
+        if ok.any():
+            out.update(_se_measures(name, x[ok], se[ok], crit[ok], theta, out["mean"],
+                                    out["empse"], k))
+    return out
+
+
+def _point_measures(x: np.ndarray, theta: float, trim: float) -> dict[str, float]:
+    """Bias, percent bias, median, trimmed mean, empirical SE and MSE with their MCSEs."""
+    from scipy import stats
+
+    k, nan = x.size, float("nan")
+    mean = float(x.mean())
+    sd = float(x.std(ddof=1)) if k > 1 else nan
+    out = {"mean": mean, "bias": mean - theta, "bias_mcse": sd / np.sqrt(k)}
+    if theta != 0:
+        out.update(pct_bias=100 * (mean / theta - 1),
+                   pct_bias_mcse=100 * out["bias_mcse"] / abs(theta))
+    else:
+        out.update(pct_bias=nan, pct_bias_mcse=nan)
+    med = float(np.median(x))
+    tmean = float(stats.trim_mean(x, trim))
+    out.update(median=med, median_bias=med - theta, trimmed_mean=tmean,
+               trimmed_bias=tmean - theta)
+    sq = (x - theta) ** 2
+    mse = float(sq.mean())
+    mse_mcse = float(np.sqrt(np.sum((sq - mse) ** 2) / (k * (k - 1)))) if k > 1 else nan
+    rmse = float(np.sqrt(mse))
+    out.update(
+        empse=sd,
+        empse_mcse=sd / np.sqrt(2 * (k - 1)) if k > 1 else nan,
+        mse=mse,
+        mse_mcse=mse_mcse,
+        rmse=rmse,
+        rmse_mcse=mse_mcse / (2 * rmse) if rmse > 0 else nan,
+    )
+    return out
+
+
+def _se_measures(name: str, xe: np.ndarray, s: np.ndarray, c: np.ndarray, theta: float,
+                 mean: float, sd: float, k: int) -> dict[str, float]:
+    """Model SE, its relative error, coverage and rejection for one SE type (Morris et al.
+    2019, Table 6), over the ``m`` replications with a finite SE of that type."""
+    m, nan = s.size, float("nan")
+    v2 = s**2
+    modse = float(np.sqrt(v2.mean()))
+    var_v2 = float(v2.var(ddof=1)) if m > 1 else nan
+    modse_mcse = float(np.sqrt(var_v2 / (4 * m * modse**2))) if modse > 0 else nan
+    rel = 100 * (modse / sd - 1) if sd > 0 else nan
+    rel_mcse = (
+        100 * (modse / sd) * np.sqrt(var_v2 / (4 * m * modse**4) + 1 / (2 * (k - 1)))
+        if sd > 0 and modse > 0 else nan
+    )
+    half = c * s
+    cover = float(np.mean((xe - half <= theta) & (theta <= xe + half)))
+    becover = float(np.mean((xe - half <= mean) & (mean <= xe + half)))
+    reject = float(np.mean(np.abs(xe / s) >= c))
+    return {
+        f"modse_{name}": modse,
+        f"modse_{name}_mcse": modse_mcse,
+        f"meanse_{name}": float(s.mean()),
+        f"meanse_{name}_mcse": float(s.std(ddof=1) / np.sqrt(m)) if m > 1 else nan,
+        f"relerr_{name}": rel,
+        f"relerr_{name}_mcse": rel_mcse,
+        f"cover_{name}": cover,
+        f"cover_{name}_mcse": float(np.sqrt(cover * (1 - cover) / m)),
+        f"becover_{name}": becover,
+        f"reject_{name}": reject,
+        f"reject_{name}_mcse": float(np.sqrt(reject * (1 - reject) / m)),
+    }
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Tables summarizing one run folder.
+
+    Attributes
+    ----------
+    performance : DataFrame
+        One row per scenario x method x term; ``cell`` (a label naming every design
+        factor's level) and the design factors (typed, see
+        :mod:`micromacro_sim.summaries.factors`) follow ``label``.
+    flags : DataFrame
+        Per scenario x method: replications, flagged and failed counts and reasons.
+    datasets : DataFrame
+        Per scenario: reliability (alpha, ICC) and redraw counts; for adaptive
+        replications also ``target_finished``, ``target_met``, ``target_binding``
+        (``method/term/measure``), ``binding_mcse`` and ``binding_target``, and
+        ``n_reps`` is the replications the cell used.
+    partial : bool
+        The run is not finished: counts are below the configured replications.
+    factors : tuple of str
+        Design-factor columns of ``performance`` (the fields that vary over the run's
+        scenarios).
+    scenarios : DataFrame or None
+        Rows of the run's ``scenarios.parquet`` with results, in run order.
+    """
+
+    performance: pd.DataFrame
+    flags: pd.DataFrame
+    datasets: pd.DataFrame
+    partial: bool
+    factors: tuple[str, ...] = ()
+    scenarios: pd.DataFrame | None = None
+
+
+def _reasons(s: pd.Series) -> str:
+    """Counts of reason codes, most frequent first: ``negative_variance (12); ...``."""
+    counts = s[s != ""].value_counts()
+    return "; ".join(f"{r} ({n})" for r, n in counts.items())
+
+
+def _reason_texts(s: pd.Series) -> str:
+    """As :func:`_reasons`, with each code's human text (for display)."""
+    counts = s[s != ""].value_counts()
+    return "; ".join(f"{_text(r)} ({n})" for r, n in counts.items())
+
+
+def _text(code: str) -> str:
+    try:
+        return REASON_TEXT[Reason(code)]
+    except ValueError:  # a code this version does not know: show it as stored
+        return code
+
+
+def _status_counts(est: pd.DataFrame) -> pd.DataFrame:
+    """Per-replication status and reason code (derived for runs written before they were
+    stored)."""
+    if "status" not in est:
+        ok = est["converged"] & est["admissible"] & np.isfinite(est["estimate"])
+        est["status"] = np.where(ok, "ok", "flagged")
+    if "reason_code" not in est:
+        est["reason_code"] = ""
+    return est
+
+
+def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
+                  include_flagged: bool = False) -> RunSummary:
+    """Summarize every scenario x method x term of a run folder.
+
+    Parameters
+    ----------
+    run_dir : path
+    alpha : float
+        Nominal level for coverage and rejection rates.
+    include_flagged : bool
+        Use flagged (non-converged or inadmissible) replications that have estimates
+        too; by default only proper fits are summarized and the rest are counted.
+    """
+    if not 0 < alpha < 1:  # also refuses nan
+        raise ConfigError(f"alpha: expected a level strictly between 0 and 1, got {alpha!r}")
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
+    scen = pd.read_parquet(run_dir / "scenarios.parquet").set_index("scenario")
+    keys = [k for k in manifest["scenarios"] if k in scen.index]
+    est = read_table(run_dir, "estimates", keys)
+    ds = read_table(run_dir, "datasets", keys)
+    if est.empty:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
+    reps = int(manifest["replications"])
+    outcome = (manifest.get("adaptive") or {}).get("cells")
+    if outcome:  # adaptive: each cell's first replications, as many as its rule used
+        est, ds = (_first(t, outcome) for t in (est, ds))
+    est = _status_counts(est)
+    est["ok"] = est["status"] == "ok"
+    rank = {k: i for i, k in enumerate(keys)}
+    mrank = {m: i for i, m in enumerate(manifest["methods"])}
+    cells = cell_labels(scen.loc[keys].reset_index())
+    factors = design_factors(scen.loc[keys].reset_index())
+    names = [c for c in factors.columns if c != "scenario"]
+    perf_df = _performance_table(est, scen, alpha, include_flagged, rank, mrank)
+    perf_df = perf_df.merge(factors, on="scenario", how="left")
+    perf_df.insert(2, "cell", perf_df["scenario"].map(cells))
+    lead = ["scenario", "label", "cell", *names]
+    perf_df = perf_df[lead + [c for c in perf_df.columns if c not in lead]]
+    flags = _flag_table(est, rank, mrank)
+    dsum = _dataset_table(ds, scen, cells, rank)
+    done = set(dsum["scenario"])
+    if outcome:
+        dsum = _adaptive_columns(dsum, outcome)
+        partial = manifest.get("status") != "complete" or not bool(dsum["target_finished"].all())
+    else:
+        partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
+    return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
+                      datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
+                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())
+
+
+def _first(table: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Rows of each adaptive cell's first ``replications``."""
+    used = table["scenario"].map({k: c["replications"] for k, c in cells.items()})
+    return table[table["replication"] < used.fillna(0)].reset_index(drop=True)
+
+
+def _adaptive_columns(dsum: pd.DataFrame, cells: dict) -> pd.DataFrame:
+    """Per cell: whether the adaptive rule finished, whether every target holds, the
+    measure closest to (or furthest beyond) its target, its MCSE and target."""
+    def col(name: str, default: object) -> pd.Series:
+        return dsum["scenario"].map(lambda k: cells.get(k, {}).get(name, default))
+
+    dsum = dsum.copy()
+    dsum["target_finished"] = col("finished", False).astype(bool)
+    dsum["target_met"] = col("met", False).astype(bool)
+    dsum["target_binding"] = col("binding", "")
+    dsum["binding_mcse"] = col("mcse", None).astype(float)
+    dsum["binding_target"] = col("target", None).astype(float)
+    return dsum
+
+
+def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, alpha: float,
+                       include_flagged: bool, rank: dict, mrank: dict) -> pd.DataFrame:
+    """One row of :func:`performance` measures per scenario x method x term."""
+    rows = []
+    for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
+        used = g if include_flagged else g[g["ok"]]
+        theta = true_value(scen.loc[key], term)
+        ses = {t: used[c].to_numpy() for t, c in SE_COLUMNS.items() if used[c].notna().any()}
+        perf = performance(used["estimate"].to_numpy(), theta, ses,
+                           used["df_resid"].to_numpy(), alpha=alpha)
+        rows.append({
+            "scenario": key,
+            "label": scen.loc[key, "label"],
+            "method": method,
+            "term": term,
+            "theta": theta,
+            "n_reps": len(g),
+            "n_flagged": int((~g["ok"]).sum()),
+            "n_no_estimate": int((~np.isfinite(g["estimate"])).sum()),
+            **perf,
+        })
+    perf_df = pd.DataFrame(rows)
+    perf_df["_m"] = perf_df["method"].map(mrank)
+    perf_df["_s"] = perf_df["scenario"].map(rank)
+    return perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
+
+
+def _flag_table(est: pd.DataFrame, rank: dict, mrank: dict) -> pd.DataFrame:
+    """Per scenario x method: replications, flag counts by status and by reason code."""
+    first = est.drop_duplicates(["scenario", "replication", "method"])
+    flags = (
+        first.groupby(["scenario", "method"], sort=False)
+        .agg(
+            n_reps=("ok", "size"),
+            n_flagged=("ok", lambda s: int((~s).sum())),
+            n_not_converged=("converged", lambda s: int((~s).sum())),
+            n_inadmissible=("admissible", lambda s: int((~s).sum())),
+            n_not_applicable=("status", lambda s: int((s == "not_applicable").sum())),
+            n_error=("status", lambda s: int((s == "error").sum())),
+            reasons=("reason_code", _reasons),
+            reasons_text=("reason_code", _reason_texts),
+        )
+        .reset_index()
+    )
+    flags["flag_rate"] = flags["n_flagged"] / flags["n_reps"]
+    return flags.sort_values(["scenario", "method"], kind="stable", key=lambda s: s.map(
+        rank if s.name == "scenario" else mrank)).reset_index(drop=True)
+
+
+def _dataset_table(ds: pd.DataFrame, scen: pd.DataFrame, cells: dict,
+                   rank: dict) -> pd.DataFrame:
+    """Per scenario: redraws, gate verdicts kept, alpha and ICC summaries."""
+    dsum = (
+        ds.groupby("scenario", sort=False)
+        .agg(
+            n_reps=("replication", "size"),
+            redraws=("redraws", "sum"),
+            reps_redrawn=("redraws", lambda s: int((s > 0).sum())),
+            gate_failed_kept=("gate_passed", lambda s: int((~s).sum())),
+            alpha_raw_mean=("alpha_raw", "mean"),
+            alpha_std_mean=("alpha_std", "mean"),
+            alpha_std_min=("alpha_std", "min"),
+            alpha_std_max=("alpha_std", "max"),
+            icc1_mean=("icc1", "mean"),
+            icc2_mean=("icc2", "mean"),
+        )
+        .reset_index()
+    )
+    dsum["redraw_rate"] = dsum["reps_redrawn"] / dsum["n_reps"]
+    dsum.insert(1, "cell", dsum["scenario"].map(cells))
+    dsum = dsum.sort_values("scenario", key=lambda s: s.map(rank), kind="stable")
+    return dsum.merge(scen[["label", "icc", "reliability"]], left_on="scenario",
+                      right_index=True, how="left")

@@ -1,0 +1,171 @@
+"""Tidy tables of a run: the long summary, the written summary files and ``export``.
+
+The long summary has one row per scenario x method x term x measure (x SE type), with
+the run's design factors as typed columns (:mod:`.factors`), so that R, pandas, polars
+or duckdb can filter and facet it without parsing column names. ``export`` writes the
+per-replication estimates joined with the (typed) scenarios as one CSV or Parquet file.
+Every column is listed in ``docs/schema.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.design.fields import true_value
+from micromacro_sim.run.atomic import write_atomic
+from micromacro_sim.run.storage import read_manifest, read_table, write_frame_atomic
+from micromacro_sim.summaries.factors import typed_scenarios
+
+__all__ = ["EXPORT_FORMATS", "MEASURES", "SE_MEASURES", "export_estimates", "long_summary",
+           "write_summary_tables"]
+
+#: Measures without an SE type: measure -> column of its Monte Carlo SE (None: none).
+MEASURES: dict[str, str | None] = {
+    "mean": "bias_mcse", "bias": "bias_mcse", "pct_bias": "pct_bias_mcse", "median": None,
+    "median_bias": None, "trimmed_mean": None, "trimmed_bias": None, "empse": "empse_mcse",
+    "mse": "mse_mcse", "rmse": "rmse_mcse",
+}
+#: Measures with one value per SE type ``T`` (columns ``<measure>_T`` and ``<measure>_T_mcse``).
+SE_MEASURES: tuple[str, ...] = ("modse", "meanse", "relerr", "cover", "becover", "reject")
+EXPORT_FORMATS = ("csv", "parquet")
+_ID = ("scenario", "label", "cell")
+_LONG_KEYS = ("method", "term", "theta", "k")
+
+
+def long_summary(perf: pd.DataFrame, factors: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """The wide performance table in long form.
+
+    Parameters
+    ----------
+    perf : DataFrame
+        :attr:`RunSummary.performance` (one row per scenario x method x term).
+    factors : sequence of str
+        Design-factor columns of ``perf`` to carry (:attr:`RunSummary.factors`).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``scenario, label, <factors>, method, term, theta, k, measure, se_type,
+        estimate, mcse``; ``se_type`` is null for measures that have none, ``mcse`` is
+        NaN where no Monte Carlo SE is defined. Rows whose value is missing are dropped.
+    """
+    ids = [c for c in (*_ID, *factors, *_LONG_KEYS) if c in perf.columns]
+    parts = []
+    specs: list[tuple[str, str | None, str, str | None]] = [
+        (m, None, m, se) for m, se in MEASURES.items()]
+    specs += [(m, t, f"{m}_{t}", f"{m}_{t}_mcse") for m in SE_MEASURES for t in SE_TYPES]
+    for measure, se_type, col, mcse in specs:
+        if col not in perf.columns:
+            continue
+        part = perf[ids].copy()
+        part["measure"] = measure
+        part["se_type"] = se_type
+        part["estimate"] = perf[col].astype(float)
+        part["mcse"] = perf[mcse].astype(float) if mcse in perf.columns else np.nan
+        parts.append(part[np.isfinite(part["estimate"].to_numpy())])
+    out = pd.concat(parts, ignore_index=True)
+    out["se_type"] = out["se_type"].astype("string")
+    out["k"] = out["k"].astype("int64")
+    order = {c: i for i, c in enumerate(dict.fromkeys(perf["scenario"]))}
+    morder = {c: i for i, c in enumerate(dict.fromkeys(perf["method"]))}
+    out = out.assign(_s=out["scenario"].map(order), _m=out["method"].map(morder))
+    out = out.sort_values(["_s", "_m"], kind="stable").drop(columns=["_s", "_m"])
+    return out.reset_index(drop=True)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return path
+
+
+def _write(path: Path, frame: pd.DataFrame) -> Path:
+    if path.suffix == ".parquet":
+        return write_frame_atomic(path, frame)
+    return _write_csv(path, frame)
+
+
+def write_summary_tables(summary, folder: str | Path) -> list[Path]:
+    """Write ``summary``, ``summary_long``, ``flags`` and ``reliability`` as CSV and Parquet.
+
+    Parameters
+    ----------
+    summary : RunSummary
+    folder : path
+        Created if missing.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "summary": summary.performance,
+        "summary_long": long_summary(summary.performance, summary.factors),
+        "flags": summary.flags,
+        "reliability": summary.datasets,
+    }
+    return [_write(out / f"{name}.{ext}", frame)
+            for name, frame in tables.items() for ext in ("csv", "parquet")]
+
+
+def export_estimates(run_dir: str | Path, fmt: str = "csv",
+                     output: str | Path | None = None) -> Path:
+    """Write the per-replication estimates joined with the scenarios as one file.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder.
+    fmt : {"csv", "parquet"}
+    output : path, optional
+        File to write (default ``RUN_DIR/estimates_export.<fmt>``).
+
+    Returns
+    -------
+    Path
+        The file written. Columns: ``scenario, label``, the scenario's fields in typed
+        form (:func:`~.factors.typed_scenarios`), then the estimates columns, with
+        ``true_value`` (the term's true coefficient) after ``estimate``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown format, no run in the folder, or no finished replication.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
+    scen = pd.read_parquet(run_dir / "scenarios.parquet")
+    keys = [k for k in manifest["scenarios"] if k in set(scen["scenario"])]
+    est = read_table(run_dir, "estimates", keys)
+    if est.empty:
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
+    rows = scen.set_index("scenario")
+    truth = {(k, t): _truth(rows.loc[k], t)
+             for k, t in est[["scenario", "term"]].drop_duplicates().itertuples(index=False)}
+    est.insert(list(est.columns).index("estimate") + 1, "true_value",
+               [truth[kt] for kt in zip(est["scenario"], est["term"], strict=True)])
+    typed = typed_scenarios(scen)
+    frame = typed.merge(est, on="scenario", how="inner", validate="one_to_many")
+    path = Path(output) if output is not None else run_dir / f"estimates_export.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        return write_frame_atomic(path, frame)
+    return _write_csv(path, frame)
+
+
+def _truth(row: pd.Series, term: str) -> float:
+    try:
+        return true_value(row, term)
+    except KeyError:  # no field holds this term's true value
+        return float("nan")
