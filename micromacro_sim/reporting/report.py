@@ -11,8 +11,10 @@ comparison tables), the published values are drawn beside this run's.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from collections.abc import Callable
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,13 @@ import pandas as pd
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.reporting import report_tables as rt
+from micromacro_sim.reporting.figures.common import require_matplotlib
 from micromacro_sim.reporting.render import render_html, render_markdown
 from micromacro_sim.reporting.report_figures import draw_figures, published_tables
 from micromacro_sim.run.atomic import write_text
-from micromacro_sim.run.storage import read_manifest, read_table
+from micromacro_sim.run.paths import check_output_dir
+from micromacro_sim.run.reading import open_run_folder, output_inside_run
+from micromacro_sim.run.storage import read_table
 from micromacro_sim.summaries.summarize import RunSummary, summarize_run
 
 __all__ = ["FORMATS", "add_parser", "write_report"]
@@ -147,16 +152,57 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if se_type not in SE_TYPES:
         raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
-    run_dir = Path(run_dir)
+    folder = open_run_folder(run_dir)
+    run_dir, manifest, scen_all = folder.path, folder.manifest, folder.scenarios
+    out = check_output_dir(out_dir if out_dir is not None else run_dir / "report")
+    output_inside_run(out, run_dir)
+    if plots:
+        require_matplotlib()
     summary = summarize_run(run_dir, alpha=alpha, include_flagged=include_flagged)
-    manifest = read_manifest(run_dir) or {}
-    scen_all = pd.read_parquet(run_dir / "scenarios.parquet")
-    order = [k for k in manifest.get("scenarios", []) if k in set(scen_all["scenario"])]
-    if order:
-        scen_all = scen_all.set_index("scenario").loc[order].reset_index()
+    if folder.keys:
+        scen_all = scen_all.set_index("scenario").loc[folder.keys].reset_index()
     estimates = read_table(run_dir, "estimates", list(summary.datasets["scenario"]))
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    with _report_folder(out) as out:
+        return _write(summary, manifest, scen_all, estimates, run_dir, out, fmt=fmt,
+                      alpha=alpha, include_flagged=include_flagged, se_type=se_type,
+                      plots=plots, terms=terms)
+
+
+@contextlib.contextmanager
+def _report_folder(out: Path) -> Iterator[Path]:
+    """Create ``out`` if needed; remove it again when writing fails and it was created
+    here; remove the hidden figure folders of killed report writers."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".figures-*"):
+        pid = stale.name.removeprefix(".figures-")
+        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        yield out
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _write(summary: Any, manifest: dict[str, Any], scen_all: pd.DataFrame,
+           estimates: pd.DataFrame, run_dir: Path, out: Path, *, fmt: str, alpha: float,
+           include_flagged: bool, se_type: str, plots: bool,
+           terms: list[str] | None) -> Path:
+    """Render the report of an opened, summarized run into ``out``."""
     title = f"micromacro run report: {manifest.get('name', run_dir.name)}"
     banner = _partial_text(summary, manifest) if summary.partial else ""
     intro = (
@@ -184,9 +230,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         return render({})
     kw = {"alpha": alpha, "include_flagged": include_flagged, "se_type": se_type,
           "published": published, "terms": terms}
-    if fmt == "html":
-        with tempfile.TemporaryDirectory(dir=out, prefix=".figures-") as tmp:
-            return render(draw_figures(summary, estimates, scen_all, Path(tmp), **kw))
+    if fmt == "html":  # figures drawn in a hidden folder named by this process, then embedded
+        tmp = out / f".figures-{os.getpid()}"
+        try:
+            return render(draw_figures(summary, estimates, scen_all, tmp, **kw))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return render(draw_figures(summary, estimates, scen_all, out / "figures", **kw))
 
 

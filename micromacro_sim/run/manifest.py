@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -21,18 +23,31 @@ from typing import TYPE_CHECKING, Any
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.run.arrow_columns import table_from_rows
 from micromacro_sim.run.lock import RunLock
+from micromacro_sim.run.ownership import (
+    design_change,
+    identity_change,
+    is_own_manifest,
+    refuse_foreign,
+    unlisted_files,
+)
 from micromacro_sim.run.storage import (
     StorageError,
     clear_run,
     load_manifest,
     write_frame_atomic,
+    write_json_atomic,
 )
 from micromacro_sim.run.verify import clean_temporary, verify_shards
 
 if TYPE_CHECKING:
     from micromacro_sim.design.config import RunConfig
 
-__all__ = ["now", "previous_manifest", "start_run", "storage_error", "write_scenarios_table"]
+__all__ = ["SUMMARY_RECORD", "ledger_digest", "mark_summary_stale", "now", "previous_manifest",
+           "start_run", "storage_error", "write_scenarios_table"]
+
+#: What a summary of a run folder records of the run it summarized (written beside
+#: ``summary.csv`` by :func:`micromacro_sim.summaries.tidy.write_summary_tables`).
+SUMMARY_RECORD = "summary.json"
 
 
 def _versions() -> dict[str, str]:
@@ -51,24 +66,46 @@ def now() -> str:
 
 
 def previous_manifest(config: RunConfig, run_dir: Path, overwrite: bool
-              ) -> tuple[dict[str, Any] | None, list[str]]:
+                      ) -> tuple[dict[str, Any] | None, list[str]]:
     """The folder's previous manifest (None when absent or damaged), checked against
-    ``config``; nothing is written."""
-    notes = []
+    ``config`` by the rules of :mod:`~micromacro_sim.run.ownership`; nothing is written.
+
+    With ``overwrite`` the manifest of a different config is returned too: its ledger
+    says which files :func:`start_run` may delete.
+    """
+    notes: list[str] = []
     try:
         old = load_manifest(run_dir)
     except StorageError as exc:
-        old = None
-        if not overwrite:
-            notes.append(f"{exc}: rebuilt; only shards carrying this config's hash are kept")
-    if old is not None and not overwrite and old.get("result_hash") != config.result_hash:
-        raise ConfigError(
-            f"output: {str(run_dir)!r} holds a run of a different config "
-            f"(result hash {old.get('result_hash')} != {config.result_hash}: another seed, "
-            "methods, admissibility, engine, package or plug-in version; replications and "
-            "grid cells may change); choose another output folder or pass --overwrite"
-        )
-    return (None if overwrite else old), notes
+        if overwrite:
+            raise StorageError(f"{exc}: cannot tell which files the earlier run wrote, so "
+                               "--overwrite deletes nothing; move the folder away or choose "
+                               "another output folder") from None
+        notes.append(f"{exc}: rebuilt; only shards carrying this config's hash are kept")
+        return None, notes
+    if old is None:
+        refuse_foreign(run_dir)
+        return None, notes
+    if not is_own_manifest(old):
+        raise ConfigError(f"output: {str(run_dir / 'manifest.json')!r} was not written by this "
+                          "tool (no result hash or ledger); choose another output folder")
+    if overwrite:
+        unlisted = unlisted_files(run_dir, old.get("shards") or {})
+        if unlisted:
+            raise ConfigError(f"output: {str(unlisted[0])!r} is not in the ledger of the run "
+                              "--overwrite would replace, so it is not deleted; move it away "
+                              "first")
+        return old, notes
+    if old.get("result_hash") != config.result_hash:
+        change = identity_change(old.get("result_identity"), config.result_identity())
+        raise ConfigError(f"output: {str(run_dir)!r} holds a run of a different config "
+                          f"({change}); choose another output folder or pass --overwrite")
+    change = design_change(old.get("config"), config)
+    if change is not None:
+        raise ConfigError(f"output: {str(run_dir)!r} holds another design ({change}); a "
+                          "folder holds one design, extended only by grid cells or "
+                          "replications: choose another output folder")
+    return old, notes
 
 
 def new_manifest(config: RunConfig, old: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,11 +170,13 @@ def start_run(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, An
                      f"(pid {h.get('pid')}, started {h.get('started')})")
         if old is not None and old.get("runs") and "finished" not in old["runs"][-1]:
             old["runs"][-1]["ended"] = "killed"
-    with contextlib.suppress(OSError):
-        shutil.rmtree(run_dir / ".scratch")
-    clean_temporary(run_dir)
-    if overwrite:
-        clear_run(run_dir)
+    if old is not None:  # the folder's own scratch and temporary files of a killed run
+        with contextlib.suppress(OSError):
+            shutil.rmtree(run_dir / ".scratch")
+        clean_temporary(run_dir)
+    if overwrite and old is not None:
+        clear_run(run_dir, old.get("shards") or {})
+        old = None
     manifest = new_manifest(config, old)
     ledger = dict(old.get("shards", {})) if old else {}
     legacy = old is not None and "shards" not in old
@@ -145,3 +184,29 @@ def start_run(config: RunConfig, run_dir: Path, lock: RunLock, old: dict[str, An
     notes.extend(check.notes)
     manifest["shards"] = check.ledger
     return manifest
+
+
+def ledger_digest(manifest: dict[str, Any]) -> str:
+    """A digest of the shards a manifest records: equal digests, the same finished rows."""
+    shards = manifest.get("shards") or {}
+    text = json.dumps(sorted((k, v.get("sha256") if isinstance(v, dict) else v)
+                             for k, v in shards.items()), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mark_summary_stale(run_dir: Path, manifest: dict[str, Any]) -> str | None:
+    """Mark the folder's summary stale when its ledger changed since it was summarized;
+    returns a note for the user (None when there is no summary or it is current)."""
+    path = run_dir / SUMMARY_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("ledger") == ledger_digest(manifest):
+        return None
+    if not record.get("stale"):
+        record["stale"] = True
+        with contextlib.suppress(OSError):
+            write_json_atomic(path, record)
+    return (f"{str(run_dir / 'summary.csv')!r} summarizes the folder as it was before this "
+            "run (marked stale in summary.json): run micromacro summarize to refresh it")

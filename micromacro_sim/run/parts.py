@@ -62,14 +62,14 @@ class Part:
 
 
 def part_grain(config: RunConfig, count: int) -> int:
-    """Replications per chunk of the split into ``count`` parts: the config's
-    ``chunk_size``, else about four chunks per part (10 to 1000 replications).
+    """Replications per chunk of the split into ``count`` parts: about four chunks per part
+    (10 to 1000 replications).
 
-    It depends on the config and ``count`` only (not on a machine or ``--n-jobs``), so
-    every part of an array cuts the same chunks.
+    It depends only on the scenarios, their replication count and ``count`` (never on
+    ``chunk_size``, ``--n-jobs``, the memory budget or the machine), so every part of an
+    array cuts the same chunks even when the parts are started with different execution
+    options; ``chunk_size`` then only cuts each part's chunks into tasks.
     """
-    if config.chunk_size:
-        return config.chunk_size
     total = config.replications * len(config.scenarios)
     return int(min(config.replications, 1000, max(10, -(-total // (4 * count)))))
 

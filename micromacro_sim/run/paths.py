@@ -2,7 +2,8 @@
 
 :func:`check_output_dir` (a run or summary folder, created if missing) and
 :func:`check_output_file` (a file in an existing folder) refuse, in one line naming the
-field and the path: an empty path; a path under /proc, /sys or /dev, or a device; an
+field and the path: an empty path; the root of the file system, a path under /proc, /sys,
+/dev or a system folder (/etc, /usr, /bin, /sbin, /boot, /lib...), or a device; an
 existing file where a folder is wanted (or a folder where a file is); a name longer than
 the file system allows; a folder on a read-only file system or one this process cannot
 write; a missing parent folder (files only).
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from micromacro_sim.core.errors import ConfigError
 
-__all__ = ["check_output_dir", "check_output_file", "nearest_existing"]
+__all__ = ["check_not_input", "check_output_dir", "check_output_file", "nearest_existing"]
 
 _SYSTEM = ("/proc", "/sys", "/dev")
+#: System folders: results are never written in or under them (nor at the root itself).
+_SYSTEM_TREES = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin",
+                 "/usr")
 
 
 def _fail(field: str, path: str, problem: str) -> ConfigError:
@@ -44,6 +49,13 @@ def _basic(path: str | os.PathLike[str] | None, field: str) -> Path:
     for root in _SYSTEM:
         if any(str(q) == root or str(q).startswith(root + "/") for q in (p, real)):
             raise _fail(field, text, f"is under {root}, not a place for results")
+    for q in (p, real):
+        if q == Path(q.anchor):
+            raise _fail(field, text, "is the root of the file system, not a place for results")
+        for root in _SYSTEM_TREES:
+            if str(q) == root or str(q).startswith(root + "/"):
+                raise _fail(field, text, f"is in the system folder {root}, not a place for "
+                                         "results")
     limit = os.pathconf(nearest_existing(p), "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     for part in p.parts:
         if len(os.fsencode(part)) > limit:
@@ -108,3 +120,46 @@ def check_output_file(path: str | os.PathLike[str] | None, field: str = "output"
         raise _fail(field, text, f"cannot be written: its folder {str(p.parent)!r} {what}")
     _writable(p.parent, field, text)
     return Path(text)
+
+
+def _same(a: Path, b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist
+        return False
+
+
+def check_not_input(written: Iterable[str | os.PathLike[str]],
+                    inputs: Iterable[str | os.PathLike[str]], field: str = "output", *,
+                    inside: bool = False) -> None:
+    """Refuse when a path a command writes is one of the files it reads.
+
+    Paths are compared as the same file (device and inode), whatever their names, links
+    or relative forms. This is the one rule every writer (``fit``, ``export``,
+    ``summarize``, ``plan``, ``power``, ``report``, ``run``) applies before writing.
+
+    Parameters
+    ----------
+    written : paths
+        What the command writes (files or folders).
+    inputs : paths
+        What it reads.
+    field : str
+        The option named in the message.
+    inside : bool
+        Also refuse a written path inside an input folder.
+
+    Raises
+    ------
+    ConfigError
+    """
+    ins = list(inputs)
+    for w in written:
+        wp = Path(os.path.abspath(os.fspath(w)))
+        for cand in [wp, *(wp.parents if inside else ())]:
+            hit = next((i for i in ins if _same(cand, i)), None)
+            if hit is not None:
+                where = "inside " if cand != wp else ""
+                raise ConfigError(f"{field}: {os.fspath(w)!r} is {where}an input of this "
+                                  f"command ({os.fspath(hit)!r}), which is never written "
+                                  "over; choose another path")

@@ -80,7 +80,7 @@ def run(
     show = sys.stderr.isatty() if progress is None else progress
     with claim(plan) as lock:
         ledger, tasks = open_ledger(plan, lock, max_tasks)
-        with recording(ledger, plan.run_dir, started) as outcome:
+        with recording(ledger, plan.run_dir, started, plan.notes) as outcome:
             execute_run(plan, ledger, tasks, show, max_tasks, outcome)
     return RunResult(run_dir=plan.run_dir, tasks_run=outcome.tasks,
                      replications_run=outcome.replications,

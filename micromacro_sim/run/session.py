@@ -32,6 +32,7 @@ from micromacro_sim.run.execute import execute
 from micromacro_sim.run.ledger import Ledger, PartLedger, start_part
 from micromacro_sim.run.lock import LOCK_NAME, RunLock, RunLocked, conflicting
 from micromacro_sim.run.manifest import (
+    mark_summary_stale,
     now,
     previous_manifest,
     start_run,
@@ -219,10 +220,12 @@ def execute_run(plan: RunPlan, ledger: AnyLedger, tasks: list[Task], show: bool,
 
 
 @contextlib.contextmanager
-def recording(ledger: AnyLedger, run_dir: Path, started: float) -> Iterator[Outcome]:
+def recording(ledger: AnyLedger, run_dir: Path, started: float,
+              notes: list[str] | None = None) -> Iterator[Outcome]:
     """Yield the run's :class:`Outcome`; on leaving, close the ledger with its status
     (``interrupted`` on Ctrl-C or SIGTERM, ``failed: ...`` on a storage error, which is
-    raised as a one-line :class:`~micromacro_sim.run.storage.StorageError`)."""
+    raised as a one-line :class:`~micromacro_sim.run.storage.StorageError`). A summary of
+    the folder that the run made out of date is marked stale (a note in ``notes``)."""
     outcome = Outcome()
     try:
         yield outcome
@@ -243,3 +246,6 @@ def recording(ledger: AnyLedger, run_dir: Path, started: float) -> Iterator[Outc
             ledger.manifest["runs"][-1].update(end)
             ledger.manifest["finished"] = now()
         ledger.close()
+        stale = mark_summary_stale(run_dir, ledger.manifest) if outcome.tasks else None
+        if stale is not None and notes is not None:
+            notes.append(stale)

@@ -18,10 +18,10 @@ shard against both (:mod:`.verify`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,10 +249,17 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def clear_run(run_dir: Path) -> None:
-    """Remove a run's tables and manifest (used by ``--overwrite``)."""
+def clear_run(run_dir: Path, ledger: dict[str, Any]) -> None:
+    """Remove a run's recorded shards, its manifest and scenarios table (``--overwrite``);
+    nothing its ledger does not record, and no folder that still holds anything."""
+    for rel in ledger:
+        (run_dir / rel).unlink(missing_ok=True)
     for table in TABLES:
-        shutil.rmtree(run_dir / table, ignore_errors=True)
+        folders = sorted((p for p in (run_dir / table).rglob("*") if p.is_dir()),
+                         key=lambda p: len(p.parts), reverse=True)
+        for folder in [*folders, run_dir / table]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
     for name in ("manifest.json", "scenarios.parquet"):
         (run_dir / name).unlink(missing_ok=True)
 

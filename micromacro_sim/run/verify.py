@@ -4,13 +4,16 @@ Every shard file is checked:
 
 * recorded in the manifest's ledger: its size and SHA-256 must match the record;
 * not recorded (the run was killed between writing the shard and recording it, or the
-  folder predates the ledger): it must read in full, carry this config's result hash in
+  folder predates the ledger): it must read in full and carry this config's result hash in
   its Parquet metadata (or, for a folder written before shards carried it, the intact
-  manifest must have this config's hash), and hold exactly its replication range.
+  manifest must have this config's hash); a file that does not is not the run's own, so
+  the run is refused naming it and nothing is deleted (see :mod:`.ownership`). It must
+  also hold exactly its replication range.
 
-A shard that fails is deleted together with its task's other shard, so the task runs
-again; a ``datasets`` shard without its ``estimates`` shard (a task cut short) is
-deleted; leftover temporary files are removed. Each finding is returned as a note.
+A shard of the run's own that fails is deleted together with its task's other shard, so
+the task runs again; a ``datasets`` shard of its own without its ``estimates`` shard (a
+task cut short) is deleted; leftover temporary files are removed. Each finding is
+returned as a note.
 """
 
 from __future__ import annotations
@@ -75,16 +78,14 @@ def _check_unrecorded(path: Path, table: str, start: int, stop: int, result_hash
         tab = pq.read_table(path)
     except (OSError, ValueError) as exc:
         text = str(exc).strip()
-        return f"unreadable ({text.splitlines()[0] if text else type(exc).__name__})", 0
+        raise _not_ours(path, f"unreadable ({text.splitlines()[0] if text else type(exc).__name__})"
+                        ) from None
     stored = (tab.schema.metadata or {}).get(HASH_KEY)
     if stored is None and not legacy_ok:
-        return "written by an unknown run (no result hash)", 0
+        raise _not_ours(path, "written by an unknown run (no result hash)")
     if stored is not None and stored.decode() != result_hash:
-        raise StorageError(
-            f"output: shard {str(path)!r} belongs to a run of a different config "
-            f"(result hash {stored.decode()} != {result_hash}); "
-            "choose another output folder or pass --overwrite"
-        )
+        raise _not_ours(path, f"of a run of a different config (result hash {stored.decode()} "
+                              f"!= {result_hash})")
     if "replication" not in tab.column_names:
         return "without a replication column", 0
     reps = tab.column("replication").to_numpy()
@@ -93,6 +94,30 @@ def _check_unrecorded(path: Path, table: str, start: int, stop: int, result_hash
     if uniq != list(range(start, stop)) or (table == "datasets" and len(reps) != want):
         return f"holding replications other than [{start}, {stop})", 0
     return None, tab.num_rows
+
+
+def _not_ours(path: Path, why: str) -> StorageError:
+    """An unrecorded file the run cannot prove it wrote: refused, never deleted."""
+    return StorageError(f"output: {str(path)!r} is {why} and not in this run's ledger, so it "
+                        "is not deleted; move it away or choose another output folder")
+
+
+def _own_orphan(path: Path, rel: str, ledger: dict[str, Any], result_hash: str,
+                legacy_ok: bool) -> None:
+    """Refuse to delete a lone shard unless the ledger records it or it carries the run's
+    result hash."""
+    import pyarrow.parquet as pq
+
+    if rel in ledger:
+        return
+    try:
+        stored = (pq.read_schema(path).metadata or {}).get(HASH_KEY)
+    except (OSError, ValueError):
+        raise _not_ours(path, "unreadable") from None
+    if stored is None and legacy_ok:
+        return
+    if stored is None or stored.decode() != result_hash:
+        raise _not_ours(path, "a shard of another run")
 
 
 def _drop(run_dir: Path, key: str, start: int, stop: int) -> None:
@@ -128,8 +153,10 @@ def verify_shards(run_dir: Path, ledger: dict[str, dict[str, Any]], result_hash:
     for (key, a, b), files in sorted(tasks.items()):
         if owned is not None and not owned(key, a, b):
             continue
-        if "estimates" not in files:
-            _drop(run_dir, key, a, b)  # a task cut short: its datasets shard alone
+        if "estimates" not in files:  # a task cut short: its datasets shard alone
+            _own_orphan(files["datasets"], shard_name("datasets", key, a, b), ledger,
+                        result_hash, legacy_ok)
+            _drop(run_dir, key, a, b)
             continue
         problem = None
         records = {}

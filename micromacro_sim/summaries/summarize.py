@@ -7,7 +7,8 @@ run folder and adds reliability, failure and redraw summaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_COLUMNS
 from micromacro_sim.core.status import REASON_TEXT, Reason
 from micromacro_sim.design.fields import true_value
-from micromacro_sim.run.storage import read_manifest, read_table
+from micromacro_sim.run.manifest import ledger_digest
+from micromacro_sim.run.reading import open_run_folder
+from micromacro_sim.run.storage import read_table
 from micromacro_sim.summaries.factors import cell_labels, design_factors
 
 __all__ = ["RunSummary", "performance", "summarize_run"]
@@ -173,6 +176,9 @@ class RunSummary:
         scenarios).
     scenarios : DataFrame or None
         Rows of the run's ``scenarios.parquet`` with results, in run order.
+    provenance : dict
+        What was summarized: the folder, the digest of its shard ledger, the replications
+        per scenario and any limit asked for (written as ``summary.json``).
     """
 
     performance: pd.DataFrame
@@ -181,6 +187,7 @@ class RunSummary:
     partial: bool
     factors: tuple[str, ...] = ()
     scenarios: pd.DataFrame | None = None
+    provenance: dict = field(default_factory=dict)
 
 
 def _reasons(s: pd.Series) -> str:
@@ -214,7 +221,8 @@ def _status_counts(est: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
-                  include_flagged: bool = False) -> RunSummary:
+                  include_flagged: bool = False, replications: int | None = None,
+                  scenarios: list[str] | None = None) -> RunSummary:
     """Summarize every scenario x method x term of a run folder.
 
     Parameters
@@ -225,20 +233,26 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     include_flagged : bool
         Use flagged (non-converged or inadmissible) replications that have estimates
         too; by default only proper fits are summarized and the rest are counted.
+    replications : int, optional
+        Summarize only replications ``0 .. replications - 1`` of each scenario (what a
+        config asked for; default: every replication the folder holds).
+    scenarios : list of str, optional
+        Summarize only these scenario keys (default: every scenario of the folder).
     """
     if not 0 < alpha < 1:  # also refuses nan
         raise ConfigError(f"alpha: expected a level strictly between 0 and 1, got {alpha!r}")
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest is None:
-        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
-    scen = pd.read_parquet(run_dir / "scenarios.parquet").set_index("scenario")
-    keys = [k for k in manifest["scenarios"] if k in scen.index]
+    folder = open_run_folder(run_dir)
+    run_dir, manifest = folder.path, folder.manifest
+    scen = folder.scenarios.set_index("scenario")
+    keys = [k for k in manifest["scenarios"] if k in scen.index
+            and (scenarios is None or k in scenarios)]
     est = read_table(run_dir, "estimates", keys)
     ds = read_table(run_dir, "datasets", keys)
+    if replications is not None:
+        est, ds = (t[t["replication"] < replications].reset_index(drop=True) for t in (est, ds))
     if est.empty:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
-    reps = int(manifest["replications"])
+    reps = int(manifest["replications"]) if replications is None else replications
     outcome = (manifest.get("adaptive") or {}).get("cells")
     if outcome:  # adaptive: each cell's first replications, as many as its rule used
         est, ds = (_first(t, outcome) for t in (est, ds))
@@ -262,9 +276,16 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
         partial = manifest.get("status") != "complete" or not bool(dsum["target_finished"].all())
     else:
         partial = manifest.get("status") != "complete" or bool((dsum["n_reps"] < reps).any())
+    counts = ds.groupby("scenario")["replication"].nunique()
+    provenance = {"run_dir": str(run_dir), "ledger": ledger_digest(manifest),
+                  "replications": {k: int(counts.get(k, 0)) for k in keys},
+                  "replications_limit": replications, "alpha": alpha,
+                  "include_flagged": include_flagged, "stale": False,
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return RunSummary(performance=perf_df.reset_index(drop=True), flags=flags,
                       datasets=dsum.reset_index(drop=True), partial=partial, factors=tuple(names),
-                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index())
+                      scenarios=scen.loc[[k for k in keys if k in done]].reset_index(),
+                      provenance=provenance)
 
 
 def _first(table: pd.DataFrame, cells: dict) -> pd.DataFrame:

@@ -18,7 +18,14 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.design.fields import true_value
 from micromacro_sim.run.atomic import write_atomic
-from micromacro_sim.run.storage import read_manifest, read_table, write_frame_atomic
+from micromacro_sim.run.manifest import SUMMARY_RECORD
+from micromacro_sim.run.paths import check_output_dir
+from micromacro_sim.run.reading import open_run_folder, output_inside_run
+from micromacro_sim.run.storage import (
+    read_table,
+    write_frame_atomic,
+    write_json_atomic,
+)
 from micromacro_sim.summaries.factors import typed_scenarios
 
 __all__ = ["EXPORT_FORMATS", "MEASURES", "SE_MEASURES", "export_estimates", "long_summary",
@@ -90,7 +97,9 @@ def _write(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def write_summary_tables(summary, folder: str | Path) -> list[Path]:
-    """Write ``summary``, ``summary_long``, ``flags`` and ``reliability`` as CSV and Parquet.
+    """Write ``summary``, ``summary_long``, ``flags`` and ``reliability`` as CSV and Parquet,
+    and ``summary.json``: what was summarized (the run's ledger digest, replications per
+    scenario); a run that later changes the folder marks it stale.
 
     Parameters
     ----------
@@ -103,7 +112,9 @@ def write_summary_tables(summary, folder: str | Path) -> list[Path]:
     list of Path
         The files written.
     """
-    out = Path(folder)
+    out = check_output_dir(folder)
+    if summary.provenance.get("run_dir"):
+        output_inside_run(out, summary.provenance["run_dir"])
     out.mkdir(parents=True, exist_ok=True)
     tables = {
         "summary": summary.performance,
@@ -111,8 +122,12 @@ def write_summary_tables(summary, folder: str | Path) -> list[Path]:
         "flags": summary.flags,
         "reliability": summary.datasets,
     }
-    return [_write(out / f"{name}.{ext}", frame)
-            for name, frame in tables.items() for ext in ("csv", "parquet")]
+    written = [_write(out / f"{name}.{ext}", frame)
+               for name, frame in tables.items() for ext in ("csv", "parquet")]
+    if summary.provenance:  # what was summarized, so that a later run can mark it stale
+        write_json_atomic(out / SUMMARY_RECORD, summary.provenance)
+        written.append(out / SUMMARY_RECORD)
+    return written
 
 
 def export_estimates(run_dir: str | Path, fmt: str = "csv",
@@ -141,12 +156,11 @@ def export_estimates(run_dir: str | Path, fmt: str = "csv",
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format: expected one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest is None:
-        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} holds no run (manifest.json missing)")
-    scen = pd.read_parquet(run_dir / "scenarios.parquet")
-    keys = [k for k in manifest["scenarios"] if k in set(scen["scenario"])]
+    folder = open_run_folder(run_dir)
+    run_dir, scen, keys = folder.path, folder.scenarios, folder.keys
+    path = Path(output) if output is not None else run_dir / f"estimates_export.{fmt}"
+    check_output_dir(path.parent)
+    output_inside_run(path, run_dir)
     est = read_table(run_dir, "estimates", keys)
     if est.empty:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
@@ -157,7 +171,6 @@ def export_estimates(run_dir: str | Path, fmt: str = "csv",
                [truth[kt] for kt in zip(est["scenario"], est["term"], strict=True)])
     typed = typed_scenarios(scen)
     frame = typed.merge(est, on="scenario", how="inner", validate="one_to_many")
-    path = Path(output) if output is not None else run_dir / f"estimates_export.{fmt}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         return write_frame_atomic(path, frame)
