@@ -2,6 +2,7 @@
 :mod:`micromacro_sim.core.status` (docs/architecture.md lists these paths)."""
 
 from micromacro_sim.core.status import (  # noqa: F401
+    ERROR_REASONS,
     NOT_APPLICABLE_REASONS,
     REASON_TEXT,
     Flag,
@@ -16,6 +17,7 @@ from micromacro_sim.core.status import (  # noqa: F401
 )
 
 __all__ = [
+    "ERROR_REASONS",
     "Flag",
     "NOT_APPLICABLE_REASONS",
     "REASON_TEXT",

@@ -189,3 +189,31 @@ def test_an_extension_marks_the_summary_stale(tmp_path, capsys):
     assert main(["summarize", str(tmp_path / "run")]) == 0
     record = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert record["stale"] is False and set(record["replications"].values()) == {12}
+
+
+def test_parts_of_another_split_are_refused_until_the_array_finishes(tmp_path):
+    run(_cfg(replications=40), run_dir=tmp_path, progress=False, part="1/2")
+    with pytest.raises(ConfigError, match=r"^part: .*another split \(replications: 40 -> 80\)"):
+        run(_cfg(replications=80), run_dir=tmp_path, progress=False, part="2/2")
+    with pytest.raises(ConfigError, match=r"another split \(the number of parts: 2 -> 3\)"):
+        run(_cfg(replications=40), run_dir=tmp_path, progress=False, part="2/3")
+    run(_cfg(replications=40), run_dir=tmp_path, progress=False, part="2/2")
+    assert read_manifest(tmp_path)["status"] == "complete"
+    run(_cfg(replications=80), run_dir=tmp_path, progress=False, part="1/3")  # a new array
+
+
+@pytest.mark.parametrize("cmd", ["plan", "power", "run"])
+def test_planners_and_run_never_write_over_their_config(tmp_path, capsys, cmd):
+    cfg = tmp_path / ("manifest.json" if cmd == "run" else "c.yaml")
+    cfg.write_text(yaml.safe_dump({**CFG, "output": str(tmp_path)}))
+    before = cfg.read_bytes()
+    argv = {"plan": ["plan", str(cfg), "--pilot", "4", "--target-mcse", "bias=0.05",
+                     "--output", str(cfg)],
+            "power": ["power", str(cfg), "--solve", "n_groups", "--method", "true",
+                      "--target", "power=0.8", "--range", "10:40", "--output", str(cfg)],
+            "run": ["run", str(cfg), "--quiet"]}[cmd]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "input of this command" in err, err
+    assert cfg.read_bytes() == before

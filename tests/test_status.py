@@ -9,6 +9,7 @@ import pytest
 
 from micromacro_sim.core.results import BatchResult, FitResult
 from micromacro_sim.core.status import (
+    ERROR_REASONS,
     NOT_APPLICABLE_REASONS,
     REASON_TEXT,
     Reason,
@@ -35,7 +36,7 @@ def test_status_follows_the_code(code):
     st = derive_status(True, False, True, (flag(code),))
     if code in NOT_APPLICABLE_REASONS:
         assert st is Status.NOT_APPLICABLE
-    elif code is Reason.NUMERICAL_ERROR:
+    elif code in ERROR_REASONS:
         assert st is Status.ERROR
     else:
         assert st is Status.FLAGGED

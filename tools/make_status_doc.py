@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from micromacro_sim.core.status import NOT_APPLICABLE_REASONS, REASON_TEXT, Reason
+from micromacro_sim.core.status import (
+    ERROR_REASONS,
+    NOT_APPLICABLE_REASONS,
+    REASON_TEXT,
+    Reason,
+)
 
 HEAD = """# Fit status and reason codes
 
@@ -22,7 +27,8 @@ several: `reason` joins the text of all of them with "; "). Summaries count flag
 | `flagged` | any other flag: estimates may exist, but the fit is inadmissible or not \
 converged; left out of performance measures unless `--include-flagged` |
 | `not_applicable` | the method cannot be used on this design or dataset (no estimates) |
-| `error` | the numerical code raised (`numerical_error`; no estimates) |
+| `error` | the method's code raised (`numerical_error`, or `method_raised` for any other \
+exception or a `sys.exit`; no estimates) |
 
 ## Reason codes
 
@@ -34,7 +40,7 @@ converged; left out of performance measures unless `--include-flagged` |
 def status_of(r: Reason) -> str:
     if r in NOT_APPLICABLE_REASONS:
         return "not_applicable"
-    return "error" if r is Reason.NUMERICAL_ERROR else "flagged"
+    return "error" if r in ERROR_REASONS else "flagged"
 
 
 def main() -> None:

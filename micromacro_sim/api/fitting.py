@@ -143,6 +143,45 @@ def _member_note(mode: str, member: str | None) -> str:
     return ""
 
 
+def _type_name(value: object) -> str:
+    """``list``, ``numpy.ndarray``, ``pandas.DataFrame``: a type named for a message."""
+    module, name = type(value).__module__.split(".")[0], type(value).__qualname__
+    return name if module == "builtins" else f"{module}.{name}"
+
+
+def _brief(value: object) -> str:
+    """A value for a one-line message: its repr when short, else its type."""
+    text = repr(value)
+    return f"a {_type_name(value)}" if "\n" in text or len(text) > 60 else text
+
+
+def _check_arguments(data: object, columns: Mapping[str, object], row_order_is_member: object,
+                     cov_type: object) -> None:
+    """Refuse an argument of the wrong type with a one-line DataError naming it.
+
+    ``columns`` maps group, x, y, z and member to their values: column names (str); x
+    and z may be lists of names, z and member None.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError("data: expected a pandas DataFrame with one row per member, got a "
+                        f"{_type_name(data)}")
+    for field, value in columns.items():
+        several = field in ("x", "z")
+        if isinstance(value, str) or (value is None and field in ("z", "member")):
+            continue
+        if several and isinstance(value, (list, tuple)) and all(isinstance(v, str)
+                                                                 for v in value):
+            continue
+        what = "a column name or a list of column names" if several else "a column name"
+        raise DataError(f"{field}: expected {what} (str), got {_brief(value)}")
+    if not isinstance(row_order_is_member, (bool, np.bool_)):
+        raise DataError("row_order_is_member: expected true or false, got "
+                        f"{_brief(row_order_is_member)}")
+    if not isinstance(cov_type, str) or cov_type not in SE_TYPES:
+        raise DataError(f"cov_type: expected one of {', '.join(SE_TYPES)}, got "
+                        f"{_brief(cov_type)}")
+
+
 def fit(
     data: pd.DataFrame,
     *,
@@ -191,10 +230,11 @@ def fit(
     Raises
     ------
     DataError
-        Bad data or method options, or no requested method applies to the data.
+        An argument of the wrong type (``data`` not a DataFrame, a column name not a
+        string), bad data or method options, or no requested method applies to the data.
     """
-    if cov_type not in SE_TYPES:
-        raise DataError(f"cov_type: expected one of {', '.join(SE_TYPES)}, got {cov_type!r}")
+    _check_arguments(data, {"group": group, "x": x, "y": y, "z": z, "member": member},
+                     row_order_is_member, cov_type)
     specs = method_specs(method)
     prep = prepare(data, group=group, x=x, y=y, z=z, member=member,
                    row_order_is_member=row_order_is_member)

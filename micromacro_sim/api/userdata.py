@@ -12,7 +12,7 @@ methods factor_score, sem, sam and zcond_score, and blup_hetvar's variance per m
 their estimates depend on which row is which member. A ``member`` column names them:
 rows are then ordered by member label inside each group, so the results do not depend
 on the order of the rows, and member label ``m`` is the same indicator in every group
-(the first label in sorted order is factor_score's marker). Without one, those methods
+(the first label in label order is factor_score's marker). Without one, those methods
 are not applicable (reason ``member_order_undefined``) unless the caller accepts the
 order of the rows as the member order (``row_order_is_member``). Methods that use only
 group means and within-group sums never look at members.
@@ -22,6 +22,9 @@ DataError naming the group). A group may lack some member labels (unbalanced dat
 member whose x is missing): methods that need every member in every group are then not
 applicable (reason ``members_misaligned``, naming the first incomplete group);
 blup_hetvar fits the members each group has, provided some group has every label.
+
+Group ids and member labels are labels, not numbers: :func:`label_codes` owns their
+identity and order, and :func:`read_table_file` reads them from a CSV as written.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from micromacro_sim.api.labels import label_codes
 from micromacro_sim.core.errors import DataError, NotApplicable
 from micromacro_sim.core.status import Reason
 from micromacro_sim.generate.dataset import Dataset
 
-__all__ = ["MEMBER_MODES", "Prepared", "UserDataset", "prepare", "read_table_file"]
+__all__ = ["MEMBER_MODES", "Prepared", "UserDataset", "label_codes", "prepare", "read_table_file"]
 
 #: How the members of a group are identified: by a member column, by the order of the
 #: rows (accepted by the user), or not at all.
@@ -61,7 +65,7 @@ class UserDataset(Dataset):
     member_codes : ndarray of int, shape (N,), optional
         Index of each row's member label in :attr:`member_labels` (``column`` mode).
     member_labels : ndarray, optional
-        The sorted member labels found in the data.
+        The member labels found in the data, in label order (:func:`label_codes`).
     member_name : str
         Name of the member column (for messages).
     """
@@ -139,8 +143,16 @@ class Prepared:
     notes: tuple[str, ...]
 
 
-def read_table_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (or Parquet) file, with a one-line error when it cannot be read."""
+def read_table_file(path: str | Path, *, labels: Sequence[str | None] = ()) -> pd.DataFrame:
+    """Read a CSV (or Parquet) file, with a one-line error when it cannot be read.
+
+    ``labels`` names the columns that hold labels (group, member; None is skipped). A
+    CSV's label columns are read as text exactly as written, only an empty field being
+    missing: '007' is not '7', '1.10' not '1.1', and a team named 'NA' or 'None' is a
+    team. Other columns keep pandas' type inference and missing-value strings; a Parquet
+    file keeps its stored types. Raises DataError for a missing or unreadable file or a
+    name used twice in the header.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"DATA: file not found: {str(path)!r}")
@@ -150,6 +162,10 @@ def read_table_file(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(p)
         with open(p, newline="", encoding="utf-8", errors="replace") as fh:
             header = next(csv.reader(fh), [])
+        text = [c for c in dict.fromkeys(labels) if c is not None and c in frame.columns]
+        if text:
+            raw = pd.read_csv(p, usecols=text, dtype=str, keep_default_na=False, na_values=[""])
+            frame[text] = raw[text].to_numpy()
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"DATA: cannot read {str(path)!r}: {first}") from None
@@ -179,9 +195,13 @@ def _check_columns(frame: pd.DataFrame, cols: list[str]) -> None:
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
         raise DataError(f"{dup[0]}: column used twice (group, member, x, y and z must differ)")
+    names = list(frame.columns)
     for c in cols:
-        if c not in frame.columns:
+        if c not in names:
             raise DataError(f"{c}: no such column (have: {', '.join(map(str, frame.columns))})")
+        if names.count(c) > 1:
+            raise DataError(f"{c}: {names.count(c)} columns of the data have this name (the "
+                            "columns used must have unique names)")
 
 
 def _numeric(df: pd.DataFrame, cols: list[str], group: str) -> pd.DataFrame:
@@ -204,41 +224,39 @@ def _numeric(df: pd.DataFrame, cols: list[str], group: str) -> pd.DataFrame:
 def _group_level(df: pd.DataFrame, group: str, y: str, zs: list[str],
                  notes: list[str]) -> pd.DataFrame:
     """Check that y and Z are constant within group; drop groups missing them."""
+    codes, labels = label_codes(df[group], group)
     for c in [y, *zs]:
-        spread = df.groupby(group, sort=False)[c].agg(lambda s: s.nunique(dropna=False))
+        spread = df[c].groupby(codes, sort=False).nunique(dropna=False)
         bad = spread[spread > 1]
         if len(bad):
-            raise DataError(f"{c}: not constant within group {_show(bad.index[0])} "
+            raise DataError(f"{c}: not constant within group {_show(labels[bad.index[0]])} "
                             "(group-level columns must have one value per group)")
-    gmiss = df.groupby(group, sort=False)[[y, *zs]].agg(lambda s: s.isna().any()).any(axis=1)
+    gmiss = df[[y, *zs]].isna().groupby(codes, sort=False).any().any(axis=1)
     if gmiss.any():
-        dropped = list(gmiss[gmiss].index)
+        dropped = gmiss[gmiss].index.to_numpy()
         notes.append(f"dropped {len(dropped)} group(s) with a missing {y}"
                      + (f" or {'/'.join(zs)}" if zs else "")
-                     + f" (first: {_show(dropped[0])})")
-        df = df[~df[group].isin(dropped)]
+                     + f" (first: {_show(labels[dropped[0]])})")
+        df = df[~np.isin(codes, dropped)]
     return df
 
 
 def _member_codes(df: pd.DataFrame, group: str, member: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted member labels and each row's label index; ids must be present and unique."""
+    """Member labels in label order and each row's label index; ids present and unique."""
     ids = df[member]
     if ids.isna().any():
         i = int(np.flatnonzero(ids.isna().to_numpy())[0])
         raise DataError(f"{member}: missing member id in group {_show(df[group].iloc[i])} "
                         "(every row needs one)")
-    dup = df.duplicated([group, member], keep=False).to_numpy()
+    codes, labels = label_codes(ids, member)
+    pairs = pd.DataFrame({"group": label_codes(df[group], group)[0], "member": codes})
+    dup = pairs.duplicated(keep=False).to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise DataError(f"{member}: member {_show(ids.iloc[i])} appears more than once in "
                         f"group {_show(df[group].iloc[i])} (member ids must be unique "
                         "within a group)")
-    try:
-        codes, labels = pd.factorize(ids, sort=True)
-    except TypeError:
-        raise DataError(f"{member}: member ids of mixed types cannot be ordered "
-                        "(use all numbers or all strings)") from None
-    return np.asarray(codes, dtype=np.int64), np.asarray(labels)
+    return codes, labels
 
 
 def prepare(
@@ -251,24 +269,18 @@ def prepare(
     member: str | None = None,
     row_order_is_member: bool = False,
 ) -> Prepared:
-    """Validate and convert a long DataFrame.
+    """Validate and convert a long DataFrame (one row per member).
 
     Parameters
     ----------
     frame : DataFrame
-        One row per member.
-    group : str
-        Group identifier column.
-    x : str or list of str
-        Member-level variable(s) to aggregate.
-    y : str
-        Group-level outcome (constant within group).
-    z : str or list of str, optional
-        Group-level covariates (constant within group).
+    group, y : str
+        Group id column (ids are labels, :func:`label_codes`) and group-level outcome.
+    x, z : str or list of str
+        Member-level variable(s) to aggregate; group-level covariates (optional).
     member : str, optional
-        Member identifier column (unique within a group; the same label is the same
-        indicator in every group). Rows are ordered by it, so results do not depend
-        on the row order.
+        Member label column (unique within a group; the same label is the same indicator
+        in every group). Rows are ordered by it, so results do not depend on row order.
     row_order_is_member : bool
         Without ``member``: accept the order of the rows inside each group as the
         member order (position-dependent methods then fit that order).
@@ -280,9 +292,9 @@ def prepare(
     Raises
     ------
     DataError
-        Missing or non-numeric columns, non-constant group-level values, infinite
-        values, missing or duplicate member ids, too few groups, or no within-group
-        replication.
+        Missing, duplicated or non-numeric columns, non-constant group-level values,
+        infinite values, missing or duplicate member ids, too few groups, or no
+        within-group replication.
     """
     xs, zs = _as_list(x), _as_list(z)
     if not xs:
@@ -313,7 +325,7 @@ def prepare(
 def _build(df: pd.DataFrame, group: str, member: str | None, xs: list[str], y: str,
            zs: list[str], row_order_is_member: bool, notes: list[str]) -> UserDataset:
     """Sort by group (and member) and build the dataset."""
-    codes, labels = pd.factorize(df[group], sort=True)
+    codes, labels = label_codes(df[group], group)
     G = len(labels)
     if G < 3:
         raise DataError(f"{group}: need at least 3 groups with complete data, got {G}")
@@ -344,7 +356,7 @@ def _build(df: pd.DataFrame, group: str, member: str | None, xs: list[str], y: s
         x_names=tuple(xs),
         z_names=tuple(zs),
         y_name=y,
-        group_labels=np.asarray(labels),
+        group_labels=labels,
         member_mode=mode,
         member_codes=mcodes,
         member_labels=mlabels,

@@ -1,7 +1,8 @@
 """Command line: ``micromacro run | summarize | export | fit | reproduce | report | ...``.
 
 User errors (bad config, bad data) print one line ``error: <field>: <problem>`` on
-stderr and exit with status 2, having written nothing.
+stderr and exit with status 2, having written nothing; usage errors (an unknown option, a
+missing argument) one line ``micromacro <command>: <problem> (see ... --help)``.
 """
 
 from __future__ import annotations
@@ -10,15 +11,39 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from micromacro_sim.cli.fitting import cmd_demo, cmd_fit
+from micromacro_sim.cli.messages import one_line_warnings, os_error_text
 from micromacro_sim.core.errors import ConfigError, MicroMacroError
 
+if TYPE_CHECKING:
+    from micromacro_sim.design.config import RunConfig
+
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr naming the command and the option (argparse
+    prints the usage first, and reports a command's unknown arguments without it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """``PROG: MESSAGE (see PROG --help)`` on stderr, exit status 2."""
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """Parse, refusing an argument this parser (a command's) does not take."""
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns, extra
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from micromacro_sim.api.simulation import default_run_dir, simulate
     from micromacro_sim.run.configure import load_config
+    from micromacro_sim.run.manifest import STALE_TAIL
+    from micromacro_sim.run.paths import check_not_input
 
     args.alpha = _check_alpha(args.alpha)
     cfg = load_config(args.config, force=args.force, n_jobs=args.n_jobs,
@@ -27,11 +52,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       engine=args.engine, memory_budget=args.memory_budget)
     if args.output is not None and not args.output.strip():
         raise ConfigError(f"output: expected a folder path, got {args.output!r}")
+    if args.summarize:
+        _check_summary_options(cfg, args)
+    out = Path(default_run_dir(cfg))
+    written = [out / n for n in ("manifest.json", "scenarios.parquet", "summary.json",
+                                 "summary.csv", "summary.parquet")]
+    check_not_input(written, [args.config], "output")
     res = simulate(cfg, output=default_run_dir(cfg), overwrite=args.overwrite,
                    progress=False if args.quiet else None, force=args.force,
                    part=args.part).result
     for note in res.notes:
-        print(f"note: {note}", file=sys.stderr)
+        if not (args.summarize and note.endswith(STALE_TAIL)):  # refreshed below
+            print(f"note: {note}", file=sys.stderr)
     ad = cfg.adaptive
     reps = (f"{cfg.replications}" if ad is None else
             f"{ad.min} to {ad.max} (adaptive, blocks of {ad.block})")
@@ -41,8 +73,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
                     f"({res.replications_run} replications) in {res.seconds:.1f} s -> "
                     f"{res.run_dir}" + (f" (part {args.part})" if args.part else "")))
-    if args.summarize:
-        return _summarize(res.run_dir, args)
+    if args.summarize:  # what this config describes, not every replication of the folder
+        return _summarize(res.run_dir, args, limit=(cfg.replications,
+                                                    [sc.key for sc in cfg.scenarios]))
     return 0
 
 
@@ -64,7 +97,26 @@ def _check_alpha(text: str | float) -> float:
     return alpha
 
 
-def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
+def _check_summary_options(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """``run --summarize``: the summary options against the config's methods and terms,
+    before the run, with the messages of ``summarize`` (which checks again after it)."""
+    import pandas as pd
+
+    from micromacro_sim.reporting.summary_text import KNOWN_MEASURES, select_rows
+
+    terms = list(dict.fromkeys(t for sc in cfg.scenarios for t in sc.terms))
+    select_rows(pd.DataFrame([(m.label, t) for m in cfg.methods for t in terms],
+                             columns=["method", "term"]), _names(args.methods), _names(args.terms))
+    bad = [m for m in _names(args.measures) or [] if m not in KNOWN_MEASURES]
+    if args.style == "mplus" and args.focal and args.focal not in terms:
+        raise ConfigError(f"focal: unknown term {args.focal!r} (available: {', '.join(terms)})")
+    if args.style != "mplus" and bad:
+        raise ConfigError(f"measures: unknown measure {bad[0]!r} "
+                          f"(known: {', '.join(KNOWN_MEASURES)})")
+
+
+def _summarize(run_dir: Path, args: argparse.Namespace,
+               limit: tuple[int, list[str]] | None = None) -> int:
     from micromacro_sim.reporting.summary_text import format_summary
     from micromacro_sim.run.paths import check_output_dir
     from micromacro_sim.run.storage import overlapping_shards
@@ -74,7 +126,9 @@ def _summarize(run_dir: Path, args: argparse.Namespace) -> int:
     args.alpha = _check_alpha(args.alpha)
     summary_dir = getattr(args, "summary_dir", None)
     out = check_output_dir(summary_dir) if summary_dir is not None else Path(run_dir)
-    s = summarize_run(run_dir, alpha=args.alpha, include_flagged=args.include_flagged)
+    reps, keys = limit if limit is not None else (None, None)
+    s = summarize_run(run_dir, alpha=args.alpha, include_flagged=args.include_flagged,
+                      replications=reps, scenarios=keys)
     overlaps = overlapping_shards(run_dir)
     if overlaps:
         key, a, b = overlaps[0]
@@ -152,86 +206,6 @@ def _cmd_check_method(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _fit_methods(values: list[str] | None) -> list | None:
-    """``--method`` values as a config's ``methods:`` list.
-
-    Each value is a comma-separated list of names (``unadjusted,croon``), one labelled
-    method with options (``blup_ml={method: blup, reml: false}``), or a YAML/JSON list
-    or mapping (``'[croon, {lav: {method: sem_2level, lavaan_fixed_x: true}}]'``).
-    """
-    import yaml
-
-    from micromacro_sim.core.errors import DataError
-
-    if not values:
-        return None
-    items: list = []
-    for value in values:
-        text = value.strip()
-        head, sep, body = text.partition("=")
-        if text[:1] in "[{" or sep:
-            try:
-                parsed = yaml.safe_load(text if text[:1] in "[{" else body)
-            except yaml.YAMLError:
-                raise DataError(f"method: cannot read {value!r} as YAML") from None
-            if sep and text[:1] not in "[{":
-                parsed = [{head.strip(): parsed}]
-            if isinstance(parsed, dict):
-                parsed = [{k: v} for k, v in parsed.items()]
-            if not isinstance(parsed, list):
-                raise DataError(f"method: expected a list or mapping, got {value!r}")
-            items += parsed
-        else:
-            items += [m.strip() for m in text.split(",") if m.strip()]
-    return items
-
-
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from micromacro_sim.api.fitting import fit
-    from micromacro_sim.api.userdata import read_table_file
-    from micromacro_sim.core.status import Status
-    from micromacro_sim.run.atomic import write_atomic
-    from micromacro_sim.run.paths import check_output_file
-
-    if args.output is not None:
-        check_output_file(args.output)
-    methods = _fit_methods(args.method)
-    frame = read_table_file(args.data)
-    res = fit(frame, group=args.group, x=args.x, y=args.y, z=args.z, member=args.member,
-              row_order_is_member=args.row_order_is_member,
-              method=methods, cov_type="HC3")
-    table = res.to_frame()
-    for note in res.notes:
-        print(f"note: {note}", file=sys.stderr)
-    for r in res.results:
-        if r.status is Status.NOT_APPLICABLE:
-            print(f"note: {r.method} not applicable [{r.reason_code}]: {r.reason}",
-                  file=sys.stderr)
-    warning = res.reliability.warning()
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.output is not None:
-        out = Path(args.output)
-        write_atomic(out, lambda tmp: table.to_csv(tmp, index=False))
-        print(f"wrote {len(table)} rows to {out}")
-    else:
-        import pandas as pd
-
-        shown = table[table["status"] != Status.NOT_APPLICABLE.value]  # noted above
-        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-            print(shown.to_string(index=False, float_format=lambda v: f"{v:.5g}", na_rep=""))
-    print("\nreliability of the group means (ICC(2) is the reliability of a group mean):")
-    print(res.reliability.table.to_string(float_format=lambda v: f"{v:.3f}"))
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from micromacro_sim.api.demo import bfi_demo
-
-    print(bfi_demo(with_semopy=not args.no_semopy).format())
-    return 0
-
-
 def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", default="0.05", help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
@@ -272,7 +246,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         The subcommand about to be parsed; the other heavy commands are then left out.
         None builds every command (full help).
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="micromacro", description="Monte Carlo studies of micro-macro multilevel models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -334,12 +308,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    "LABEL={method: NAME, option: value}, or a YAML list; repeatable "
                    "(default: all for real data)")
     p.add_argument("--output", help="write the table to this CSV instead of printing it")
-    p.set_defaults(func=_cmd_fit)
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("demo", help="real-data demonstrations (bfi: factor model = mixed model)")
     p.add_argument("name", choices=["bfi"])
     p.add_argument("--no-semopy", action="store_true", help="skip the semopy fit")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("grid", help="list the scenarios of a config with derived values")
     p.add_argument("config")
@@ -368,22 +342,29 @@ def main(argv: list[str] | None = None) -> int:
     light = {"run", "summarize", "export", "fit", "demo", "grid", "methods", "check-method",
              "status"}
     parser = build_parser(first if first in light | set(_HEAVY) else None)
-    args = parser.parse_args(argv)
     try:
-        status = int(args.func(args) or 0)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help printed, or a usage error reported in one line
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        with one_line_warnings():
+            status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except MicroMacroError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; run again to resume", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # the reader (``| head``) stopped reading: exit quietly, as a killed pipe writer
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file that cannot be read or written, met while working
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; run again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

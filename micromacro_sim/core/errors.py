@@ -1,10 +1,12 @@
-"""Exception types shared across the package."""
+"""Exception types shared across the package, and the one-line description of an exception
+raised by a user's code."""
 
 from __future__ import annotations
 
 from micromacro_sim.core.status import Reason, flag
 
-__all__ = ["ConfigError", "DataError", "MicroMacroError", "NotApplicable"]
+__all__ = ["ConfigError", "DataError", "MicroMacroError", "NotApplicable", "PluginError",
+           "describe_exception"]
 
 
 class MicroMacroError(Exception):
@@ -17,6 +19,12 @@ class ConfigError(MicroMacroError, ValueError):
 
 class DataError(MicroMacroError, ValueError):
     """User data cannot be analysed as given. The message names the column or group."""
+
+
+class PluginError(MicroMacroError):
+    """A user's plug-in failed while a run ran, where the run cannot go on without it (a
+    generator that raises or calls ``sys.exit``). The message starts with the config field
+    and names the plug-in."""
 
 
 class NotApplicable(Exception):
@@ -33,3 +41,25 @@ class NotApplicable(Exception):
     def __init__(self, code: Reason, text: str = "") -> None:
         self.flag = flag(code, text)
         super().__init__(self.flag.text)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line saying what a user's code raised.
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    str
+        ``Type: first line of the message`` (``Type`` alone without a message), or
+        ``called sys.exit(CODE)`` for :class:`SystemExit`.
+    """
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({'' if exc.code is None else repr(exc.code)})"
+    try:
+        text = str(exc).strip()
+    except Exception:  # noqa: BLE001 - a user's exception may fail to print itself
+        text = "(message cannot be shown)"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

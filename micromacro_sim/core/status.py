@@ -1,10 +1,12 @@
 """The closed vocabulary of fit outcomes: a status and the reason codes behind it.
 
 Every fit ends in one :class:`Status` (``ok``, ``flagged``, ``not_applicable`` or
-``error``) derived from its :class:`Flag` s. A flag is a :class:`Reason` code from the
-closed set below with the human text beside it; code never parses that text. The
-estimates table stores ``status``, ``reason_code`` (the first flag's code) and ``reason``
-(every flag's text, joined by "; "); summaries count flags by ``reason_code``.
+``error``) derived from its :class:`Flag` s: a reason of :data:`NOT_APPLICABLE_REASONS`
+makes it ``not_applicable``, one of :data:`ERROR_REASONS` ``error``. A flag is a
+:class:`Reason` code from the closed set below with the human text beside it; code never
+parses that text. The estimates table stores ``status``, ``reason_code`` (the first flag's
+code) and ``reason`` (every flag's text, joined by "; "); summaries count flags by
+``reason_code``.
 
 Adding a reason is one line in :class:`Reason` and one in :data:`REASON_TEXT`; the
 documentation table in ``docs/status.md`` is checked against them by the test suite.
@@ -18,6 +20,7 @@ from enum import Enum
 import numpy as np
 
 __all__ = [
+    "ERROR_REASONS",
     "NOT_APPLICABLE_REASONS",
     "REASON_TEXT",
     "Flag",
@@ -42,7 +45,7 @@ class Status(str, Enum):
     NOT_APPLICABLE = "not_applicable"
     """The method cannot be used on this design or dataset."""
     ERROR = "error"
-    """The numerical code raised; no estimates."""
+    """The method's code raised (numerical code, or any other exception); no estimates."""
 
 
 class Reason(str, Enum):
@@ -69,6 +72,7 @@ class Reason(str, Enum):
     NUMERICAL_ERROR = "numerical_error"
     MEMBER_ORDER_UNDEFINED = "member_order_undefined"
     MEMBERS_MISALIGNED = "members_misaligned"
+    METHOD_RAISED = "method_raised"
 
 
 #: Default human text of each reason (a flag may carry a more specific text).
@@ -97,6 +101,8 @@ REASON_TEXT: dict[Reason, str] = {
                                    "member (give a member column, or accept row order)",
     Reason.MEMBERS_MISALIGNED: "member labels differ across groups (the method needs the same "
                                "members in every group)",
+    Reason.METHOD_RAISED: "the method's code raised an exception that is not a numerical "
+                          "error, or called sys.exit (a bug in the method)",
 }
 
 #: Reasons that make a fit ``not_applicable`` rather than ``flagged``.
@@ -104,6 +110,9 @@ NOT_APPLICABLE_REASONS: frozenset[Reason] = frozenset(
     {Reason.NEEDS_BALANCED, Reason.NEEDS_TRUTH, Reason.TOO_MANY_X, Reason.TOO_FEW_MEMBERS,
      Reason.MEMBER_ORDER_UNDEFINED, Reason.MEMBERS_MISALIGNED}
 )
+
+#: Reasons that make a fit ``error``: the method's code raised, so there are no estimates.
+ERROR_REASONS: frozenset[Reason] = frozenset({Reason.NUMERICAL_ERROR, Reason.METHOD_RAISED})
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ def derive_status(converged: bool, admissible: bool, finite: bool,
     codes = {f.code for f in flags}
     if codes & NOT_APPLICABLE_REASONS:
         return Status.NOT_APPLICABLE
-    if Reason.NUMERICAL_ERROR in codes:
+    if codes & ERROR_REASONS:
         return Status.ERROR
     if converged and admissible and finite and not flags:
         return Status.OK

@@ -31,6 +31,7 @@ from micromacro_sim.core.version import __version__
 from micromacro_sim.design import limits
 from micromacro_sim.design.adaptive import Adaptive, parse_adaptive
 from micromacro_sim.design.budget import parse_memory_budget
+from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.policy import Policy
 from micromacro_sim.design.scenario import Scenario
 
@@ -180,26 +181,43 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _method_spec(item: Any) -> MethodSpec:
+    """One entry of ``methods:``: a name, or ``{label: {method: name, option: value}}``."""
+    if item is True:  # YAML 1.1 reads an unquoted `true` as a boolean
+        item = "true"
+    if isinstance(item, str):
+        return MethodSpec(item, item)
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ConfigError(f"methods: expected a name or {{label: {{options}}}}, got {item!r}")
+    label, body = next(iter(item.items()))
+    label = str(label)
+    if not isinstance(body, dict):
+        raise ConfigError(f"methods.{label}: expected a mapping of options, got {body!r}")
+    opts = dict(body)
+    method = opts.pop("method", label)
+    if method is True:
+        method = "true"
+    if not isinstance(method, str) or not method:
+        raise ConfigError(f"methods.{label}.method: expected a method name, got {method!r}")
+    bad = [k for k in opts if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"methods.{label}: option names are words, got {bad[0]!r}")
+    return MethodSpec(label, method, tuple(sorted(opts.items())))
+
+
 def parse_methods(value: Any) -> tuple[MethodSpec, ...]:
-    """A config's ``methods:`` list as specs (labels unique); the methods themselves are
-    checked against the registry by :func:`micromacro_sim.run.configure.check_methods`."""
+    """A config's ``methods:`` list as specs (labels unique, each method a name, option
+    names words); the methods themselves are checked against the registry by
+    :func:`micromacro_sim.run.configure.check_methods`.
+
+    Raises
+    ------
+    ConfigError
+        ``methods...`` naming the entry and the value of the wrong shape.
+    """
     if not isinstance(value, list) or not value:
         raise ConfigError(f"methods: expected a non-empty list of method names, got {value!r}")
-    specs: list[MethodSpec] = []
-    for item in value:
-        if item is True:  # YAML 1.1 reads an unquoted `true` as a boolean
-            item = "true"
-        if isinstance(item, str):
-            label, method, opts = item, item, {}
-        elif isinstance(item, dict) and len(item) == 1:
-            label, body = next(iter(item.items()))
-            if not isinstance(body, dict):
-                raise ConfigError(f"methods.{label}: expected a mapping of options, got {body!r}")
-            opts = dict(body)
-            method = opts.pop("method", label)
-        else:
-            raise ConfigError(f"methods: expected a name or {{label: {{options}}}}, got {item!r}")
-        specs.append(MethodSpec(str(label), method, tuple(sorted(opts.items()))))
+    specs = [_method_spec(item) for item in value]
     labels = [s.label for s in specs]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -266,7 +284,8 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         )
     seed = raw.get("seed")
     if not _is_int(seed) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}"
+                          f"{integer_hint(seed)}")
     reps = raw.get("replications")
     adaptive = None
     if isinstance(reps, dict):
@@ -274,13 +293,16 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         reps = adaptive.max
     elif not _is_int(reps) or reps < 1:
         raise ConfigError(f"replications: expected an integer >= 1 or a mapping "
-                          f"{{target_mcse: ..., min, max, block}}, got {reps!r}")
+                          f"{{target_mcse: ..., min, max, block}}, got {reps!r}"
+                          f"{integer_hint(reps)}")
     n_jobs = raw.get("n_jobs", 1)
     if not _is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
-        raise ConfigError(f"n_jobs: expected a positive integer or -1, got {n_jobs!r}")
+        raise ConfigError(f"n_jobs: expected a positive integer or -1, got {n_jobs!r}"
+                          f"{integer_hint(n_jobs)}")
     chunk = raw.get("chunk_size")
     if chunk is not None and (not _is_int(chunk) or chunk < 1):
-        raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk!r}")
+        raise ConfigError(f"chunk_size: expected an integer >= 1, got {chunk!r}"
+                          f"{integer_hint(chunk)}")
     budget = raw.get("memory_budget")
     if budget is not None:
         budget = parse_memory_budget(budget)

@@ -54,6 +54,9 @@ __all__ = [
 MAX_VARIANCE = 1e100
 #: Largest magnitude of a regression coefficient.
 MAX_COEF = 1e50
+#: Most answer categories, constructs and Z: the thresholds, the (Z, xi) correlation matrix
+#: and the methods' working sets grow with them (run/capacity counts a member's x once).
+MAX_CATEGORIES, MAX_N_X, MAX_N_Z = 100, 20, 50
 
 
 class _Required:
@@ -211,8 +214,8 @@ _HET = Spec(ErrorHet, (("by", Choice(("group_size", "z"))), ("ratio", _POSITIVE)
 #: The generator's factors beyond Croon & van Veldhoven's model (docs/generator.md).
 #: Every default reproduces that model draw for draw.
 GENERATOR_FIELDS: tuple[Field, ...] = (
-    Field("n_x", Integer(1), "number of latent constructs, each measured by every member",
-          default=1, label=Label("p=", always=False)),
+    Field("n_x", Integer(1, MAX_N_X), "number of latent constructs, each measured by every "
+          "member", default=1, label=Label("p=", always=False)),
     Field("r_xixi", _CORR, "correlation between any two latent constructs", default=0.0,
           label=Label("rxx=", "g", always=False)),
     Field("xi_skew", _SKEW, "skewness of the latent means xi", default=0.0,
@@ -227,8 +230,8 @@ GENERATOR_FIELDS: tuple[Field, ...] = (
           label=Label("e_skew=", "g", always=False)),
     Field("e_kurtosis", _KURT, "excess kurtosis of the group errors e", default=0.0,
           label=Label("e_kurt=", "g", always=False)),
-    Field("categories", Integer(2), "answer categories k of ordinal members (absent: "
-          "continuous x)", default=None, label=Label("k=")),
+    Field("categories", Integer(2, MAX_CATEGORIES), "answer categories k of ordinal members "
+          "(absent: continuous x)", default=None, label=Label("k=")),
     Field("thresholds", Thresholds(), "ordinal thresholds: symmetric, skewed, or k - 1 "
           "increasing values on the standardized latent-response scale", default="symmetric",
           label=Label("thr=", "g", always=False)),
@@ -257,7 +260,7 @@ FIELDS: tuple[Field, ...] = (
           derives=Derivation("sigma2_nu", _sigma2_nu_from_icc)),
     Field("r_zxi", PerZX(_CORR), "correlation of each Z with xi (one value, one per Z, or a "
           "list per Z of one value per construct)", column="r_{z}{x}", label=Label("r=", "g")),
-    Field("n_z", Integer(0), "number of group-level covariates Z", default=1,
+    Field("n_z", Integer(0, MAX_N_Z), "number of group-level covariates Z", default=1,
           label=Label("q=", always=False)),
     Field("r_zz", _CORR, "correlation between any two Z", default=0.0,
           label=Label("rzz=", "g", always=False)),

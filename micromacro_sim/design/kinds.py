@@ -22,7 +22,7 @@ from micromacro_sim.design.groups import GroupSizes
 
 __all__ = [
     "Choice", "Integer", "Kind", "PerX", "PerZ", "PerZX", "Real", "Recycled", "Sizes", "Spec",
-    "Thresholds",
+    "Thresholds", "integer_hint",
 ]
 
 
@@ -46,20 +46,41 @@ def _fmt(v: float, spec: str | None) -> str:
     return format(v, spec or "")
 
 
+def integer_hint(v: Any) -> str:
+    """Hint appended when an integer field gets a whole float such as ``1e6`` or ``10.0``
+    (``""`` for any other value). Integer fields refuse every float: one above 2**53 is not
+    the integer it was written as.
+    """
+    if not isinstance(v, (float, np.floating)) or not math.isfinite(v) or v != int(v):
+        return ""
+    digits = int(v) if abs(v) <= 2**53 else "the integer in digits"
+    return f" (write {digits}: an integer takes no exponent or decimal point)"
+
+
 # ---------------------------------------------------------------------------- scalars
 @dataclass(frozen=True)
 class Integer:
-    """An integer of at least ``lo``."""
+    """An integer of at least ``lo`` and, when ``hi`` is given, at most ``hi``.
+
+    Floats are refused, whole ones (``1e6``, ``10.0``) with a hint (:func:`integer_hint`).
+    """
 
     lo: int
+    hi: int | None = None
     py_type: ClassVar[Any] = int
     axis: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def interval(self) -> str:
+        """The range as a message shows it (``>= 2`` or ``in [2, 100]``)."""
+        return f">= {self.lo}" if self.hi is None else f"in [{self.lo}, {self.hi}]"
+
     def parse(self, name: str, v: Any, values: Mapping[str, Any]) -> int:
         """The checked value, or a :class:`ConfigError` naming ``name`` and ``v``."""
-        if not _is_int(v) or v < self.lo:
-            raise ConfigError(f"{name}: expected an integer >= {self.lo}, got {v!r}")
+        if not _is_int(v) or v < self.lo or (self.hi is not None and v > self.hi):
+            raise ConfigError(f"{name}: expected an integer {self.interval}, got {v!r}"
+                              f"{integer_hint(v)}")
         return int(v)
 
     def to_config(self, v: int) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,10 @@ from micromacro_sim.core.results import SE_COLUMNS, SE_TYPES
 
 __all__ = [
     "MEASURES",
+    "MIN_TARGET_MCSE",
     "Measure",
     "RATE_MEASURES",
+    "check_target",
     "indicators",
     "parse_measure",
     "replications_needed",
@@ -44,6 +47,10 @@ MEASURES = ("bias", "empse", "mse", "modelse", "cover", "reject")
 RATE_MEASURES = ("cover", "reject")
 _ALIASES = {"power": "reject", "coverage": "cover", "rejection": "reject", "modse": "modelse"}
 _USES_SE = ("modelse", "cover", "reject")
+#: Smallest target MCSE. A measure needs V / MCSE^2 replications: below this even V = 1
+#: needs more than 1e24, beyond any run (and near 1e-162 the square underflows to 0).
+#: A study of estimates on a tiny scale rescales them instead.
+MIN_TARGET_MCSE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,35 @@ def parse_measure(text: str, field: str, se_type: str = "classical") -> Measure:
                               f"{', '.join(SE_TYPES)}, only after modelse, cover, reject)")
         se_type = suffix
     return Measure(base, se_type)
+
+
+def check_target(measure: Measure, value: Any, where: str) -> float:
+    """A target Monte Carlo SE of ``measure`` as a float, or a one-line ConfigError.
+
+    The target is a finite number of at least :data:`MIN_TARGET_MCSE`; a rate's target
+    is below 0.5 (the largest SD of a proportion). ``value`` may be text (a command-line
+    ``measure=value``); booleans are refused.
+
+    Parameters
+    ----------
+    measure : Measure
+    value : Any
+        The target as given.
+    where : str
+        Start of the message, naming the field and the value (``target-mcse: bias='0'``).
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        v = math.nan
+    if not math.isfinite(v) or v <= 0 or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a positive number")
+    if v < MIN_TARGET_MCSE:
+        raise ConfigError(f"{where}: expected at least {MIN_TARGET_MCSE:g} (a measure needs "
+                          f"V / MCSE^2 replications: a smaller target needs more than any run)")
+    if measure.is_rate and v >= 0.5:
+        raise ConfigError(f"{where}: a rate's MCSE is below 0.5")
+    return v
 
 
 def _crit(df: np.ndarray, alpha: float) -> np.ndarray:

@@ -1,9 +1,19 @@
 """Reading a config file safely: UTF-8, bounded size, bounded alias expansion, no key
-given twice. Errors are one-line :class:`~micromacro_sim.core.errors.ConfigError` s."""
+given twice, numbers without YAML 1.1 surprises. Errors are one-line
+:class:`~micromacro_sim.core.errors.ConfigError` s.
+
+Plain (unquoted) numbers: decimal integers (``12``, ``-3``, ``1_000``) are integers; a
+number with a decimal point or an exponent (``0.5``, ``1e6``, ``1e-3``, ``1E6``, ``+1e3``,
+``.5e2``) and ``.inf``, ``.nan`` are floats. The forms only YAML 1.1 reads as numbers,
+base 60 (``1:5`` is 65, ``1:30:00``), a leading zero (``012`` is octal 10), ``0x1F``,
+``0o17`` and ``0b101``, are refused naming the key and the value. Booleans are YAML 1.1's
+(``yes``/``no``/``on``/``off``/``true``/``false``); quoted text is never a number.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +25,32 @@ from micromacro_sim.design import limits
 __all__ = ["read_yaml"]
 
 
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+#: Tag of the plain scalars that only YAML 1.1 reads as numbers (refused).
+_YAML11 = "tag:micromacro-sim,2024:yaml11-number"
+_DIGITS = "+-0123456789"
+_RESOLVERS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (_YAML11, re.compile(r"""^[-+]?(?:[1-9][0-9_]*(?::[0-5]?[0-9])+
+                          |[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                          |0[0-9_]+|0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$""", re.X),
+     _DIGITS),
+    (_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), _DIGITS),
+    (_FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+                         |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                         |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+     _DIGITS + "."),
+)
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping."""
+    """Safe YAML that refuses a key given twice in one mapping; numbers as the module
+    docstring says (the resolvers of :data:`_RESOLVERS` replace YAML 1.1's int and float)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in pairs if tag not in (_INT, _FLOAT)]
+        for first, pairs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -31,6 +65,50 @@ class _Loader(yaml.SafeLoader):
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+for _tag, _regexp, _first in _RESOLVERS:
+    _Loader.add_implicit_resolver(_tag, _regexp, list(_first))
+
+
+def _yaml11_problem(text: str) -> str:
+    """Why a plain scalar of tag :data:`_YAML11` is refused, and what to write instead."""
+    sign = "-" if text.startswith("-") else ""
+    body = text.lstrip("+-").replace("_", "")
+    if ":" in body:
+        value = 0.0
+        for part in body.split(":"):
+            value = value * 60 + float(part or 0)
+        n = f"{sign}{value:.15g}"
+        return f"is a base-60 number in YAML 1.1 ({n}); write {n} if that is meant"
+    base = {"x": (16, "a hexadecimal"), "o": (8, "an octal"), "b": (2, "a binary")}.get(
+        body[1:2].lower())
+    if base is not None:
+        n = f"{sign}{int(body[2:] or '0', base[0])}"
+        return f"is {base[1]} number ({n}); write {n}"
+    n = f"{sign}{int(body)}"
+    if set(body) <= set("01234567"):
+        return f"has a leading zero (YAML 1.1 reads it as octal {sign}{int(body, 8)}); write {n}"
+    return f"has a leading zero; write {n}"
+
+
+def _check_numbers(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Refuse the first scalar only YAML 1.1 reads as a number, naming its key path."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode) and node.tag == _YAML11:
+        raise ConfigError(f"{path or 'config'}: {node.value} {_yaml11_problem(node.value)}, "
+                          f"or quote it as text (line {node.start_mark.line + 1})")
+    if isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _check_numbers(child, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            inner = f"{path}.{name}" if path else str(name)
+            _check_numbers(key, inner, seen)
+            _check_numbers(value, inner, seen)
 
 
 def _expanded_size(node: yaml.Node, limit: int) -> int:
@@ -86,6 +164,7 @@ def read_yaml(path: str | Path) -> Any:
             if _expanded_size(node, limits.MAX_YAML_NODES) > limits.MAX_YAML_NODES:
                 raise ConfigError(f"config: {str(path)!r} expands to more than "
                                   f"{limits.MAX_YAML_NODES} YAML nodes (aliases)")
+            _check_numbers(node, "", set())
             return loader.construct_document(node)
         finally:
             loader.dispose()

@@ -9,7 +9,10 @@ the study on admissible samples. Here that is explicit:
 - ``policy: flag`` never redraws; the gate's verdict is still recorded.
 
 Either way every method's own failures are recorded per method and replication
-(admissible flag and reason); a method failure never triggers a redraw.
+(admissible flag and reason); a method failure never triggers a redraw. A user's generator
+that raises (or calls ``sys.exit``), or returns something other than a ``Dataset``, stops
+the run with a :class:`~micromacro_sim.core.errors.PluginError` naming it: without its data
+no method can run.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from micromacro_sim.core.errors import PluginError, describe_exception
 from micromacro_sim.design.policy import GATE_REQUIREMENTS, Policy
 from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators.plugins import qualified_name
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.generate.dgp import generate
 from micromacro_sim.generate.seeding import replication_rng
@@ -114,14 +119,41 @@ def draw(scenario: Scenario, root: int, replication: int, policy: Policy,
     keeps the gate's fits. ``generator`` replaces :func:`~micromacro_sim.generate.dgp.generate`
     (a user's plug-in, called the same way).
     """
-    generate_ = generator or generate
     attempt = 0
     while True:
-        data = generate_(scenario, replication_rng(root, scenario, replication, attempt))
+        rng = replication_rng(root, scenario, replication, attempt)
+        if generator is None:
+            data = generate(scenario, rng)
+        else:
+            data = _user_draw(generator, scenario, rng, replication)
         reason = gate_reason(policy, data, memo)
         if not reason or policy.mode == "flag" or attempt >= policy.max_redraws:
             return Draw(data=data, redraws=attempt, gate_reason=reason)
         attempt += 1
+
+
+def _user_draw(generator: Generator, scenario: Scenario, rng: np.random.Generator,
+               replication: int) -> Dataset:
+    """``generator(scenario, rng)``, a user's plug-in; its failure is a one-line error.
+
+    Raises
+    ------
+    PluginError
+        The generator raised anything (``SystemExit`` too: a plug-in's ``sys.exit`` must
+        not end the run as if it had finished) or returned no ``Dataset``; the message
+        names the generator, the exception and the scenario and replication.
+    """
+    where = f"(scenario {scenario.key}, replication {replication})"
+    try:
+        data = generator(scenario, rng)
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"generator: {qualified_name(generator)!r} "
+                          f"{'' if isinstance(exc, SystemExit) else 'raised '}"
+                          f"{describe_exception(exc)} {where}") from None
+    if not isinstance(data, Dataset):
+        raise PluginError(f"generator: {qualified_name(generator)!r} returned "
+                          f"{type(data).__name__}, not a Dataset {where}")
+    return data
 
 
 def draw_many(scenario: Scenario, root: int, replications: range, policy: Policy,

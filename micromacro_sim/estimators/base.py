@@ -10,6 +10,13 @@ leave replications to the reference path by marking them in ``fallback``
 (:class:`~micromacro_sim.core.results.BatchResult` for one-step models,
 :class:`~micromacro_sim.core.results.BatchScores` for a first step); :func:`_refit` resolves
 both, so verdicts match the reference path exactly.
+
+A method's code never stops a run: :func:`recorded` is the one place where it is called
+and what it raises becomes a flag. A numerical error (:data:`NUMERIC_ERRORS`) is a
+``numerical_error``; any other exception, or ``SystemExit`` (a plug-in calling
+``sys.exit``), is a ``method_raised`` naming the exception; either way the fit (or, for a
+batch path, every replication of the batch) is an ``error`` result and the other methods
+and replications carry on. ``KeyboardInterrupt`` still interrupts.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from micromacro_sim.core.errors import NotApplicable
+from micromacro_sim.core.errors import NotApplicable, describe_exception
 from micromacro_sim.core.options import Option, validate_options
 from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
 from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
@@ -30,19 +37,52 @@ from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.ols import design_problems, ols, ols_batch, se_problems
 
-__all__ = ["ENGINES", "Estimator", "NotApplicable", "TwoStepEstimator"]
+__all__ = ["ENGINES", "NUMERIC_ERRORS", "RECORDED", "Estimator", "NotApplicable",
+           "TwoStepEstimator", "error_flag", "failed_batch", "fit_recorded", "recorded"]
+
+T = TypeVar("T")
 
 #: Engines: ``fast`` (batch implementations over all replications at once),
 #: ``reference`` (one dataset at a time through the library path) or ``auto`` (fast
 #: where a method has a batch implementation for the design, reference otherwise).
 
-#: Exceptions of numerical code that become an ``error`` result instead of propagating.
+#: Exceptions of numerical code: recorded as ``numerical_error``.
 NUMERIC_ERRORS = (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError)
+#: What :func:`recorded` turns into a flag: every exception, and ``SystemExit``; nothing
+#: else (``KeyboardInterrupt`` interrupts the run). ``MemoryError`` propagates too: it says
+#: what the machine had at the time, not what the method does with the data, and a result
+#: stored for it would not be reproducible.
+RECORDED = (Exception, SystemExit)
 
 
 def error_flag(exc: BaseException) -> Flag:
-    """The flag recording an exception of the numerical code."""
-    return flag(Reason.NUMERICAL_ERROR, f"error: {type(exc).__name__}: {exc}")
+    """The flag recording an exception raised by a method's code.
+
+    A numerical error is ``numerical_error`` with the text ``error: Type: message``; any
+    other exception (or ``SystemExit``) is ``method_raised`` with the text ``error:`` and
+    :func:`~micromacro_sim.core.errors.describe_exception` (type and first line, or
+    ``called sys.exit(CODE)``).
+    """
+    if isinstance(exc, NUMERIC_ERRORS):
+        return flag(Reason.NUMERICAL_ERROR, f"error: {type(exc).__name__}: {exc}")
+    return flag(Reason.METHOD_RAISED, f"error: {describe_exception(exc)}")
+
+
+def recorded(call: Callable[[], T], failed: Callable[[Flag], T]) -> T:
+    """``call()``, or ``failed(flag)`` when the method code it runs raises.
+
+    The one place where a method's code is called and its exceptions become flags:
+    :class:`NotApplicable` gives its own flag, anything of :data:`RECORDED` the
+    :func:`error_flag`; ``KeyboardInterrupt`` and ``MemoryError`` propagate.
+    """
+    try:
+        return call()
+    except NotApplicable as exc:
+        return failed(exc.flag)
+    except MemoryError:
+        raise
+    except RECORDED as exc:
+        return failed(error_flag(exc))
 
 
 class Estimator(ABC):
@@ -91,15 +131,21 @@ class Estimator(ABC):
 
     def fit(self, data: Dataset) -> FitResult:
         """Fit to one dataset; failures become a flagged result, never an exception."""
-        try:
+
+        def call() -> FitResult:
             self.check_applicable(data)
             with np.errstate(all="ignore"):
                 return self._fit(data)
-        except NotApplicable as exc:
-            return FitResult.failed(self.label, data.terms, exc.flag, two_step=self.two_step)
-        except NUMERIC_ERRORS as exc:
-            return FitResult.failed(self.label, data.terms, error_flag(exc),
-                                    two_step=self.two_step)
+
+        return recorded(call, lambda f: self._failed(data, f))
+
+    def _failed(self, data: Dataset, why: Flag) -> FitResult:
+        return FitResult.failed(self.label, data.terms, why, two_step=self.two_step)
+
+    def _fit_one(self, data: Dataset) -> FitResult:
+        """:meth:`fit`, also when a subclass overrides it: what it raises, or a return
+        value that is not a result for ``data``, is recorded (:func:`recorded`)."""
+        return recorded(lambda: _checked_fit(self.fit(data), data), lambda f: self._failed(data, f))
 
     @abstractmethod
     def _fit(self, data: Dataset) -> FitResult:
@@ -135,22 +181,78 @@ class Estimator(ABC):
         (``fast`` without one raises ``ValueError``). Replications the batch path marks
         as ``fallback`` are fitted by the reference path and merged in. A batch that is
         :attr:`~micromacro_sim.generate.batch.Batch.reference_only` (several x, missing members)
-        always takes the reference path.
+        always takes the reference path. What the method's code raises is recorded
+        (:func:`recorded`): per replication on the reference path, for the whole batch when
+        the batch implementation raises.
+        """
+        if not self.batch_path(batch, engine):
+            results = [self._fit_one(d) for d in batch.datasets]
+            return BatchResult.from_results(results, batch.terms, self.label, self.two_step)
+
+        def call() -> BatchResult:
+            with np.errstate(all="ignore"):
+                return _checked_batch(self._fit_batch(batch), batch)
+
+        res = recorded(call, lambda f: failed_batch(self, batch, f, "fast"))
+        return _refit(res, batch.datasets, self._fit_one)
+
+    def batch_path(self, batch: Batch, engine: str) -> bool:
+        """Whether :meth:`fit_batch` takes the batch implementation for ``batch``.
+
+        Raises
+        ------
+        ValueError
+            ``engine`` is not one of :data:`ENGINES`, or ``fast`` without a batch path.
         """
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
         if batch.reference_only:  # several x or member ids: the arrays hold one x
-            engine = "reference"
+            return False
         native = engine != "reference" and self.has_batch(batch.balanced)
         if engine == "fast" and not native:
             raise ValueError(f"engine: method {self.name!r} has no fast implementation for "
                              f"{'balanced' if batch.balanced else 'unbalanced'} designs")
-        if not native:
-            results = [self.fit(d) for d in batch.datasets]
-            return BatchResult.from_results(results, batch.terms, self.label, self.two_step)
-        with np.errstate(all="ignore"):
-            res = self._fit_batch(batch)
-        return _refit(res, batch.datasets, self.fit)
+        return native
+
+
+def fit_recorded(est: Estimator, batch: Batch, engine: str = "auto") -> BatchResult:
+    """``est.fit_batch(batch, engine)``, whatever the estimator's code does.
+
+    A plug-in may override :meth:`Estimator.fit_batch` itself: what the call raises, or a
+    return value that is not a result for ``batch``, makes every replication of ``batch``
+    an ``error`` result of ``est`` (:func:`recorded`). A bad ``engine`` is the caller's
+    mistake and raises ``ValueError``.
+    """
+    engine_used = "fast" if est.batch_path(batch, engine) else "reference"
+    return recorded(lambda: _checked_batch(est.fit_batch(batch, engine), batch),
+                    lambda f: failed_batch(est, batch, f, engine_used))
+
+
+def failed_batch(est: Estimator, batch: Batch, why: Flag, engine: str) -> BatchResult:
+    """Every replication of ``batch`` a result of ``est`` without estimates, for ``why``."""
+    results = [FitResult.failed(est.label, batch.terms, why, two_step=est.two_step)
+               for _ in batch.datasets]
+    return BatchResult.from_results(results, batch.terms, est.label, est.two_step, engine)
+
+
+def _checked_fit(res: Any, data: Dataset) -> FitResult:
+    """``res`` when it is a result for ``data`` (TypeError otherwise: a method's bug)."""
+    shape = (len(data.terms),)
+    if not isinstance(res, FitResult) or res.params.shape != shape:
+        what = (type(res).__name__ if not isinstance(res, FitResult)
+                else f"params of shape {res.params.shape}")
+        raise TypeError(f"fit returned {what}, not a FitResult of shape {shape}")
+    return res
+
+
+def _checked_batch(res: Any, batch: Batch) -> BatchResult:
+    """``res`` when it is a result for ``batch`` (TypeError otherwise: a method's bug)."""
+    shape = (batch.n_reps, len(batch.terms))
+    if not isinstance(res, BatchResult) or res.params.shape != shape:
+        what = (type(res).__name__ if not isinstance(res, BatchResult)
+                else f"params of shape {res.params.shape}")
+        raise TypeError(f"fit_batch returned {what}, not a BatchResult of shape {shape}")
+    return res
 
 
 def _refit(res: BatchResult, datasets: tuple[Dataset, ...],
@@ -229,11 +331,9 @@ class TwoStepEstimator(Estimator):
         values = batch.values.copy()
         conv, adm, flags = batch.converged.copy(), batch.admissible.copy(), batch.flags.copy()
         for r in np.flatnonzero(batch.fallback):
-            try:
-                sc = self.scores(datasets[r])
-            except (NotApplicable, *NUMERIC_ERRORS) as exc:
-                values[r], conv[r], adm[r] = np.nan, False, False
-                flags[r] = (exc.flag if isinstance(exc, NotApplicable) else error_flag(exc),)
+            sc = recorded(lambda d=datasets[r]: self.scores(d), lambda f: f)
+            if isinstance(sc, Flag):
+                values[r], conv[r], adm[r], flags[r] = np.nan, False, False, (sc,)
                 continue
             values[r] = np.asarray(sc.values, dtype=float).reshape(-1)
             conv[r], adm[r], flags[r] = sc.converged, sc.admissible, tuple(sc.flags)

@@ -18,6 +18,10 @@ unbalanced
 never_raises
     Edge datasets (tiny ICC, three groups, one member per group) never raise; every
     flagged fit carries a reason code; NaN estimates are never admissible.
+
+In a run, what a method's code raises becomes an ``error`` result (``method_raised`` when it
+is not a numerical error); here any such result fails the check that produced it, naming the
+exception.
 fast_equals_reference (per declared batch design)
     The batch path agrees with the reference path: identical verdicts and reasons,
     estimates within :data:`EST_TOL` and SEs within :data:`SE_TOL`.
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from micromacro_sim.core.results import SE_TYPES, BatchResult, FitResult
+from micromacro_sim.core.status import Reason
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators.base import Estimator
 from micromacro_sim.generate.batch import Batch
@@ -110,9 +115,16 @@ def assert_same(fast: BatchResult, ref: BatchResult) -> None:
         np.testing.assert_allclose(fast.bse[t], ref.bse[t], rtol=0, atol=SE_TOL, err_msg=t)
 
 
+def _require_no_raise(reasons: Any) -> None:
+    """No result records that the method's code raised (a bug, whatever the data)."""
+    raised = [str(text) for code, text in reasons if code == Reason.METHOD_RAISED.value]
+    _require(not raised, f"the method's code raised: {raised[0] if raised else ''}")
+
+
 def check_result(res: Any, data: Dataset, label: str) -> None:
     """A fit result is well formed; a proper fit is finite, a flagged one says why."""
     _require(isinstance(res, FitResult), f"fit returned {type(res).__name__}, not FitResult")
+    _require_no_raise([(f.code.value, f.text) for f in res.flags])
     _require(res.method == label, f"result method {res.method!r}, expected label {label!r}")
     _require(res.terms == data.terms, f"terms {res.terms}, expected {data.terms}")
     _require(res.params.shape == (len(data.terms),), f"params shape {res.params.shape}")
@@ -214,6 +226,8 @@ def check_fast_equals_reference(cls: type[Estimator], design: str) -> None:
     batch = _batch(design)
     est = cls()
     fast, ref = est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference")
+    for res in (fast, ref):
+        _require_no_raise(zip(res.reason_code, res.reason, strict=True))
     assert_same(fast, ref)
     _require(list(fast.status) == list(ref.status), "statuses differ")
     _require(list(fast.reason_code) == list(ref.reason_code), "reason codes differ")

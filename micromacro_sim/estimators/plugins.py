@@ -27,7 +27,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, describe_exception
 
 __all__ = [
     "ESTIMATOR_GROUP",
@@ -38,6 +38,7 @@ __all__ = [
     "is_reference",
     "load_estimator",
     "load_generator",
+    "qualified_name",
 ]
 
 ESTIMATOR_GROUP = "micromacro_sim.estimators"
@@ -51,11 +52,6 @@ def is_reference(text: Any) -> bool:
     mod, attr = text.split(":")
     return bool(mod) and bool(attr) and all(
         part.isidentifier() for part in (*mod.split("."), *attr.split(".")))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def import_reference(ref: str, field: str) -> Any:
@@ -72,9 +68,9 @@ def import_reference(ref: str, field: str) -> Any:
     mod_name, attr = ref.split(":")
     try:
         obj: Any = importlib.import_module(mod_name)
-    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything
+    except (Exception, SystemExit) as exc:  # a user's module may raise anything, or exit
         raise ConfigError(f"{field}: cannot import {mod_name!r} for {ref!r} "
-                          f"({_first_line(exc)})") from None
+                          f"({describe_exception(exc)})") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -94,9 +90,9 @@ def _load_entry_point(group: str, name: str, field: str) -> Any:
     ep = entry_points(group)[name]
     try:
         return ep.load()
-    except Exception as exc:  # noqa: BLE001 - a plug-in may raise anything on import
+    except (Exception, SystemExit) as exc:  # a plug-in may raise anything on import, or exit
         raise ConfigError(f"{field}: cannot load entry point {name!r} ({ep.value}) of group "
-                          f"{group} ({_first_line(exc)})") from None
+                          f"{group} ({describe_exception(exc)})") from None
 
 
 def _check_estimator(obj: Any, field: str, ref: str) -> type:
@@ -167,6 +163,12 @@ def _distribution_version(obj: Any) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def qualified_name(obj: Any) -> str:
+    """``module:qualified.name`` of a plug-in object (its repr when it has none)."""
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}:{name}" if module and name else repr(obj)
 
 
 def identity(ref: str, obj: Any) -> dict[str, Any]:

@@ -13,15 +13,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Run the pilot, print the plan, write ``--output``; returns the exit status."""
     from micromacro_sim.planning.plan import parse_targets, plan
     from micromacro_sim.run.configure import load_config
+    from micromacro_sim.run.paths import check_not_input, check_output_file
 
     parse_targets(args.target_mcse, se_type=args.se_type)  # bad input before any work
+    if args.output is not None:
+        check_output_file(args.output)
+        check_not_input([args.output], [args.config])
     cfg = load_config(args.config, n_jobs=args.n_jobs, engine=args.engine)
     terms = [t.strip() for t in args.term.split(",") if t.strip()] if args.term else None
     res = plan(cfg, pilot=args.pilot, target_mcse=args.target_mcse, alpha=args.alpha,
                level=args.level, worst_case=args.worst_case, se_type=args.se_type,
                terms=terms)
     print(res.format())
-    if args.output:
+    if args.output is not None:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")
         res.table.to_csv(tmp, index=False)

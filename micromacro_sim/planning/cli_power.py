@@ -62,11 +62,25 @@ def plot_power(solutions: list, path: str | Path) -> Path:
     return path
 
 
-def _check_output(path: str | None, field: str) -> None:
-    from micromacro_sim.core.errors import ConfigError
+def _figure_path(args: argparse.Namespace) -> str | None:
+    """Where the figure goes: ``--figure``, else ``--output`` with suffix ``.png``."""
+    if args.figure is not None:
+        return args.figure
+    return str(Path(args.output).with_suffix(".png")) if args.output else None
 
-    if path and not Path(path).resolve().parent.is_dir():
-        raise ConfigError(f"{field}: folder {str(Path(path).parent)!r} does not exist")
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--output`` and the figure's path can be written (before any work)."""
+    from micromacro_sim.run.paths import check_not_input, check_output_file
+
+    if args.output is not None:
+        check_output_file(args.output, "output")
+        check_not_input([args.output], [args.config], "output")
+    figure = _figure_path(args)
+    if figure is not None:
+        field = "figure" if args.figure is not None else "output"
+        check_output_file(figure, field)
+        check_not_input([figure], [args.config], field)
 
 
 def cmd_power(args: argparse.Namespace) -> int:
@@ -85,8 +99,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
     target = parse_target(args.target, args.se_type)
     rng = parse_range(args.range, args.solve)
-    _check_output(args.output, "output")
-    _check_output(args.figure, "figure")
+    _check_outputs(args)
     cfg = load_config(args.config, engine=args.engine)
     methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else None
     method_specs(cfg, methods)
@@ -110,14 +123,14 @@ def cmd_power(args: argparse.Namespace) -> int:
     total = sum(s.replications for s in sols)
     print(f"{total} replications in {seconds:.1f} s")
     written = []
-    if args.output:
+    if args.output is not None:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")
         pd.concat([s.evaluations for s in sols], ignore_index=True).to_csv(tmp, index=False)
         tmp.replace(out)
         written.append(out)
-    fig = args.figure or (str(Path(args.output).with_suffix(".png")) if args.output else None)
-    if fig:
+    fig = _figure_path(args)
+    if fig is not None:
         written.append(plot_power(sols, fig))
     if written:
         print("wrote " + ", ".join(str(p) for p in written))

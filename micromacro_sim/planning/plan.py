@@ -22,7 +22,13 @@ import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design.config import RunConfig
-from micromacro_sim.design.measures import Measure, parse_measure, replications_needed, se_column
+from micromacro_sim.design.measures import (
+    Measure,
+    check_target,
+    parse_measure,
+    replications_needed,
+    se_column,
+)
 
 __all__ = ["PLAN_COLUMNS", "PlanResult", "parse_targets", "plan"]
 
@@ -40,7 +46,8 @@ def parse_targets(spec: str | Mapping[str, float], field: str = "target-mcse",
     Raises
     ------
     ConfigError
-        Unknown measure, or a target that is not a positive number.
+        Unknown measure, or a target that is not a number of at least
+        :data:`~micromacro_sim.design.measures.MIN_TARGET_MCSE` (a rate's below 0.5).
     """
     if isinstance(spec, Mapping):
         items = [(str(k), v) for k, v in spec.items()]
@@ -58,15 +65,7 @@ def parse_targets(spec: str | Mapping[str, float], field: str = "target-mcse",
     out: dict[Measure, float] = {}
     for name, value in items:
         m = parse_measure(name, field, se_type)
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            v = float("nan")
-        if not math.isfinite(v) or v <= 0 or isinstance(value, bool):
-            raise ConfigError(f"{field}: {name}={value!r}: expected a positive number")
-        if m.is_rate and v >= 0.5:
-            raise ConfigError(f"{field}: {name}={value!r}: a rate's MCSE is below 0.5")
-        out[m] = v
+        out[m] = check_target(m, value, f"{field}: {name}={value!r}")
     return out
 
 

@@ -19,6 +19,7 @@ from micromacro_sim.design.policy import Policy
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import build
 from micromacro_sim.estimators.admissibility import draw_many
+from micromacro_sim.estimators.base import fit_recorded
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.models.cfa import CFAMemo
 from micromacro_sim.models.reliability import reliability_rows
@@ -80,7 +81,7 @@ def _simulate_batch(scenario: Scenario, replications: range, estimators: list[An
     draws = draw_many(scenario, seed, replications, policy, batch_gate=engine != "reference",
                       memo=memo, generator=gen)
     batch = Batch.from_datasets([d.data for d in draws], memo=memo)
-    results = [est.fit_batch(batch, engine) for est in estimators]
+    results = [fit_recorded(est, batch, engine) for est in estimators]
     del batch
     reps = np.asarray(replications, dtype=np.int64)
     est = _estimate_columns(results, key, reps)
@@ -110,7 +111,10 @@ def simulate_chunk(
     """Generate and analyse a range of replications of one scenario (no I/O).
 
     Every method sees the same datasets. With the fast engine each method fits a batch
-    of replications at once; the reference engine fits one dataset at a time. The range
+    of replications at once; the reference engine fits one dataset at a time. What a
+    method's code raises becomes that method's ``error`` results
+    (:func:`~micromacro_sim.estimators.base.fit_recorded`); a user's generator that fails
+    stops the run (:class:`~micromacro_sim.core.errors.PluginError`). The range
     is cut into batches whose estimated working set fits ``memory_budget`` (bytes,
     default :data:`~micromacro_sim.design.budget.DEFAULT_MEMORY_BUDGET`); every replication's
     results are the same whatever the batch size. ``generator`` names a user's generator

@@ -4,16 +4,27 @@
 records each finished one in the ledger. Where a task runs, and how a task's range is cut,
 never changes its results (every replication draws from its own stream and every batch
 path is bitwise stable across batch companions), so the choice is about time only.
+
+A loky worker that dies (a plug-in calling ``os._exit``, a crash in compiled code, the
+system killing it) cannot be caught inside it: each task it runs leaves a marker file in
+the run's scratch folder while it runs, and when the pool breaks the run stops with a
+one-line :class:`WorkerDied` naming the task(s) still marked and their methods. The
+tasks finished before are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from micromacro_sim.core.errors import MicroMacroError
 from micromacro_sim.run.backends import backend_context
 
 if TYPE_CHECKING:
@@ -21,8 +32,9 @@ if TYPE_CHECKING:
     from micromacro_sim.run.parts import Part
     from micromacro_sim.run.progress import Progress
 
-__all__ = ["LOKY_WORTHWHILE_SECONDS", "PROBE_SHARE", "choose_backend", "execute",
-           "probe_tasks", "sequential_estimate"]
+__all__ = ["LOKY_WORTHWHILE_SECONDS", "PROBE_SHARE", "MarkedTask", "WorkerDied",
+           "choose_backend", "describe_task", "describe_work", "execute", "probe_tasks",
+           "sequential_estimate"]
 
 #: Estimated sequential seconds below which starting loky workers does not pay off: each
 #: costs about a second of start-up (imports).
@@ -30,6 +42,68 @@ LOKY_WORTHWHILE_SECONDS = 3.0
 #: The timed probe is this share (one in ``PROBE_SHARE``) of the first task: large enough
 #: that the per-call costs of the batched solvers (their iterations) do not dominate it.
 PROBE_SHARE = 5
+#: The folder of the scratch folder where tasks running in loky workers leave markers.
+RUNNING_DIR = "running"
+
+
+class WorkerDied(MicroMacroError):
+    """A worker process ended while it ran a task (the message names the task)."""
+
+
+def describe_task(task: Any) -> str:
+    """``scenario KEY replications A-B``: which replications a task ran."""
+    return f"scenario {task.scenario.key} replications {task.start}-{task.stop - 1}"
+
+
+def describe_work(task: Any) -> str:
+    """``methods: LABEL, LABEL=module:Name; generator REF``: what a task ran them with."""
+    methods = ", ".join(m.label if m.label == m.method else f"{m.label}={m.method}"
+                        for m in task.methods)
+    gen = f"; generator {task.generator}" if getattr(task, "generator", None) else ""
+    return f"methods: {methods}{gen}"
+
+
+def _marker(task: Any) -> str:
+    return f"{task.scenario.key}.{task.start}-{task.stop}"
+
+
+class MarkedTask:
+    """``run_task`` in a worker process, leaving a marker file in ``where`` while it runs.
+
+    A task that ends normally, or raises, removes its marker; one whose process dies
+    leaves it (see :func:`execute`).
+    """
+
+    def __init__(self, run_task: Callable[[Any], Any], where: Path) -> None:
+        self.run_task, self.where = run_task, where
+
+    def __call__(self, task: Any) -> Any:
+        mark = self.where / _marker(task)
+        mark.write_text(str(os.getpid()))
+        try:
+            return self.run_task(task)
+        finally:
+            with contextlib.suppress(OSError):
+                mark.unlink()
+
+
+def _died(exc: BrokenProcessPool, where: Path, tasks: list[Any]) -> WorkerDied:
+    """The one-line error for a broken worker pool: the marked task(s), the exit code."""
+    try:
+        marked = {p.name for p in where.iterdir()}
+    except OSError:
+        marked = set()
+    running = [t for t in tasks if _marker(t) in marked]
+    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(exc))
+    how = f" ({codes.group(1)})" if codes else ""
+    if running:
+        what = (f"while running {' or '.join(describe_task(t) for t in running)} "
+                f"({describe_work(running[0])})")
+    else:
+        what = (f"with {len(tasks)} task(s) unfinished ({type(exc).__name__}"
+                f"{'; ' + describe_work(tasks[0]) if tasks else ''})")
+    return WorkerDied(f"backend: a worker process died{how} {what}; the tasks finished "
+                      "before are kept")
 
 
 def choose_backend(config: RunConfig, tasks: list[Any]) -> str:
@@ -78,6 +152,12 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
     they show the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` in this process
     (:func:`sequential_estimate`), it runs here; otherwise every remaining range goes to
     the workers at once.
+
+    Raises
+    ------
+    WorkerDied
+        A worker process died: one line naming the task it ran (or the candidates, when
+        several were running) and their methods.
     """
     from joblib import Parallel, delayed
 
@@ -103,9 +183,19 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
     scratch = run_dir / (".scratch" if part is None else f".scratch-{part.index}-of-{part.count}")
     with backend_context(backend, n_jobs=n_jobs, scratch=scratch,
                          address=config.address):
+        marks = scratch.resolve() / RUNNING_DIR
+        if backend == "loky":
+            marks.mkdir(exist_ok=True)
+            run_task = MarkedTask(run_task, marks)
         # Ray's joblib backend returns all results at once (no generators): its
         # progress line moves at the end only.
         order = "list" if backend == "ray" else "generator_unordered"
-        for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
-            ledger.add(res)
-            bar.update(res.stop - res.start)
+        done = set()
+        try:
+            for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
+                ledger.add(res)
+                bar.update(res.stop - res.start)
+                done.add((res.key, res.start))
+        except BrokenProcessPool as exc:
+            unfinished = [t for t in tasks_left if (t.scenario.key, t.start) not in done]
+            raise _died(exc, marks, unfinished) from None

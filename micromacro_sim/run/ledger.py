@@ -23,6 +23,7 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design.config import RunConfig
 from micromacro_sim.run.lock import RunLock, live_locks, manifest_mutex
 from micromacro_sim.run.manifest import new_manifest, write_scenarios_table
+from micromacro_sim.run.ownership import identity_change
 from micromacro_sim.run.parts import Part, owned_by, part_grain
 from micromacro_sim.run.storage import StorageError, load_manifest, write_json_atomic
 from micromacro_sim.run.tasks import TaskResult
@@ -32,6 +33,30 @@ __all__ = ["Ledger", "PartLedger", "start_part"]
 
 def _merge_scenarios(disk: list[str], mine: list[str]) -> list[str]:
     return disk + [k for k in mine if k not in disk]
+
+
+def _split(config: RunConfig, part: Part) -> dict[str, Any]:
+    """What decides which replications each part runs (:func:`~.parts.chunk_owners`)."""
+    return {"count": part.count, "replications": config.replications,
+            "scenarios": sorted(sc.key for sc in config.scenarios)}
+
+
+def _check_split(run_dir: Path, old: dict[str, Any] | None, split: dict[str, Any]) -> None:
+    """Refuse a part of another split while the folder's array is unfinished: parts that
+    cut the replications differently would leave some to no part."""
+    prev = (old or {}).get("partition")
+    if not isinstance(prev, dict) or prev == split or (old or {}).get("status") == "complete":
+        return
+    names = {"count": "the number of parts", "replications": "replications",
+             "scenarios": "the grid's cells"}
+    field = next((k for k in names if prev.get(k) != split[k]), "scenarios")
+    shown = {k: (len(v) if k == "scenarios" else v) for k, v in ((k, prev.get(k)) for k in names)}
+    mine = {k: (len(v) if k == "scenarios" else v) for k, v in split.items()}
+    raise ConfigError(
+        f"part: {str(run_dir)!r} is being filled by the parts of another split "
+        f"({names[field]}: {shown[field]} -> {mine[field]}); parts of one array share N, the "
+        "replications and the grid, or some replications would run in no part: finish that "
+        "array (or run the config without --part), or choose another output folder")
 
 
 def start_part(config: RunConfig, run_dir: Path, lock: RunLock, part: Part,
@@ -45,10 +70,12 @@ def start_part(config: RunConfig, run_dir: Path, lock: RunLock, part: Part,
             old = None
             notes.append(f"{exc}: rebuilt; only shards carrying this config's hash are kept")
         if old is not None and old.get("result_hash") != config.result_hash:
+            change = identity_change(old.get("result_identity"), config.result_identity())
             raise ConfigError(
-                f"output: {str(run_dir)!r} holds a run of a different config (result hash "
-                f"{old.get('result_hash')} != {config.result_hash}); parts cannot overwrite: "
-                "choose another output folder")
+                f"output: {str(run_dir)!r} holds a run of a different config ({change}); "
+                "parts cannot overwrite: choose another output folder")
+        split = _split(config, part)
+        _check_split(run_dir, old, split)
         if lock.taken_over is not None:
             notes.append(f"took over the lock of part {part} that is no longer running "
                          f"(pid {lock.taken_over.get('pid')})")
@@ -66,6 +93,7 @@ def start_part(config: RunConfig, run_dir: Path, lock: RunLock, part: Part,
             ledger.pop(rel.replace("estimates/", "datasets/", 1), None)
         ledger.update(check.ledger)
         manifest["shards"] = ledger
+        manifest["partition"] = split
         write_scenarios_table(run_dir, config, manifest["scenarios"])
         write_json_atomic(run_dir / "manifest.json", manifest)
     return manifest

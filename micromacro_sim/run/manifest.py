@@ -42,12 +42,15 @@ from micromacro_sim.run.verify import clean_temporary, verify_shards
 if TYPE_CHECKING:
     from micromacro_sim.design.config import RunConfig
 
-__all__ = ["SUMMARY_RECORD", "ledger_digest", "mark_summary_stale", "now", "previous_manifest",
-           "start_run", "storage_error", "write_scenarios_table"]
+__all__ = ["STALE_TAIL", "SUMMARY_RECORD", "ledger_digest", "mark_summary_stale", "now",
+           "previous_manifest", "start_run", "storage_error", "write_scenarios_table"]
 
 #: What a summary of a run folder records of the run it summarized (written beside
 #: ``summary.csv`` by :func:`micromacro_sim.summaries.tidy.write_summary_tables`).
 SUMMARY_RECORD = "summary.json"
+#: The end of the note that a summary went stale (the command line drops it when it
+#: summarizes again at once).
+STALE_TAIL = "(marked stale in summary.json): run micromacro summarize to refresh it"
 
 
 def _versions() -> dict[str, str]:
@@ -209,4 +212,4 @@ def mark_summary_stale(run_dir: Path, manifest: dict[str, Any]) -> str | None:
         with contextlib.suppress(OSError):
             write_json_atomic(path, record)
     return (f"{str(run_dir / 'summary.csv')!r} summarizes the folder as it was before this "
-            "run (marked stale in summary.json): run micromacro summarize to refresh it")
+            f"run {STALE_TAIL}")

@@ -17,7 +17,7 @@ from micromacro_sim.run.ownership import is_own_manifest
 from micromacro_sim.run.paths import check_not_input
 from micromacro_sim.run.storage import TABLES, StorageError, read_manifest
 
-__all__ = ["RunFolder", "open_run_folder", "output_inside_run"]
+__all__ = ["RunFolder", "check_manifest", "open_run_folder", "output_inside_run"]
 
 #: Columns every ``scenarios.parquet`` has.
 SCENARIO_COLUMNS = ("scenario", "label")
@@ -38,7 +38,7 @@ class RunFolder:
         return [k for k in self.manifest["scenarios"] if k in known]
 
 
-def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     where = str(path / "manifest.json")
     if not is_own_manifest(manifest):
         raise StorageError(f"manifest: {where!r} was not written by this tool (no result hash "
@@ -74,7 +74,7 @@ def open_run_folder(run_dir: str | Path, field: str = "RUN_DIR") -> RunFolder:
     manifest = read_manifest(path)
     if manifest is None:
         raise ConfigError(f"{field}: {str(run_dir)!r} holds no run (manifest.json missing)")
-    _check_manifest(manifest, path)
+    check_manifest(manifest, path)
     table = path / "scenarios.parquet"
     if not table.is_file():
         raise StorageError(f"scenarios: {str(table)!r} is missing; run the config again to "
