@@ -118,3 +118,22 @@ def test_count_fields_have_upper_bounds(tmp_path, field, largest, bound):
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, fixed=f"{field}: {largest + 1}"))
     assert str(info.value) == f"{field}: expected an integer in {bound}, got {largest + 1}"
+
+
+def test_fit_method_values_follow_the_config_rules(capsys):
+    """``fit --method`` values are read by the same loader as configs."""
+    from micromacro_sim.cli.fitting import fit_methods
+
+    assert fit_methods(["b={method: blup, reml: false}"]) == [
+        {"b": {"method": "blup", "reml": False}}]
+    with pytest.raises(ConfigError, match=r"^method\.x: 012 has a leading zero"):
+        fit_methods(["b={method: blup, x: 012}"])
+
+
+def test_adaptive_targets_have_the_planning_floor():
+    from micromacro_sim.design.adaptive import parse_adaptive
+
+    spec = {"min": 10, "max": 100, "block": 10}
+    with pytest.raises(ConfigError, match=r"^replications\.target_mcse\.bias: expected at least"):
+        parse_adaptive({**spec, "target_mcse": {"bias": 1e-300}})
+    assert parse_adaptive({**spec, "target_mcse": {"bias": 0.005}}).targets[0][1] == 0.005

@@ -16,9 +16,8 @@ def fit_methods(values: list[str] | None) -> list | None:
     method with options (``blup_ml={method: blup, reml: false}``), or a YAML/JSON list
     or mapping (``'[croon, {lav: {method: sem_2level, lavaan_fixed_x: true}}]'``).
     """
-    import yaml
-
     from micromacro_sim.core.errors import DataError
+    from micromacro_sim.design.yamlio import YAMLSyntaxError, parse_yaml_text
 
     if not values:
         return None
@@ -28,8 +27,8 @@ def fit_methods(values: list[str] | None) -> list | None:
         head, sep, body = text.partition("=")
         if text[:1] in "[{" or sep:
             try:
-                parsed = yaml.safe_load(text if text[:1] in "[{" else body)
-            except yaml.YAMLError:
+                parsed = parse_yaml_text(text if text[:1] in "[{" else body, value, "method")
+            except YAMLSyntaxError:
                 raise DataError(f"method: cannot read {value!r} as YAML") from None
             if sep and text[:1] not in "[{":
                 parsed = [{head.strip(): parsed}]

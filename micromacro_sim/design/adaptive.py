@@ -23,13 +23,12 @@ a looser target on a folder with more replications uses only the first ones it n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from micromacro_sim.core.errors import ConfigError
-from micromacro_sim.design.measures import Measure, parse_measure
+from micromacro_sim.design.measures import Measure, check_target, parse_measure
 
 if TYPE_CHECKING:
 
@@ -81,14 +80,12 @@ def _targets(value: Any) -> tuple[tuple[Measure, float], ...]:
     out: dict[Measure, float] = {}
     for name, target in value.items():
         m = parse_measure(str(name), field)
-        ok = isinstance(target, (int, float)) and not isinstance(target, bool)
-        if not ok or not math.isfinite(target) or target <= 0:
+        if isinstance(target, str):  # a config gives numbers; text is the command line's form
             raise ConfigError(f"{field}.{name}: expected a positive number, got {target!r}")
-        if m.is_rate and target >= 0.5:
-            raise ConfigError(f"{field}.{name}: a rate's MCSE is below 0.5, got {target!r}")
+        value = check_target(m, target, f"{field}.{name}")
         if m in out:
             raise ConfigError(f"{field}.{name}: measure {m.label!r} given twice")
-        out[m] = float(target)
+        out[m] = value
     return tuple(out.items())
 
 

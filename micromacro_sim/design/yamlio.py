@@ -22,7 +22,11 @@ import yaml
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design import limits
 
-__all__ = ["read_yaml"]
+__all__ = ["YAMLSyntaxError", "parse_yaml_text", "read_yaml"]
+
+
+class YAMLSyntaxError(ConfigError):
+    """Text that is not YAML (the message names the source, line and column)."""
 
 
 _INT = "tag:yaml.org,2002:int"
@@ -155,6 +159,12 @@ def read_yaml(path: str | Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config: {str(path)!r} is not UTF-8 text (byte "
                           f"0x{data[exc.start]:02x} at offset {exc.start})") from None
+    return parse_yaml_text(text, str(path))
+
+
+def parse_yaml_text(text: str, source: str, field: str = "config") -> Any:
+    """Parse YAML text by the config rules (YAML 1.1-only number forms refused, aliases
+    bounded, no key twice); ``source`` names it in messages, ``field`` starts them."""
     try:
         loader = _Loader(text)
         try:
@@ -162,9 +172,9 @@ def read_yaml(path: str | Path) -> Any:
             if node is None:
                 return None
             if _expanded_size(node, limits.MAX_YAML_NODES) > limits.MAX_YAML_NODES:
-                raise ConfigError(f"config: {str(path)!r} expands to more than "
+                raise ConfigError(f"{field}: {source!r} expands to more than "
                                   f"{limits.MAX_YAML_NODES} YAML nodes (aliases)")
-            _check_numbers(node, "", set())
+            _check_numbers(node, "" if field == "config" else field, set())
             return loader.construct_document(node)
         finally:
             loader.dispose()
@@ -172,6 +182,7 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config: YAML syntax error in {str(path)!r}{where}: {problem}") from None
+        raise YAMLSyntaxError(f"{field}: YAML syntax error in {source!r}{where}: {problem}"
+                              ) from None
     except RecursionError:
-        raise ConfigError(f"config: {str(path)!r} is nested too deeply") from None
+        raise ConfigError(f"{field}: {source!r} is nested too deeply") from None
