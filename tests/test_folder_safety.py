@@ -217,3 +217,29 @@ def test_planners_and_run_never_write_over_their_config(tmp_path, capsys, cmd):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "input of this command" in err, err
     assert cfg.read_bytes() == before
+
+
+def test_a_refused_report_leaves_no_folder_and_stale_figures_are_removed(tmp_path, capsys):
+    out = tmp_path / "run"
+    run(_cfg(), run_dir=out, progress=False)
+    capsys.readouterr()
+    assert main(["report", str(out), "--terms", "no_such_term"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (out / "report").exists()
+    stale = out / "report" / ".figures-999999999"  # a pid that is not running
+    stale.mkdir(parents=True)
+    (stale / "x.png").write_bytes(b"png")
+    assert main(["report", str(out), "--no-plots"]) == 0
+    assert not stale.exists() and (out / "report" / "report.html").is_file()
+
+
+def test_warnings_are_one_line_once(capsys):
+    import warnings
+
+    from micromacro_sim.cli.messages import one_line_warnings
+
+    with one_line_warnings():
+        for _ in range(3):
+            warnings.warn("overflow encountered\n   in exp", RuntimeWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err == "warning: overflow encountered in exp\n"

@@ -24,6 +24,7 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design import config as design_config
 from micromacro_sim.design.config import RunConfig
 from micromacro_sim.run.atomic import TMP_SUFFIX
+from micromacro_sim.run.lock import live_locks
 from micromacro_sim.run.storage import TABLES
 
 __all__ = ["design_change", "foreign_entries", "identity_change", "is_own_manifest",
@@ -128,7 +129,13 @@ def design_change(old_raw: Any, config: RunConfig) -> str | None:
 
 
 def refuse_foreign(run_dir: Path) -> None:
-    """Refuse a folder without a manifest that holds something in the way of a run."""
+    """Refuse a folder without a manifest that holds something in the way of a run.
+
+    A folder a live run or part of this tool holds (its lock names a running process) is
+    being written by it (the parts of an array start side by side), so nothing there is
+    foreign yet."""
+    if live_locks(run_dir):
+        return
     found = foreign_entries(run_dir)
     if found:
         raise ConfigError(f"output: {str(found[0])!r} is in the way and was not written by a run "
