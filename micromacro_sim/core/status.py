@@ -65,6 +65,7 @@ class Reason(str, Enum):
     TOO_FEW_GROUPS = "too_few_groups"
     RANK_DEFICIENT = "rank_deficient"
     LEVERAGE_ONE = "leverage_one"
+    PERFECT_FIT = "perfect_fit"
     NEEDS_BALANCED = "needs_balanced"
     NEEDS_TRUTH = "needs_truth"
     TOO_MANY_X = "too_many_x"
@@ -92,6 +93,8 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.TOO_FEW_GROUPS: "too few groups",
     Reason.RANK_DEFICIENT: "rank-deficient design (constant or collinear scores)",
     Reason.LEVERAGE_ONE: "non-finite standard errors (a leverage of 1)",
+    Reason.PERFECT_FIT: "the second step fits y exactly (residual variance at most 1e-12 of "
+                        "Var(y)): slopes and SEs are rounding noise",
     Reason.NEEDS_BALANCED: "needs balanced groups",
     Reason.NEEDS_TRUTH: "needs the true xi (simulation only)",
     Reason.TOO_MANY_X: "supports fewer x variables",

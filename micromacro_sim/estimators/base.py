@@ -35,7 +35,14 @@ from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
 from micromacro_sim.design.config import ENGINES
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
-from micromacro_sim.models.ols import design_problems, ols, ols_batch, se_problems
+from micromacro_sim.models.ols import (
+    design_problems,
+    ols,
+    ols_batch,
+    perfect_fit,
+    perfect_fit_flag,
+    se_problems,
+)
 
 __all__ = ["ENGINES", "NUMERIC_ERRORS", "RECORDED", "Estimator", "NotApplicable",
            "TwoStepEstimator", "error_flag", "failed_batch", "fit_recorded", "recorded"]
@@ -314,12 +321,14 @@ class TwoStepEstimator(Estimator):
                 bse={}, converged=sc.converged, admissible=False,
                 flags=(*sc.flags, *problems), two_step=True, extras=sc.extras,
             )
-        params, bse, df = ols(data.y, X)
+        params, bse, df, s2 = ols(data.y, X)
         bad = se_problems(bse)
+        exact = bool(perfect_fit(data.y[None], np.array([s2]))[0])
+        late = (*((bad,) if bad else ()), *((perfect_fit_flag(),) if exact else ()))
         return FitResult(
             method=self.label, terms=data.terms, params=params, bse=bse, df_resid=df,
-            converged=sc.converged, admissible=sc.admissible and bad is None,
-            flags=(*sc.flags, *((bad,) if bad else ())), two_step=True,
+            converged=sc.converged, admissible=sc.admissible and not late,
+            flags=(*sc.flags, *late), two_step=True,
             extras={**sc.extras, "scores": values},
         )
 
@@ -353,8 +362,10 @@ class TwoStepEstimator(Estimator):
         bse = {t: np.full((R, k), np.nan) for t in SE_TYPES}
         df = np.full(R, np.nan)
         if usable.any():
-            p, b, d = ols_batch(batch.y[usable], X[usable])
+            p, b, d, s2 = ols_batch(batch.y[usable], X[usable])
             params[usable], df[usable] = p, d
+            exact = np.zeros(R, dtype=bool)
+            exact[usable] = perfect_fit(batch.y[usable], s2)
             for t in SE_TYPES:
                 bse[t][usable] = b[t]
             finite_se = np.all(np.isfinite(np.concatenate([bse[t] for t in SE_TYPES], axis=1)),
@@ -362,6 +373,7 @@ class TwoStepEstimator(Estimator):
             for r in np.flatnonzero(usable & ~finite_se):
                 bad = se_problems({t: bse[t][r] for t in SE_TYPES})
                 add_flags(problems, np.arange(R) == r, bad)
+            add_flags(problems, exact, perfect_fit_flag())
         flags = no_flags(R)
         for r in range(R):
             flags[r] = (*sc.flags[r], *problems[r])

@@ -11,32 +11,71 @@ import numpy as np
 from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
 
-__all__ = ["design_problems", "ols", "ols_batch", "se_problems"]
+__all__ = ["PERFECT_FIT_SHARE", "centre", "design_problems", "ols", "ols_batch", "perfect_fit",
+           "perfect_fit_flag", "se_problems"]
 
 
-def ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
-    """OLS with classical and HC0-HC3 standard errors (statsmodels).
+#: A second-step residual variance at or below this share of Var(y) is a perfect fit.
+PERFECT_FIT_SHARE = 1e-12
+
+
+def centre(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Designs [1, Z, scores] with every column but the constant centred on its mean.
+
+    The slopes, residuals and hat values of the OLS do not change; the intercept does
+    (see :func:`_intercept_row`). A location shift of a column (x measured around 1e7)
+    then costs no precision and no rank.
+
+    Parameters
+    ----------
+    X : ndarray (R, G, k)
 
     Returns
     -------
-    params, bse, df_resid
+    Xc : ndarray (R, G, k)
+    means : ndarray (R, k - 1)
+    """
+    means = X[:, :, 1:].mean(axis=1)
+    Xc = X.copy()
+    Xc[:, :, 1:] -= means[:, None, :]
+    return Xc, means
+
+
+def _intercept_row(means: np.ndarray) -> np.ndarray:
+    """t with b0 = t' b' (the intercept on the original location), per replication."""
+    return np.concatenate([np.ones((len(means), 1)), -means], axis=1)
+
+
+def ols(y: np.ndarray, X: np.ndarray
+        ) -> tuple[np.ndarray, dict[str, np.ndarray], float, float]:
+    """OLS with classical and HC0-HC3 standard errors (statsmodels), fitted on the centred
+    design (:func:`centre`) and reported on the original location.
+
+    Returns
+    -------
+    params, bse, df_resid, resid_var
     """
     import statsmodels.api as sm
 
-    res = sm.OLS(np.asarray(y, dtype=float), np.asarray(X, dtype=float)).fit()
-    bse = {
-        "classical": np.asarray(res.bse),
-        "HC0": np.asarray(res.HC0_se),
-        "HC1": np.asarray(res.HC1_se),
-        "HC2": np.asarray(res.HC2_se),
-        "HC3": np.asarray(res.HC3_se),
-    }
-    return np.asarray(res.params), bse, float(res.df_resid)
+    Xc, means = centre(np.asarray(X, dtype=float)[None])
+    res = sm.OLS(np.asarray(y, dtype=float), Xc[0]).fit()
+    t = _intercept_row(means)[0]
+    covs = {"classical": res.cov_params(), "HC0": res.cov_HC0, "HC1": res.cov_HC1,
+            "HC2": res.cov_HC2, "HC3": res.cov_HC3}
+    bse = {}
+    for name, cov in covs.items():
+        se = np.sqrt(np.diagonal(np.asarray(cov))).copy()
+        with np.errstate(invalid="ignore"):
+            se[0] = np.sqrt(t @ np.asarray(cov) @ t)
+        bse[name] = se
+    params = np.asarray(res.params).copy()
+    params[0] = t @ params
+    return params, bse, float(res.df_resid), float(res.mse_resid)
 
 
 def ols_batch(
     y: np.ndarray, X: np.ndarray
-) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """OLS of many replications at once, with classical and HC0-HC3 SEs.
 
     Parameters
@@ -49,32 +88,65 @@ def ols_batch(
     params : ndarray (R, k)
     bse : dict of SE type -> ndarray (R, k)
     df_resid : ndarray (R,)
+    resid_var : ndarray (R,)
+        The residual variance (SSE / df).
 
     Notes
     -----
     HC0 is White's sandwich, HC1 = HC0 G / (G - k), HC2 weights squared residuals by
     1 / (1 - h), HC3 by 1 / (1 - h)^2, with h the hat values; the definitions of
-    statsmodels and R ``sandwich::vcovHC`` (checked in the tests to 1e-10).
+    statsmodels and R ``sandwich::vcovHC`` (checked in the tests to 1e-10). The fit is
+    on the centred design (:func:`centre`); the intercept and its SEs are transformed back
+    to the original location with the full covariance (b0 = t' b', Var(b0) = t' V t).
     """
     R, G, k = X.shape
+    X, means = centre(X)
+    t = _intercept_row(means)
     Xt = X.transpose(0, 2, 1)
     inv = np.linalg.inv(Xt @ X)
     params = (inv @ (Xt @ y[:, :, None]))[:, :, 0]
     e = y - (X @ params[:, :, None])[:, :, 0]
     df = G - k
     s2 = (e * e).sum(axis=1) / df
-    bse = {"classical": np.sqrt(s2[:, None] * np.diagonal(inv, axis1=1, axis2=2))}
+    diag = np.diagonal(inv, axis1=1, axis2=2).copy()
+    diag[:, 0] = np.einsum("rk,rkl,rl->r", t, inv, t)
+    with np.errstate(invalid="ignore"):
+        bse = {"classical": np.sqrt(s2[:, None] * diag)}
     XA = X @ inv  # (R, G, k): row g is x_g' (X'X)^-1
     h = np.einsum("rgk,rgk->rg", XA, X)
     XA2 = XA * XA
+    u2 = np.einsum("rgk,rk->rg", XA, t) ** 2  # (x_g' (X'X)^-1 t)^2: the intercept's terms
     e2 = e * e
     with np.errstate(divide="ignore", invalid="ignore"):
         weights = {"HC0": e2, "HC2": e2 / (1 - h), "HC3": e2 / (1 - h) ** 2}
     for name, w in weights.items():
         # diag of (X'X)^-1 X' W X (X'X)^-1 = column sums of w_g (x_g' (X'X)^-1)^2
-        bse[name] = np.sqrt(np.einsum("rg,rgk->rk", w, XA2))
+        var = np.einsum("rg,rgk->rk", w, XA2)
+        var[:, 0] = np.einsum("rg,rg->r", w, u2)
+        with np.errstate(invalid="ignore"):
+            bse[name] = np.sqrt(var)
     bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
-    return params, {t: bse[t] for t in SE_TYPES}, np.full(R, float(df))
+    params[:, 0] = np.einsum("rk,rk->r", t, params)
+    return params, {t_: bse[t_] for t_ in SE_TYPES}, np.full(R, float(df)), s2
+
+
+def perfect_fit(y: np.ndarray, resid_var: np.ndarray) -> np.ndarray:
+    """Whether each replication's second step fits y exactly: a residual variance at or
+    below :data:`PERFECT_FIT_SHARE` of Var(y) (or a constant y). Slopes and SEs are then
+    rounding noise (1e-16 with SEs of 6e-17), not estimates.
+
+    Parameters
+    ----------
+    y : ndarray (R, G)
+    resid_var : ndarray (R,)
+    """
+    var_y = np.var(y, axis=1, ddof=1)
+    return (resid_var <= PERFECT_FIT_SHARE * var_y) | (var_y == 0)
+
+
+def perfect_fit_flag() -> Flag:
+    """The flag of :func:`perfect_fit`."""
+    return flag(Reason.PERFECT_FIT)
 
 
 def design_problems(X: np.ndarray, finite: np.ndarray, has_reason: np.ndarray) -> np.ndarray:
@@ -103,7 +175,7 @@ def design_problems(X: np.ndarray, finite: np.ndarray, has_reason: np.ndarray) -
         add_flags(out, finite, flag(Reason.TOO_FEW_GROUPS,
                                     f"too few groups for the second step (G={G}, k={k})"))
         return out
-    sv = np.linalg.svd(X, compute_uv=False)
+    sv = np.linalg.svd(centre(X)[0], compute_uv=False)  # rank at any location of the columns
     tol = sv[:, :1] * max(G, k) * np.finfo(float).eps
     deficient = finite & np.any(sv <= tol, axis=1)
     add_flags(out, deficient, flag(
