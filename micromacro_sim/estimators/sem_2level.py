@@ -6,7 +6,10 @@ y = b0 + b_z' z + b_x' x^B + e. The model is fitted by ML from the likelihood of
 the within-group part; the kernels are :mod:`micromacro_sim.models.twolevel` (one x, with
 its batch partner :mod:`~micromacro_sim.models.twolevel_batch`),
 :mod:`~micromacro_sim.models.twolevel_multi` (several x) and
-:mod:`~micromacro_sim.models.twolevel_lavaan` (lavaan's default and the joint SEs).
+:mod:`~micromacro_sim.models.twolevel_lavaan` (lavaan's default and the joint SEs). Both
+engines fit the data centred (x at its grand mean, y and z at their means) and move the
+intercept and its SE back to the data's location with the full covariance of the
+estimates, so a variable far from 0 relative to its spread fits as well as it does at 0.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ class SEM2Level(Estimator):
         small: coverage of the nominal 95% interval for xi at Clark's row 16 (G = 100,
         n = 10, sigma2_nu = 9, r_zxi = .3; 1000 replications) is .953 (MCSE .007) by
         default and .909 (.009) with this option; at G = 50, .966 (.006) and .938 (.008).
+        Like lavaan's, these estimates depend on where the zero of x lies: the EM starts
+        at zero means and gives the between mean of x n/(n + 1) of the grand mean
+        (balanced groups), so shifting x by c moves that fixed mean by less than c and
+        changes every estimate (a mean of x far from 0 relative to its spread leaves the
+        fit not converged or on a bound); shifts of y and z move only the intercept, as
+        any shift does by default.
 
     A between variance at the zero bound is flagged ``negative_variance``; a singular
     between or within covariance (or information) ``not_positive_definite``; an optimizer

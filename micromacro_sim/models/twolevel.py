@@ -18,11 +18,11 @@ from micromacro_sim.models.twolevel_batch import (
     BatchStats,
     batch_derivs,
     class_stats,
-    joint_se_batch,
+    joint_cov_batch,
     newton_batch,
 )
 
-__all__ = ["TwoLevelFit", "fit_two_level", "joint_se_one"]
+__all__ = ["TwoLevelFit", "fit_two_level", "joint_cov_one"]
 
 
 @dataclass(frozen=True)
@@ -214,13 +214,12 @@ def fit_two_level(data: Dataset) -> TwoLevelFit:
     )
 
 
-def joint_se_one(d: _Data, fit: TwoLevelFit) -> np.ndarray | None:
-    """SEs of (b0, b_z, b_xi) of the joint ML (lavaan ``fixed.x = FALSE``) from the analytic
-    Hessian at ``fit.psi`` (:func:`~.twolevel_batch.joint_se_batch`); None when it is not
-    positive definite."""
+def joint_cov_one(d: _Data, fit: TwoLevelFit) -> np.ndarray:
+    """Covariance of (b0, b_z, b_xi) of the joint ML (lavaan ``fixed.x = FALSE``) from the
+    analytic Hessian at ``fit.psi`` (:func:`~.twolevel_batch.joint_cov_batch`: the batch's
+    own arithmetic); NaN where the Hessian is singular."""
     _, _, H = batch_derivs(d.stats, fit.psi[None])
-    se = joint_se_batch(fit.psi[None], H)[0]
-    return se if np.all(np.isfinite(se)) else None
+    return joint_cov_batch(fit.psi[None], H)[0]
 
 
 def _newton_polish(d: _Data, eta: np.ndarray) -> np.ndarray:

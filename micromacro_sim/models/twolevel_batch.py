@@ -6,14 +6,17 @@ likelihood, batched Newton; its per-dataset partner is :mod:`.twolevel`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from micromacro_sim.generate.batch import Batch
+from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.linalg import solve_batch
 
-__all__ = ["fit_batch_two_level", "joint_se_batch"]
+__all__ = ["centre", "fit_batch_two_level", "joint_cov_batch", "standard_errors",
+           "uncentre"]
 
 #: Relative size below which a variance counts as having hit the zero bound.
 BOUND_TOL = 1e-4
@@ -58,12 +61,78 @@ def class_stats(u: np.ndarray, X: np.ndarray, sizes: np.ndarray, ssw: np.ndarray
     )
 
 
-def _batch_stats(batch: Batch) -> tuple[BatchStats, np.ndarray, np.ndarray]:
+def centre(data: Dataset) -> tuple[Dataset, np.ndarray]:
+    """``data`` with x centred at its grand mean, y and z at their means, and those means.
+
+    The model is location-invariant: fitted to the centred copy, its slopes, variance
+    components and likelihood are those of ``data`` and only the intercept moves
+    (:func:`uncentre` moves it back), while the moment matrices stay well conditioned when
+    a variable lies far from 0 relative to its spread. The one place where both the batch
+    and the per-dataset path centre; a dataset's means depend on that dataset alone.
+
+    Returns
+    -------
+    centred : Dataset
+        A plain :class:`Dataset` of x - c_x, y - c_y and z - c_z (xi - c_x when present).
+    shift : ndarray (1 + q + p,)
+        c_y, c_z, c_x: the means subtracted, in the order of the terms.
+    """
+    cy, cz, cx = data.y.mean(), data.z.mean(axis=0), data.x.mean(axis=0)
+    centred = Dataset(group=data.group, x=data.x - cx, y=data.y - cy, z=data.z - cz,
+                      xi=None if data.xi is None else data.xi - cx, x_names=data.x_names,
+                      z_names=data.z_names, y_name=data.y_name, group_labels=data.group_labels,
+                      member=data.member)
+    return centred, np.concatenate([[cy], cz, cx])
+
+
+def uncentre(params: np.ndarray, cov: np.ndarray, shift: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Estimates and their covariance at the data's own location, from a centred fit.
+
+    Parameters
+    ----------
+    params : ndarray (R, k)
+        b0, b_z, b_x of the fits to the centred data (:func:`centre`).
+    cov : ndarray (R, k, k)
+        Their covariance (NaN where there is none).
+    shift : ndarray (R, k)
+        The means subtracted (c_y, c_z, c_x).
+
+    Returns
+    -------
+    params, cov : ndarray
+        b0 = b0' + c_y - c'b with c = (c_z, c_x) and the slopes unchanged, and T V T' with
+        T = [[1, -c'], [0, I]] (so Var(b0) = t' V t, t = (1, -c): the full covariance,
+        not only the variances). Every sum is written out, so a replication's numbers do
+        not depend on its batch.
+    """
+    k = params.shape[1]
+    c = shift[:, 1:]
+    out = params.copy()
+    out[:, 0] = (params[:, 0] + shift[:, 0]) - _rowdot(params[:, 1:], c)
+    TV = cov.copy()
+    for j in range(k):  # T V: row 0 becomes t' V
+        TV[:, 0, j] = cov[:, 0, j] - _rowdot(c, cov[:, 1:, j])
+    TVT = TV.copy()
+    for i in range(k):  # (T V) T': column 0 becomes (T V) t
+        TVT[:, i, 0] = TV[:, i, 0] - _rowdot(TV[:, i, 1:], c)
+    return out, TVT
+
+
+def standard_errors(cov: np.ndarray) -> np.ndarray:
+    """Square roots of the diagonal of stacked covariances, NaN where not positive."""
+    var = np.diagonal(cov, axis1=-2, axis2=-1)
+    return np.sqrt(np.where(var > 0, var, np.nan))
+
+
+def _batch_stats(batch: Batch, datasets: Sequence[Dataset] | None = None
+                 ) -> tuple[BatchStats, np.ndarray, np.ndarray]:
     """Class statistics of a batch, and Var(y), Var(xbar) per replication.
 
-    Each replication's statistics are computed from its own dataset alone (and placed in
-    the batch's size classes, which adds exact zeros), so they do not depend on which
-    other replications share the batch (the padded arrays of :class:`Batch` would).
+    ``datasets`` replaces the batch's own (the fit passes their centred copies). Each
+    replication's statistics are computed from its own dataset alone (and placed in the
+    batch's size classes, which adds exact zeros), so they do not depend on which other
+    replications share the batch (the padded arrays of :class:`Batch` would).
     """
     sizes = batch.sizes.astype(int)
     lo, C = int(sizes.min()), int(sizes.max() - sizes.min()) + 1
@@ -71,7 +140,7 @@ def _batch_stats(batch: Batch) -> tuple[BatchStats, np.ndarray, np.ndarray]:
     k = batch.z.shape[2] + 1
     count, M = np.zeros((R, C)), np.zeros((R, C, 2 + k, 2 + k))
     ssw, var_y, var_xbar = np.empty(R), np.empty(R), np.empty(R)
-    for r, d in enumerate(batch.datasets):
+    for r, d in enumerate(batch.datasets if datasets is None else datasets):
         xbar = d.xbar[:, 0]
         within = d.x[:, 0] - np.repeat(xbar, d.sizes)
         u = np.column_stack([d.y, xbar])
@@ -261,14 +330,17 @@ def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ML estimates and joint-ML SEs (:func:`joint_se_batch`) of every replication.
+    """ML estimates and joint-ML SEs (:func:`joint_cov_batch`) of every replication.
 
-    Returns params (R, k), SEs (R, k) and a mask of the replications the batch solution
-    covers: an interior optimum (both between variances clear of the zero bound by
-    :data:`_FAST_MARGIN`, relative), a converged Newton solve and a positive definite
-    information. The others go through the reference fit.
+    Each dataset is fitted centred (:func:`centre`) and its estimates moved back to its
+    own location (:func:`uncentre`), as the per-dataset path does. Returns params (R, k),
+    SEs (R, k) and a mask of the replications the batch solution covers: an interior
+    optimum (both between variances clear of the zero bound by :data:`_FAST_MARGIN`,
+    relative), a converged Newton solve and a positive definite information. The others
+    go through the reference fit.
     """
-    s, var_y, var_xbar = _batch_stats(batch)
+    centred = [centre(d) for d in batch.datasets]
+    s, var_y, var_xbar = _batch_stats(batch, [c[0] for c in centred])
     k = len(batch.terms) - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         psi = _start_batch(s, clamp=not batch.balanced)
@@ -283,22 +355,25 @@ def fit_batch_two_level(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         s2e = o00 - o01 * bx
         By, Bx = psi[:, 4 : 4 + k], psi[:, 4 + k :]
         params = np.concatenate([By - bx[:, None] * Bx, bx[:, None]], axis=1)
+        params, cov = uncentre(params, joint_cov_batch(psi, H),
+                               np.stack([c[1] for c in centred]))
         inside = (tau >= _FAST_MARGIN * var_xbar) & (s2e >= _FAST_MARGIN * var_y)
         ok = conv & inside & (s.n_within > 0) & np.all(np.isfinite(params), axis=1)
-        se = joint_se_batch(psi, H)
+        se = standard_errors(cov)
         ok &= np.all(np.isfinite(se), axis=1)
         se[~ok] = np.nan
     return params, se, ok
 
 
-def joint_se_batch(psi: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """SEs of (b0, b_z, b_xi) at the joint ML (lavaan ``fixed.x = FALSE``), (R, k + 1).
+def joint_cov_batch(psi: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Covariance of (b0, b_z, b_xi) at the joint ML (lavaan ``fixed.x = FALSE``),
+    (R, k + 1, k + 1).
 
     The model is a reparametrization of the saturated conditional model psi times the
     likelihood of z, whose parameters separate from psi, and b depends on psi only
     (b_xi = Omega_yx / Omega_xx, b_j = B_yj - b_xi B_xj): at the optimum the joint
     observed information gives Cov(b) = D H^-1 D' with D = db/dpsi (the delta method).
-    NaN where ``H`` is singular or a variance is not positive.
+    NaN where ``H`` is singular.
     """
     R, P = psi.shape
     k = (P - 4) // 2
@@ -314,5 +389,8 @@ def joint_se_batch(psi: np.ndarray, H: np.ndarray) -> np.ndarray:
     D[:, :k, 2] = -Bx / o11[:, None]
     D[:, :k, 3] = Bx * (bx / o11)[:, None]
     X = _solve(H, D.transpose(0, 2, 1))
-    var = np.stack([_rowdot(D[:, t], X[:, :, t]) for t in range(k + 1)], axis=1)
-    return np.sqrt(np.where(var > 0, var, np.nan))
+    cov = np.empty((R, k + 1, k + 1))
+    for a in range(k + 1):
+        for b in range(k + 1):
+            cov[:, a, b] = _rowdot(D[:, a], X[:, :, b])
+    return cov

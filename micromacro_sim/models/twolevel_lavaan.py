@@ -14,10 +14,10 @@ from the joint ML; where that start stalls or sits on a bound (the joint ML can 
 Var(e) = 0 while the conditional ML given lavaan's moments is interior), the caller
 restarts from :func:`regression_start` and compares :func:`conditional_objective`.
 
-:func:`joint_se` gives the SEs of the joint ML (lavaan ``fixed.x = FALSE``): the model is a
-reparametrization of the saturated conditional model psi (Sigma_w, Omega, B) times the
-likelihood of z, whose parameters separate, and b depends on psi only, so at the optimum
-the joint observed information gives Cov(b) = D H_psi^-1 D' with D = db/dpsi.
+:func:`joint_cov` gives the covariance of the joint ML (lavaan ``fixed.x = FALSE``): the
+model is a reparametrization of the saturated conditional model psi (Sigma_w, Omega, B)
+times the likelihood of z, whose parameters separate, and b depends on psi only, so at the
+optimum the joint observed information gives Cov(b) = D H_psi^-1 D' with D = db/dpsi.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from micromacro_sim.models.twolevel_multi import (
     psi_multi,
 )
 
-__all__ = ["conditional_objective", "fit_fixed_x", "joint_se", "lavaan_h1_moments",
-           "regression_start"]
+__all__ = ["conditional_objective", "fit_fixed_x", "joint_cov", "joint_se",
+           "lavaan_h1_moments", "regression_start"]
 
 #: lavaan's EM settings for the H1 two-level model (lavaan 0.6-14, ``lav_h1_implied_logl``).
 _EM_TOL, _EM_MAX_ITER, _EM_MIN_VAR = 1e-4, 5000, 1e-5
@@ -83,8 +83,23 @@ def _estep(b, xbar, sizes, y1y1, mu_z, s_zz, s_yz, s_b, s_w, mu_w, mu_b):
     return c_w - np.outer(m_w, m_w), c_b - np.outer(m_b, m_b), a_s.T, m_w, m_b
 
 
-def lavaan_h1_moments(data: Dataset) -> np.ndarray:
+def lavaan_h1_moments(data: Dataset, origin: np.ndarray | None = None) -> np.ndarray:
     """The level-2 moments lavaan's default holds fixed: its EM fit of the H1 model.
+
+    The EM starts at zero means, and the likelihood does not tell how the mean of x is
+    split between the levels: the start sets it (for balanced groups of size n the first
+    step puts n/(n + 1) of the grand mean in the between level, and it stays there), so
+    these moments, like lavaan's, depend on where the zero of x lies.
+
+    Parameters
+    ----------
+    data : Dataset
+    origin : ndarray (1 + q + p,), optional
+        Where the zero of the data as given to lavaan lies (y, z, then x) when ``data`` is
+        a shifted copy of it (:func:`~.twolevel_batch.centre`: minus the means
+        subtracted); the EM then starts there, which is lavaan's start in the shifted
+        coordinates, and the moments are lavaan's, shifted alike. Default: zeros
+        (``data`` as given).
 
     Returns
     -------
@@ -93,6 +108,7 @@ def lavaan_h1_moments(data: Dataset) -> np.ndarray:
         :meth:`~micromacro_sim.models.twolevel_multi.TwoLevelFitMulti.moments`).
     """
     q, p = data.n_z, data.n_x
+    origin = np.zeros(1 + q + p) if origin is None else np.asarray(origin, dtype=float)
     sizes = data.sizes.astype(float)
     xbar = data.xbar
     b = np.column_stack([data.y, data.z, xbar])  # lavaan's between-only (y, z), then x
@@ -100,10 +116,9 @@ def lavaan_h1_moments(data: Dataset) -> np.ndarray:
     dev = data.x - np.repeat(xbar, data.sizes, axis=0)
     wscatter, n_within = dev.T @ dev, float(data.n_persons - data.n_groups)
     y1y1 = data.x.T @ data.x
-    s_w, s_b, mu_w, mu_b = np.eye(p), np.eye(p), np.zeros(p), np.zeros(p)
+    s_w, s_b, mu_w, mu_b = np.eye(p), np.eye(p), np.zeros(p), origin[nz:].copy()
     s_yz = np.zeros((p, nz))
-    fx_old = _h1_loglik(b, sizes, wscatter, n_within, np.zeros(nz + p), np.eye(nz), s_yz,
-                        s_b, s_w)
+    fx_old = _h1_loglik(b, sizes, wscatter, n_within, origin, np.eye(nz), s_yz, s_b, s_w)
     mu_z = b[:, :nz].mean(axis=0)
     s_zz = np.atleast_2d(np.cov(b[:, :nz].T, ddof=0))
     for _ in range(_EM_MAX_ITER):
@@ -228,18 +243,26 @@ def _b_of_psi(psi: np.ndarray, p: int, q: int) -> np.ndarray:
     return np.concatenate([[B[0, 0] - B[0, 1:] @ bx], B[1:, 0] - B[1:, 1:] @ bx, bx])
 
 
-def joint_se(psi: np.ndarray, H: np.ndarray, p: int, q: int) -> np.ndarray | None:
-    """SEs of (b0, b_z, b_x) at the joint ML from the Hessian ``H`` of the negative
-    log-likelihood in psi; None when H is not positive definite along D."""
+def joint_cov(psi: np.ndarray, H: np.ndarray, p: int, q: int) -> np.ndarray | None:
+    """Covariance D H^-1 D' of (b0, b_z, b_x) at the joint ML from the Hessian ``H`` of the
+    negative log-likelihood in psi (D = db/dpsi by complex step); None when H is
+    singular."""
     D = np.empty((1 + q + p, len(psi)))
     for i in range(len(psi)):
         e = psi.astype(complex)
         e[i] += 1e-30j
         D[:, i] = _b_of_psi(e, p, q).imag / 1e-30
     try:
-        var = np.diag(D @ np.linalg.solve(H, D.T))
+        return D @ np.linalg.solve(H, D.T)
     except np.linalg.LinAlgError:
         return None
+
+
+def joint_se(psi: np.ndarray, H: np.ndarray, p: int, q: int) -> np.ndarray | None:
+    """SEs of (b0, b_z, b_x) from :func:`joint_cov`; None when H is not positive definite
+    along D."""
+    cov = joint_cov(psi, H, p, q)
+    var = np.full(1 + q + p, np.nan) if cov is None else np.diag(cov)
     if not np.all(np.isfinite(var) & (var > 0)):
         return None
     return np.sqrt(var)

@@ -3,6 +3,8 @@
 The joint ML (lavaan ``fixed.x = FALSE``; the default) or lavaan's default solution
 (``fixed.x = TRUE``: :mod:`.twolevel_lavaan`), for p >= 1 x; one x uses
 :mod:`.twolevel` (the partner of the batch kernel), several x :mod:`.twolevel_multi`.
+The data are fitted centred and the estimates moved back to their own location
+(:func:`~.twolevel_batch.centre`, :func:`~.twolevel_batch.uncentre`), as in the batch.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import numpy as np
 
 from micromacro_sim.core.status import Reason
 from micromacro_sim.generate.dataset import Dataset
-from micromacro_sim.models.twolevel import fit_two_level, joint_se_one, prepare_data
-from micromacro_sim.models.twolevel_batch import BOUND_TOL
+from micromacro_sim.models.twolevel import TwoLevelFit, fit_two_level, joint_cov_one, prepare_data
+from micromacro_sim.models.twolevel_batch import BOUND_TOL, centre, standard_errors, uncentre
 from micromacro_sim.models.twolevel_lavaan import (
     conditional_objective,
     fit_fixed_x,
-    joint_se,
+    joint_cov,
     lavaan_h1_moments,
     regression_start,
 )
 from micromacro_sim.models.twolevel_multi import (
+    TwoLevelFitMulti,
     conditional_multi,
     derivs_multi,
     fit_two_level_multi,
@@ -38,13 +41,21 @@ __all__ = ["TwoLevelEstimate", "estimate"]
 @dataclass(frozen=True)
 class TwoLevelEstimate:
     """Estimates (b0, b_z, b_x), their SEs (None when withheld), whether the optimizer
-    converged, the reason codes (empty for a clean fit) and the other parameters."""
+    converged, the reason codes (empty for a clean fit), the other parameters and the
+    covariance of the estimates (None when the SEs are withheld)."""
 
     params: np.ndarray
     se: np.ndarray | None
     converged: bool
     reasons: tuple[Reason, ...]
     extras: dict = field(default_factory=dict)
+    cov: np.ndarray | None = None
+
+
+#: What :func:`_joint` and :func:`_lavaan` return: estimates and their covariance (None
+#: when withheld) in the coordinates of the data they fit, convergence, the reason code
+#: and the other parameters.
+_Solution = tuple[np.ndarray, np.ndarray | None, bool, Reason | None, dict]
 
 
 def _within_singular(data: Dataset) -> bool:
@@ -56,31 +67,37 @@ def _within_singular(data: Dataset) -> bool:
                 or np.linalg.eigvalsh(scatter / np.outer(dw, dw))[0] < BOUND_TOL)
 
 
-def _joint(data: Dataset) -> tuple[np.ndarray, np.ndarray | None, bool, Reason | None, dict]:
-    """The joint ML and its SEs."""
+def _joint(data: Dataset) -> _Solution:
+    """The joint ML and the covariance of (b0, b_z, b_x)."""
     if data.n_x == 1:
         fit = fit_two_level(data)
         params = np.concatenate([[fit.b0], fit.b_z, [fit.b_xi]])
-        se = None if (fit.reason or not fit.converged) else joint_se_one(prepare_data(data), fit)
     else:
         fit = fit_two_level_multi(data)
         params = np.concatenate([[fit.b0], fit.b_z, fit.b_x])
-        se = None
-        if not (fit.reason or not fit.converged):
+    cov = None
+    if not (fit.reason or not fit.converged):
+        if data.n_x == 1:
+            cov = joint_cov_one(prepare_data(data), fit)
+        else:
             d, q, p = prepare_multi(data), data.n_z, data.n_x
             psi = psi_multi(*conditional_multi(fit.free(), q, p, fit.moments()))
-            se = joint_se(psi, derivs_multi(d, psi)[2], p, q)
+            cov = joint_cov(psi, derivs_multi(d, psi)[2], p, q)
     extras = {"sigma_w": fit.sigma_w, "sigma2_e": fit.sigma2_e, "var_xb": fit.s_xx,
               "cov_z_xb": fit.s_zx, "loglik": fit.loglik, "grad_max": fit.grad_max}
-    return params, se, fit.converged, fit.reason, extras | {"_fit": fit}
+    return params, cov, fit.converged, fit.reason, extras | {"_fit": fit}
 
 
-def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Reason | None,
-                                         dict]:
-    """lavaan's default: moments fixed at its EM H1 fit, the rest by ML given them."""
+def _lavaan(data: Dataset, fit: TwoLevelFit | TwoLevelFitMulti, origin: np.ndarray
+            ) -> _Solution:
+    """lavaan's default: moments fixed at its EM H1 fit, the rest by ML given them.
+
+    ``origin`` is where the zero of the data as given lies in ``data`` (centred): lavaan's
+    EM starts there (:func:`~.twolevel_lavaan.lavaan_h1_moments`).
+    """
     q, p = data.n_z, data.n_x
     nw = p * (p + 1) // 2
-    moments = lavaan_h1_moments(data)
+    moments = lavaan_h1_moments(data, origin)
     d = prepare_multi(data)
     var = np.var(np.column_stack([data.y, data.xbar]), axis=0)
 
@@ -101,24 +118,29 @@ def _lavaan(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray | None, bool, Re
             theta, conv, H, reason = alt, alt_conv, alt_H, verdict(alt)
     sw = conditional_multi(theta, q, p, moments)[0]
     s2e = float(theta[-1])
-    se = None
+    cov = None
     if conv and reason is None:
+        b = slice(nw, nw + 1 + q + p)
         with np.errstate(all="ignore"):
             try:
-                v = np.diag(np.linalg.inv(H))[nw : nw + 1 + q + p]
+                cov = np.linalg.inv(H)[b, b]
             except np.linalg.LinAlgError:
-                v = np.full(1 + q + p, np.nan)
-        se = np.sqrt(v) if np.all(np.isfinite(v) & (v > 0)) else None
+                cov = None
     i = q + q * (q + 1) // 2
     extras = {"sigma_w": sw if p > 1 else float(sw[0, 0]), "sigma2_e": s2e,
               "var_xb": (unvech(moments[i + q * p : i + q * p + nw], p) if p > 1
                          else float(moments[i + q * p])),
               "cov_z_xb": moments[i : i + q * p].reshape(q, p)}
-    return theta[nw : nw + 1 + q + p], se, conv, reason, extras
+    return theta[nw : nw + 1 + q + p], cov, conv, reason, extras
 
 
 def estimate(data: Dataset, *, lavaan_fixed_x: bool = False) -> TwoLevelEstimate:
     """Fit the two-level model to one dataset.
+
+    The fit is made to the centred data (:func:`~.twolevel_batch.centre`) and moved back
+    to the data's own location (:func:`~.twolevel_batch.uncentre`: the intercept and its
+    variance by the full covariance of the estimates); with ``lavaan_fixed_x`` lavaan's
+    EM starts at the data's own zero, as lavaan's does.
 
     Reasons: ``NOT_POSITIVE_DEFINITE`` for collinear x within groups (no estimates), or a
     singular information / between covariance; ``NEGATIVE_VARIANCE`` at the zero bound;
@@ -126,14 +148,20 @@ def estimate(data: Dataset, *, lavaan_fixed_x: bool = False) -> TwoLevelEstimate
     are given only for a clean fit.
     """
     k = 1 + data.n_z + data.n_x
-    if data.n_x > 1 and _within_singular(data):
+    centred, shift = centre(data)
+    if data.n_x > 1 and _within_singular(centred):
         return TwoLevelEstimate(np.full(k, np.nan), None, False,
                                 (Reason.NOT_POSITIVE_DEFINITE,))
     with np.errstate(all="ignore"):
-        params, se, conv, reason, extras = _joint(data)
+        params, cov, conv, reason, extras = _joint(centred)
         fit = extras.pop("_fit")
         if lavaan_fixed_x:
-            params, se, conv, reason, extras = _lavaan(data, fit)
+            params, cov, conv, reason, extras = _lavaan(centred, fit, -shift)
+        params, cov = (a[0] for a in uncentre(
+            params[None], np.full((1, k, k), np.nan) if cov is None else cov[None],
+            shift[None]))
+    se = standard_errors(cov)
+    se = se if np.all(np.isfinite(se)) else None
     reasons = [] if conv else [Reason.NOT_CONVERGED]
     if reason is not None:
         reasons.append(reason)
@@ -141,4 +169,6 @@ def estimate(data: Dataset, *, lavaan_fixed_x: bool = False) -> TwoLevelEstimate
         reasons.append(Reason.NOT_POSITIVE_DEFINITE)
     if not np.all(np.isfinite(params)) and Reason.NOT_CONVERGED not in reasons:
         reasons.insert(0, Reason.NOT_CONVERGED)
-    return TwoLevelEstimate(params, se if not reasons else None, conv, tuple(reasons), extras)
+    withheld = bool(reasons) or se is None
+    return TwoLevelEstimate(params, None if withheld else se, conv, tuple(reasons), extras,
+                            None if withheld else cov)
