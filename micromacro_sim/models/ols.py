@@ -35,7 +35,10 @@ def centre(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Xc : ndarray (R, G, k)
     means : ndarray (R, k - 1)
     """
-    means = X[:, :, 1:].mean(axis=1)
+    # each replication's column sums over its own contiguous row of G values (pairwise
+    # summation per row): the same bits whatever the batch size
+    cols = np.ascontiguousarray(X[:, :, 1:].transpose(0, 2, 1))
+    means = cols.sum(axis=-1) / X.shape[1]
     Xc = X.copy()
     Xc[:, :, 1:] -= means[:, None, :]
     return Xc, means
@@ -109,24 +112,24 @@ def ols_batch(
     df = G - k
     s2 = (e * e).sum(axis=1) / df
     diag = np.diagonal(inv, axis1=1, axis2=2).copy()
-    diag[:, 0] = np.einsum("rk,rkl,rl->r", t, inv, t)
+    diag[:, 0] = (t * (inv @ t[:, :, None])[:, :, 0]).sum(axis=1)
     with np.errstate(invalid="ignore"):
         bse = {"classical": np.sqrt(s2[:, None] * diag)}
     XA = X @ inv  # (R, G, k): row g is x_g' (X'X)^-1
     h = np.einsum("rgk,rgk->rg", XA, X)
     XA2 = XA * XA
-    u2 = np.einsum("rgk,rk->rg", XA, t) ** 2  # (x_g' (X'X)^-1 t)^2: the intercept's terms
+    u2 = (XA @ t[:, :, None])[:, :, 0] ** 2  # (x_g' (X'X)^-1 t)^2: the intercept's terms
     e2 = e * e
     with np.errstate(divide="ignore", invalid="ignore"):
         weights = {"HC0": e2, "HC2": e2 / (1 - h), "HC3": e2 / (1 - h) ** 2}
     for name, w in weights.items():
         # diag of (X'X)^-1 X' W X (X'X)^-1 = column sums of w_g (x_g' (X'X)^-1)^2
         var = np.einsum("rg,rgk->rk", w, XA2)
-        var[:, 0] = np.einsum("rg,rg->r", w, u2)
+        var[:, 0] = (w * u2).sum(axis=1)
         with np.errstate(invalid="ignore"):
             bse[name] = np.sqrt(var)
     bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
-    params[:, 0] = np.einsum("rk,rk->r", t, params)
+    params[:, 0] = (t * params).sum(axis=1)
     return params, {t_: bse[t_] for t_ in SE_TYPES}, np.full(R, float(df)), s2
 
 
