@@ -85,11 +85,12 @@ def test_kills_at_several_moments_then_resume_equals_uninterrupted(tmp_path, ref
     total = 2 * CFG["replications"] // CFG["chunk_size"]
     moments = [("lock", signal.SIGKILL), (3, signal.SIGKILL), (10, signal.SIGTERM)]
     for when, sig in moments:
+        base = _count_shards(out)  # shards of the earlier attempts: wait for new ones
         proc = _start(cfg_path)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if (when == "lock" and (out / ".lock").exists()) or (
-                    when != "lock" and _count_shards(out) >= when):
+                    when != "lock" and _count_shards(out) >= base + when):
                 break
             time.sleep(0.01)
         time.sleep(random.Random(7).uniform(0.0, 0.1))

@@ -243,3 +243,18 @@ def test_warnings_are_one_line_once(capsys):
             warnings.warn("overflow encountered\n   in exp", RuntimeWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "warning: overflow encountered in exp\n"
+
+
+def test_a_run_killed_before_its_first_manifest_can_be_resumed(tmp_path):
+    """The lock is the first thing a run writes: what a killed run left beside it (its
+    scenarios table, its reserve) is its own, not a user's."""
+    import socket
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": 999999999, "host": socket.gethostname(),
+                                           "started": "2026-01-01T00:00:00+00:00"}))
+    (out / "scenarios.parquet").write_bytes(b"cut short")
+    (out / ".reserve").write_bytes(b"\0" * 16)
+    res = run(_cfg(), run_dir=out, progress=False)
+    assert res.replications_run == 16 and read_manifest(out)["status"] == "complete"

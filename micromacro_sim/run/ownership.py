@@ -24,7 +24,7 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design import config as design_config
 from micromacro_sim.design.config import RunConfig
 from micromacro_sim.run.atomic import TMP_SUFFIX
-from micromacro_sim.run.lock import live_locks
+from micromacro_sim.run.lock import LOCK_NAME, live_locks, read_holder
 from micromacro_sim.run.storage import TABLES
 
 __all__ = ["design_change", "foreign_entries", "identity_change", "is_own_manifest",
@@ -128,13 +128,26 @@ def design_change(old_raw: Any, config: RunConfig) -> str | None:
     return None
 
 
+def _left_by_a_run(run_dir: Path) -> bool:
+    """Whether the folder holds a lock file written by a run of this tool."""
+    names = [LOCK_NAME] + [p.name for p in run_dir.glob(".lock.part-*")] if run_dir.is_dir() \
+        else []
+    for name in names:
+        holder = read_holder(run_dir, name)
+        if isinstance(holder, dict) and {"pid", "host"} <= set(holder):
+            return True
+    return False
+
+
 def refuse_foreign(run_dir: Path) -> None:
     """Refuse a folder without a manifest that holds something in the way of a run.
 
     A folder a live run or part of this tool holds (its lock names a running process) is
     being written by it (the parts of an array start side by side), so nothing there is
-    foreign yet."""
-    if live_locks(run_dir):
+    foreign yet; so is a folder whose lock a killed run of this tool left before it wrote
+    its first manifest (the lock is the first thing a run writes: its holder record names
+    a process on a host)."""
+    if live_locks(run_dir) or _left_by_a_run(run_dir):
         return
     found = foreign_entries(run_dir)
     if found:
