@@ -186,9 +186,15 @@ def test_an_extension_marks_the_summary_stale(tmp_path, capsys):
     assert main(["run", str(cfg), "--quiet", "--replications", "12"]) == 0
     assert "stale" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stale"] is True
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    assert "summary: stale (16 replications summarized" in capsys.readouterr().out
     assert main(["summarize", str(tmp_path / "run")]) == 0
     record = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert record["stale"] is False and set(record["replications"].values()) == {12}
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "run")]) == 0
+    assert "summary: current (24 replications summarized" in capsys.readouterr().out
 
 
 def test_parts_of_another_split_are_refused_until_the_array_finishes(tmp_path):

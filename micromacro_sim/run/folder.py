@@ -16,10 +16,12 @@ from typing import Any
 
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.run.lock import live_locks, read_holder
+from micromacro_sim.run.manifest import SUMMARY_RECORD, ledger_digest
 from micromacro_sim.run.reading import check_manifest
 from micromacro_sim.run.storage import completed_ranges, missing_ranges, read_manifest
 
-__all__ = ["ScenarioProgress", "dead_holders", "folder_progress", "format_progress"]
+__all__ = ["ScenarioProgress", "dead_holders", "folder_progress", "format_progress",
+           "summary_state"]
 
 #: The lock files of a whole run and of parts (see :mod:`.lock`).
 _LOCK_FILE = re.compile(r"^\.lock(\.part-\d+-of-\d+)?$")
@@ -107,6 +109,9 @@ def format_progress(run_dir: str | Path) -> str:
                      "met every target")
     for name, holder in live_locks(run_dir).items():
         lines.append(f"running: {_holder_text(name, holder)}")
+    summary = summary_state(Path(run_dir), manifest)
+    if summary:
+        lines.append(summary)
     width = max([len(r.label) for r in rows] + [8])
     lines.append(f"{'scenario':16s}  {'label':{width}s}  {'done':>7s}  {'of':>7s}  missing")
     for r in rows:
@@ -116,3 +121,23 @@ def format_progress(run_dir: str | Path) -> str:
         lines.append(f"{r.key:16s}  {r.label:{width}s}  {r.done:7d}  {r.total:7d}  "
                      f"{gaps or '-'}")
     return "\n".join(lines)
+
+
+def summary_state(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """One line on the folder's summary: current, or stale since the folder changed ("" when
+    the folder holds no summary record)."""
+    import json
+
+    try:
+        record = json.loads((run_dir / SUMMARY_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(record, dict):
+        return ""
+    counts = record.get("replications") or {}
+    n = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else 0
+    when = record.get("created", "?")
+    if record.get("ledger") == ledger_digest(manifest) and not record.get("stale"):
+        return f"summary: current ({n} replications summarized, {when})"
+    return (f"summary: stale ({n} replications summarized, {when}; the folder changed since): "
+            "run micromacro summarize to refresh it")
