@@ -33,7 +33,7 @@ import numpy as np
 from micromacro_sim.core.status import Reason, flag, no_flags
 from micromacro_sim.models import cfa_solver as solver
 
-__all__ = ["MARKER_COND", "TIE_TOL", "fit_arrays"]
+__all__ = ["MARKER_COND", "TIE_TOL", "fit_arrays", "marker_singular", "verdicts"]
 
 #: Two solutions whose discrepancies differ by less than this are the same optimum.
 TIE_TOL = 1e-9
@@ -50,7 +50,7 @@ def _to_marker(th: np.ndarray, n: int) -> np.ndarray:
                                (th[:, -1] * lam1**2)[:, None]], axis=1)
 
 
-def _marker_singular(theta: np.ndarray, S: np.ndarray, logdet_s: np.ndarray) -> np.ndarray:
+def marker_singular(theta: np.ndarray, S: np.ndarray, logdet_s: np.ndarray) -> np.ndarray:
     """Whether the information of the free parameters (first loading fixed) is singular."""
     R, k = theta.shape
     out = ~np.all(np.isfinite(theta), axis=1)
@@ -69,7 +69,7 @@ def _marker_singular(theta: np.ndarray, S: np.ndarray, logdet_s: np.ndarray) -> 
     return out
 
 
-def _verdicts(theta: np.ndarray, conv: np.ndarray, s_pd: np.ndarray,
+def verdicts(theta: np.ndarray, conv: np.ndarray, s_pd: np.ndarray,
               marker_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flags and admissibility of solutions in the marker parametrization."""
     R = len(theta)
@@ -129,10 +129,10 @@ def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
     conv = np.where(lower, c_n, c_p)
     iters = np.where(lower, i_n, i_p)
 
-    bad_p = _marker_singular(th_p, S_use, logdet_s)
-    bad = np.where(lower, _marker_singular(th_n, S_use, logdet_s), bad_p)
-    flags, admissible = _verdicts(theta, conv, s_pd, bad)
-    lavaan_flags, lavaan_ok = _verdicts(th_p, c_p, s_pd, bad_p)
+    bad_p = marker_singular(th_p, S_use, logdet_s)
+    bad = np.where(lower, marker_singular(th_n, S_use, logdet_s), bad_p)
+    flags, admissible = verdicts(theta, conv, s_pd, bad)
+    lavaan_flags, lavaan_ok = verdicts(th_p, c_p, s_pd, bad_p)
     hidden = lower & c_p & lavaan_ok & ~admissible
     for r in np.flatnonzero(hidden):
         flags[r] = tuple(flags[r]) + (flag(Reason.LOWER_INADMISSIBLE_OPTIMUM),)

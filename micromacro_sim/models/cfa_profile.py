@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micromacro_sim.core.status import Reason, flag, no_flags
+from micromacro_sim.core.status import Reason, flag
 from micromacro_sim.models import cfa_solver as solver
-from micromacro_sim.models.cfa_fit import MARKER_COND, TIE_TOL
+from micromacro_sim.models.cfa_fit import TIE_TOL, marker_singular, verdicts
 from micromacro_sim.models.cfa_profile_derivs import (
     Profile,
     bases,
@@ -293,59 +293,10 @@ def minimize(p0: np.ndarray, wchart: np.ndarray, L: np.ndarray, dS: np.ndarray,
 
 
 # ------------------------------------------------------------------ the verdicts
-# _to_marker is not needed (the reconstruction is already in the marker
-# parametrization); _marker_singular and _verdicts are private in cfa_fit and copied here
-# unchanged, so the verdict rules are the same.
+# The verdict rules are cfa_fit's own (marker_singular, verdicts); the reconstruction is
+# already in the marker parametrization.
 
 
-def _marker_singular(theta: np.ndarray, S: np.ndarray, logdet_s: np.ndarray) -> np.ndarray:
-    """Whether the information of the free parameters (first loading fixed) is singular."""
-    out = ~np.all(np.isfinite(theta), axis=1)
-    idx = np.flatnonzero(~out)
-    if not len(idx):
-        return out
-    f, A = solver.discrepancy(theta[idx], S[idx], logdet_s[idx])
-    good = np.isfinite(f)
-    out[idx[~good]] = True
-    idx = idx[good]
-    if len(idx):
-        info = solver.derivatives(theta[idx], S[idx], A[good])[1][:, 1:, 1:]
-        with np.errstate(all="ignore"):
-            cond = np.linalg.cond(info)
-        out[idx] = ~(cond < MARKER_COND)
-    return out
-
-
-def _verdicts(theta: np.ndarray, conv: np.ndarray, s_pd: np.ndarray,
-              marker_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flags and admissibility of solutions in the marker parametrization."""
-    R = len(theta)
-    n = (theta.shape[1] - 1) // 2
-    psi, phi = theta[:, n : 2 * n], theta[:, -1]
-    with np.errstate(invalid="ignore"):
-        negative = (phi <= 0) | np.any(psi <= 0, axis=1)
-    finite = np.all(np.isfinite(theta), axis=1)
-    implied = solver.sigma(np.nan_to_num(theta))
-    _, sig_pd = solver.cholesky(np.where(finite[:, None, None], implied, 0.0))
-    flags = no_flags(R)
-    admissible = np.ones(R, dtype=bool)
-    for r in range(R):
-        if not s_pd[r]:
-            flags[r], admissible[r] = (flag(Reason.SAMPLE_COV_NOT_PD),), False
-            continue
-        parts = [] if conv[r] else [flag(Reason.NOT_CONVERGED)]
-        if negative[r]:
-            parts.append(flag(Reason.NEGATIVE_VARIANCE))
-        elif not (finite[r] and sig_pd[r]):
-            parts.append(flag(Reason.NOT_POSITIVE_DEFINITE))
-        if marker_bad[r] and conv[r]:
-            parts.append(flag(Reason.MARKER_NOT_IDENTIFIED))
-        admissible[r] = not any(p.code != Reason.NOT_CONVERGED for p in parts)
-        flags[r] = tuple(parts)
-    return flags, admissible
-
-
-# ------------------------------------------------------------------ the driver
 def _choose(f: np.ndarray, conv: np.ndarray, positive: np.ndarray,
             rec_conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per replication, the kept run (an index over the starts) and whether any converged.
@@ -434,10 +385,10 @@ def fit_arrays_profiled(X: np.ndarray) -> dict[str, np.ndarray]:
         iters[todo], lower[todo] = sol["iters"], sol["lower"]
         th_p[todo], c_p[todo] = sol["rec_theta"], sol["rec_conv"]
 
-    bad_p = _marker_singular(th_p, S_use, logdet_s)
-    bad = np.where(lower, _marker_singular(theta, S_use, logdet_s), bad_p)
-    flags, admissible = _verdicts(theta, conv, s_pd, bad)
-    lavaan_flags, lavaan_ok = _verdicts(th_p, c_p, s_pd, bad_p)
+    bad_p = marker_singular(th_p, S_use, logdet_s)
+    bad = np.where(lower, marker_singular(theta, S_use, logdet_s), bad_p)
+    flags, admissible = verdicts(theta, conv, s_pd, bad)
+    lavaan_flags, lavaan_ok = verdicts(th_p, c_p, s_pd, bad_p)
     hidden = lower & c_p & lavaan_ok & ~admissible
     for r in np.flatnonzero(hidden):
         flags[r] = tuple(flags[r]) + (flag(Reason.LOWER_INADMISSIBLE_OPTIMUM),)
