@@ -137,3 +137,18 @@ def test_adaptive_targets_have_the_planning_floor():
     with pytest.raises(ConfigError, match=r"^replications\.target_mcse\.bias: expected at least"):
         parse_adaptive({**spec, "target_mcse": {"bias": 1e-300}})
     assert parse_adaptive({**spec, "target_mcse": {"bias": 0.005}}).targets[0][1] == 0.005
+
+
+@pytest.mark.parametrize("where", ["adaptive", "policy"])
+def test_whole_floats_in_other_integer_settings_get_the_hint(where):
+    from micromacro_sim.run.configure import parse_config
+
+    cfg = {"name": "x", "seed": 1, "replications": 3, "methods": ["true"],
+           "fixed": {"n_groups": 20, "group_size": 4, "r_zxi": 0.3, "icc": 0.2}}
+    if where == "adaptive":
+        cfg["replications"] = {"target_mcse": {"bias": 0.01}, "min": 1e3, "max": 2000,
+                               "block": 10}
+    else:
+        cfg["admissibility"] = {"max_redraws": 1e2}
+    with pytest.raises(ConfigError, match=r"\(write 1\d+: an integer takes no exponent"):
+        parse_config(cfg)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.measures import Measure, check_target, parse_measure
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class Adaptive:
 
 def _int(value: Any, field: str, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{field}: expected an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{field}: expected an integer >= {low}, got {value!r}"
+                          f"{integer_hint(value)}")
     return value
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.scenario import Scenario
 
 __all__ = ["GATE_REQUIREMENTS", "MODES", "GateRequirement", "Policy"]
@@ -79,7 +80,8 @@ class Policy:
             )
         mr = value.get("max_redraws", cls.max_redraws)
         if not isinstance(mr, int) or isinstance(mr, bool) or mr < 0:
-            raise ConfigError(f"admissibility.max_redraws: expected an integer >= 0, got {mr!r}")
+            raise ConfigError(f"admissibility.max_redraws: expected an integer >= 0, got {mr!r}"
+                              f"{integer_hint(mr)}")
         return cls(mode=mode, gate=gate, max_redraws=mr)
 
     def to_config(self) -> dict[str, Any]:
