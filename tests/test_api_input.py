@@ -65,3 +65,13 @@ def test_a_frame_passed_as_a_column_is_named_briefly(frame):
     message = _refused(frame, x=frame)
     assert message == ("x: expected a column name or a list of column names (str), got a "
                        "pandas.DataFrame")
+
+
+def test_prepare_refuses_what_is_not_a_dataframe():
+    import numpy as np
+
+    from micromacro_sim.api.userdata import prepare
+    from micromacro_sim.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"^data: expected a pandas DataFrame .*ndarray"):
+        prepare(np.zeros((3, 3)), group="g", x="x", y="y")

@@ -296,6 +296,9 @@ def prepare(
         infinite values, missing or duplicate member ids, too few groups, or no
         within-group replication.
     """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"data: expected a pandas DataFrame (one row per member), got a "
+                        f"{type(frame).__module__}.{type(frame).__name__}")
     xs, zs = _as_list(x), _as_list(z)
     if not xs:
         raise DataError("x: at least one member-level column is needed")
