@@ -4,8 +4,9 @@ Four corpora, each run with the package of one checkout:
 
 * ``clark2020_row16``: the row-16 cell (``sigma2_nu: 9``) of ``configs/clark2020.yaml``;
 * ``fjk2018_balanced_g30``: the 12 balanced G = 30 cells of ``configs/fjk2018.yaml``
-  (``n_groups: 30`` and ``group_size: 10``, the only balanced size of its grid);
-* ``cv2007``: every cell of ``configs/cv2007.yaml``;
+  (``n_groups: 30`` and ``group_size: 10``, the only balanced size of its grid), with the
+  seed study's ten methods;
+* ``cv2007``: every cell of ``configs/cv2007.yaml``, with the seed study's ten methods;
 * ``crosscheck``: the datasets of ``tools/crosscheck_r.py`` (four designs, 25 each, drawn
   from their own seeds) fitted through ``micromacro_sim.fit(...)``.
 
@@ -57,18 +58,26 @@ class RunCorpus:
         Grid factor -> the levels kept (each must be one of the config's levels).
     replications : int
         Replications per cell.
+    methods_from : str or None
+        A shipped config whose method list replaces this one's (every method where it
+        applies, not only those the study itself ran).
     """
 
     config: str
     keep: dict[str, list[Any]] = field(default_factory=dict)
     replications: int = 1000
+    methods_from: str | None = None
 
+
+#: The seed study: its ten methods are the "every method" of the equivalence rule.
+SEED_STUDY = "configs/clark2020.yaml"
 
 RUN_CORPORA: dict[str, RunCorpus] = {
     "clark2020_row16": RunCorpus("configs/clark2020.yaml", {"sigma2_nu": [9]}, 1000),
     "fjk2018_balanced_g30": RunCorpus("configs/fjk2018.yaml",
-                                      {"n_groups": [30], "group_size": [10]}, 1000),
-    "cv2007": RunCorpus("configs/cv2007.yaml", {}, 200),
+                                      {"n_groups": [30], "group_size": [10]}, 1000,
+                                      methods_from=SEED_STUDY),
+    "cv2007": RunCorpus("configs/cv2007.yaml", {}, 200, methods_from=SEED_STUDY),
 }
 CROSSCHECK = "crosscheck"
 CORPORA = (*RUN_CORPORA, CROSSCHECK)
@@ -131,6 +140,9 @@ def derive_config(root: Path, name: str, *, quick: bool, n_jobs: int) -> dict[st
             raise ValueError(f"{corpus.config}: grid.{factor} has no level {missing}")
         grid[factor] = list(levels)
     raw["grid"] = grid
+    if corpus.methods_from is not None:
+        seed = yaml.safe_load((root / corpus.methods_from).read_text(encoding="utf-8"))
+        raw["methods"] = list(seed["methods"])
     raw["replications"] = QUICK_REPLICATIONS if quick else corpus.replications
     raw["n_jobs"] = int(n_jobs)
     raw.pop("output", None)
