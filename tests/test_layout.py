@@ -136,3 +136,19 @@ def test_run_is_a_short_sequence() -> None:
         if p.stem != "runner":
             assert "micromacro_sim.run.runner" not in _imports_of(p), p.name
     assert callable(runner.run)
+
+
+def test_no_stage_imports_the_package_root() -> None:
+    """Stages import their own modules, never ``micromacro_sim`` itself (its lazy names go
+    through api and would join every stage in one circle)."""
+    bad = []
+    for p in sorted(PKG.rglob("*.py")):
+        if p.parent == PKG:  # the root, __main__ and the shims
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "micromacro_sim":
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(a.name == "micromacro_sim"
+                                                      for a in node.names):
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad
