@@ -29,16 +29,12 @@ from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design.config import RunConfig
 from micromacro_sim.run.configure import load_config, parse_config
 from micromacro_sim.run.runner import RunResult, run
+from micromacro_sim.run.session import default_run_dir
 
 __all__ = ["Simulation", "default_run_dir", "simulate"]
 
 #: Top-level config keys :func:`simulate` accepts as keyword overrides.
 OVERRIDES = ("replications", "seed", "n_jobs", "chunk_size", "engine", "backend", "address")
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    """The folder ``micromacro run`` uses: the config's ``output``, else results/<name>."""
-    return Path(config.output) if config.output is not None else Path("results") / config.name
 
 
 def _as_config(config: str | Path | Mapping[str, Any] | RunConfig, force: bool,

@@ -28,12 +28,14 @@ gate); the datasets where lavaan's optimizer lands in another basin are listed i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from micromacro_sim.core.status import Reason, flag, no_flags
 from micromacro_sim.models import cfa_solver as solver
 
-__all__ = ["MARKER_COND", "TIE_TOL", "fit_arrays", "marker_singular", "verdicts"]
+__all__ = ["MARKER_COND", "TIE_TOL", "Kept", "finish", "fit_arrays", "marker_singular", "verdicts"]
 
 #: Two solutions whose discrepancies differ by less than this are the same optimum.
 TIE_TOL = 1e-9
@@ -98,6 +100,38 @@ def verdicts(theta: np.ndarray, conv: np.ndarray, s_pd: np.ndarray,
     return flags, admissible
 
 
+@dataclass(frozen=True)
+class Kept:
+    """The kept solution of every replication (marker parametrization), before verdicts;
+    ``lower`` marks replications whose kept solution is not the positive start's."""
+
+    theta: np.ndarray
+    f: np.ndarray
+    conv: np.ndarray
+    iters: np.ndarray
+    lower: np.ndarray
+
+
+def finish(kept: Kept, th_p: np.ndarray, c_p: np.ndarray, S: np.ndarray,
+           logdet_s: np.ndarray, s_pd: np.ndarray, mu: np.ndarray) -> dict[str, np.ndarray]:
+    """The verdicts of the kept solution and of the positive start's (lavaan's basin), and
+    the fields of a ``CFABatch``: the one end of every one-factor CFA driver."""
+    n = mu.shape[1]
+    theta, lower = kept.theta, kept.lower
+    bad_p = marker_singular(th_p, S, logdet_s)
+    bad = np.where(lower, marker_singular(theta, S, logdet_s), bad_p)
+    flags, admissible = verdicts(theta, kept.conv, s_pd, bad)
+    lavaan_flags, lavaan_ok = verdicts(th_p, c_p, s_pd, bad_p)
+    hidden = lower & c_p & lavaan_ok & ~admissible
+    for r in np.flatnonzero(hidden):
+        flags[r] = tuple(flags[r]) + (flag(Reason.LOWER_INADMISSIBLE_OPTIMUM),)
+    return dict(
+        loadings=theta[:, :n], residual_variances=theta[:, n : 2 * n],
+        factor_variance=theta[:, -1], intercepts=mu, fmin=kept.f / 2, converged=kept.conv,
+        admissible=admissible, flags=flags, n_iter=kept.iters, lavaan_flags=lavaan_flags,
+    )
+
+
 def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
     """Fit every replication of ``X`` (R, G, n); the fields of a ``CFABatch`` plus
     ``lavaan_flags`` (the positive start's verdict)."""
@@ -129,15 +163,5 @@ def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
     conv = np.where(lower, c_n, c_p)
     iters = np.where(lower, i_n, i_p)
 
-    bad_p = marker_singular(th_p, S_use, logdet_s)
-    bad = np.where(lower, marker_singular(th_n, S_use, logdet_s), bad_p)
-    flags, admissible = verdicts(theta, conv, s_pd, bad)
-    lavaan_flags, lavaan_ok = verdicts(th_p, c_p, s_pd, bad_p)
-    hidden = lower & c_p & lavaan_ok & ~admissible
-    for r in np.flatnonzero(hidden):
-        flags[r] = tuple(flags[r]) + (flag(Reason.LOWER_INADMISSIBLE_OPTIMUM),)
-    return dict(
-        loadings=theta[:, :n], residual_variances=theta[:, n : 2 * n],
-        factor_variance=theta[:, -1], intercepts=mu, fmin=f / 2, converged=conv,
-        admissible=admissible, flags=flags, n_iter=iters, lavaan_flags=lavaan_flags,
-    )
+    kept = Kept(theta, f, conv, iters, lower)
+    return finish(kept, th_p, c_p, S_use, logdet_s, s_pd, mu)

@@ -41,9 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micromacro_sim.core.status import Reason, flag
 from micromacro_sim.models import cfa_solver as solver
-from micromacro_sim.models.cfa_fit import TIE_TOL, marker_singular, verdicts
+from micromacro_sim.models.cfa_fit import TIE_TOL, Kept, finish
 from micromacro_sim.models.cfa_profile_derivs import (
     Profile,
     bases,
@@ -385,15 +384,4 @@ def fit_arrays_profiled(X: np.ndarray) -> dict[str, np.ndarray]:
         iters[todo], lower[todo] = sol["iters"], sol["lower"]
         th_p[todo], c_p[todo] = sol["rec_theta"], sol["rec_conv"]
 
-    bad_p = marker_singular(th_p, S_use, logdet_s)
-    bad = np.where(lower, marker_singular(theta, S_use, logdet_s), bad_p)
-    flags, admissible = verdicts(theta, conv, s_pd, bad)
-    lavaan_flags, lavaan_ok = verdicts(th_p, c_p, s_pd, bad_p)
-    hidden = lower & c_p & lavaan_ok & ~admissible
-    for r in np.flatnonzero(hidden):
-        flags[r] = tuple(flags[r]) + (flag(Reason.LOWER_INADMISSIBLE_OPTIMUM),)
-    return dict(
-        loadings=theta[:, :n], residual_variances=theta[:, n : 2 * n],
-        factor_variance=theta[:, -1], intercepts=mu, fmin=f / 2, converged=conv,
-        admissible=admissible, flags=flags, n_iter=iters, lavaan_flags=lavaan_flags,
-    )
+    return finish(Kept(theta, f, conv, iters, lower), th_p, c_p, S_use, logdet_s, s_pd, mu)

@@ -11,12 +11,7 @@ import numpy as np
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
-from micromacro_sim.design.config import MethodSpec, RunConfig
-from micromacro_sim.design.policy import Policy
-from micromacro_sim.design.scenario import Scenario
-from micromacro_sim.estimators import build
-from micromacro_sim.estimators.admissibility import draw
-from micromacro_sim.generate.batch import Batch
+from micromacro_sim.design.config import RunConfig
 from micromacro_sim.reproduce import PCT_FORMATS, Reproduction
 from micromacro_sim.reproduce._common import (
     SUMMARY_NOTES,
@@ -34,6 +29,7 @@ from micromacro_sim.reproduce._distributions import (
     robust_table,
 )
 from micromacro_sim.reproduce._figures import clark2020_figures
+from micromacro_sim.reproduce._scores import regenerate_scores
 from micromacro_sim.reproduce._verdicts import (
     ALPHA_MARGIN,
     BOOT_REPS,
@@ -155,46 +151,6 @@ def percent_bias_table(perf: pd.DataFrame, pub: pd.DataFrame, cell: str,
             row.update(diff=math.nan, se_diff=math.nan, verdict=NOT_PUBLISHED)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _score_chunk(scenario: Scenario, reps: range, specs: tuple[MethodSpec, ...], seed: int,
-                 policy: Policy) -> dict[str, np.ndarray]:
-    """Scores of every method on the regenerated datasets of ``reps``."""
-    data = [draw(scenario, seed, rep, policy).data for rep in reps]
-    batch = Batch.from_datasets(data)
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        est = build(spec)
-        if est.has_batch(batch.balanced) and hasattr(est, "scores_batch"):
-            vals = np.asarray(est.scores_batch(batch).values, dtype=float)
-        else:
-            parts = []
-            for d in data:
-                try:
-                    parts.append(np.asarray(est.scores(d).values, dtype=float).reshape(-1))
-                except (np.linalg.LinAlgError, ValueError, ArithmeticError):
-                    parts.append(np.full(d.n_groups, np.nan))
-            vals = np.stack(parts)
-        out[spec.label] = vals.reshape(-1)
-    return out
-
-
-def regenerate_scores(cfg: RunConfig, scenario: Scenario, methods: tuple[str, ...],
-                      *, n_jobs: int = 1, chunk: int = 50) -> dict[str, np.ndarray]:
-    """Every group score of every replication, recomputed from the regenerated datasets.
-
-    The datasets are drawn again with the config's seed and admissibility policy, so
-    they are the run's datasets; scores are not stored by the runner.
-    """
-    from joblib import Parallel, delayed
-
-    specs = tuple(m for m in cfg.methods if m.method in methods)
-    ranges = [range(a, min(a + chunk, cfg.replications))
-              for a in range(0, cfg.replications, chunk)]
-    parts = Parallel(n_jobs=n_jobs)(
-        delayed(_score_chunk)(scenario, r, specs, cfg.seed, cfg.policy) for r in ranges
-    )
-    return {s.label: np.concatenate([p[s.label] for p in parts]) for s in specs}
 
 
 def score_table(scores: dict[str, np.ndarray], pub: pd.DataFrame) -> pd.DataFrame:
