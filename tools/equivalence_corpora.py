@@ -83,7 +83,9 @@ CROSSCHECK = "crosscheck"
 CORPORA = (*RUN_CORPORA, CROSSCHECK)
 
 #: Pinned copy of ``tools/crosscheck_r.py`` (seed, designs in seed order, method list);
-#: a test holds the two equal.
+#: a test holds the two equal. A copy, not an import: that script puts this repository
+#: first on sys.path and imports the package at import time, while the worker of one side
+#: must import only the package of the checkout it compares.
 CROSSCHECK_SEED = 20240612
 CROSSCHECK_DATASETS = 25
 CROSSCHECK_DESIGNS: dict[str, dict[str, Any]] = {
