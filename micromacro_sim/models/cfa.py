@@ -6,8 +6,10 @@ are free; ML on the sample covariance (denominator G), so the intercepts are the
 means. The fit is unbounded like lavaan's (a Heywood case shows up as a negative variance
 instead of being silently clamped at zero). :func:`fit_cfa_batch` fits R datasets at
 once; the per-dataset :func:`fit_cfa` is the same code on a batch of one, so the fast
-engine, the reference engine and the redraw gates give the same verdicts. The Newton
-solver is in :mod:`micromacro_sim.models.cfa_solver`.
+engine, the reference engine and the redraw gates give the same verdicts. The solver is
+the profiled ML fit of :mod:`micromacro_sim.models.cfa_profile` (Joreskog 1967; since 0.3.0,
+before it the Newton fit of :mod:`micromacro_sim.models.cfa_fit`, kept as the comparison
+path of ``tools/compare_cfa_profile.py``).
 
 :class:`CFAMemo` remembers the fits of one chunk's datasets (the redraw gate fits every
 draw; factor_score then asks for the kept ones); it is created and dropped with the chunk.
@@ -24,7 +26,7 @@ import numpy as np
 
 from micromacro_sim.core.status import Flag, flags_text, no_flags
 from micromacro_sim.models import cfa_solver as solver
-from micromacro_sim.models.cfa_fit import fit_arrays
+from micromacro_sim.models.cfa_profile import fit_arrays_profiled
 
 __all__ = ["CFABatch", "CFAFit", "CFAMemo", "cfa_verdicts", "fit_cfa", "fit_cfa_batch"]
 
@@ -253,8 +255,9 @@ def _fit_fresh(wide: np.ndarray) -> CFABatch:
     """One-factor CFA by ML with lavaan's default identification, for R datasets at once.
 
     Unbounded ML (as lavaan: a Heywood case shows up as a negative variance) on the sample
-    covariance with denominator G; both starts, the lowest discrepancy kept, the marker
-    checked (:mod:`micromacro_sim.models.cfa_fit`). The fit of one replication does not
+    covariance with denominator G, profiled over the residual variances; every start's
+    lowest discrepancy kept, the marker checked (:mod:`micromacro_sim.models.cfa_profile`,
+    verdicts of :mod:`micromacro_sim.models.cfa_fit`). The fit of one replication does not
     depend on the others, so :func:`fit_cfa` (this function on one dataset) gives the same
     verdicts.
     """
@@ -263,7 +266,7 @@ def _fit_fresh(wide: np.ndarray) -> CFABatch:
         raise ValueError(f"wide: expected an (R, G, n) array, got shape {X.shape}")
     if X.shape[2] < 3:
         raise ValueError(f"a one-factor CFA needs at least 3 indicators, got {X.shape[2]}")
-    return CFABatch(**fit_arrays(X))
+    return CFABatch(**fit_arrays_profiled(X))
 
 
 def fit_cfa(wide: np.ndarray, memo: CFAMemo | None = None) -> CFAFit:
