@@ -285,8 +285,9 @@ def test_a_plugin_module_that_exits_on_import_is_one_line(plugins, tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
-def test_a_dying_worker_ends_the_run_naming_its_task(plugins, tmp_path):
-    cfg = {**BASE, "replications": 20, "chunk_size": 20, "n_jobs": 2, "backend": "loky",
+@pytest.mark.parametrize("backend", ["loky", "processes"])
+def test_a_dying_worker_ends_the_run_naming_its_task(plugins, tmp_path, backend):
+    cfg = {**BASE, "replications": 20, "chunk_size": 20, "n_jobs": 2, "backend": backend,
            "methods": ["unadjusted", {"die": {"method": f"{MODULE}:DiesInWorker"}}],
            "fixed": {k: v for k, v in BASE["fixed"].items() if k != "n_groups"},
            "grid": {"n_groups": [20, 21, 22]}}

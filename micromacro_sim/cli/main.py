@@ -260,7 +260,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    "'2 GiB' (default 512 MiB; does not change results)")
     p.add_argument("--replications", type=int, help="replications per scenario")
     p.add_argument("--engine", help="auto (default), fast or reference")
-    p.add_argument("--backend", help="loky (default), threading, sequential, dask or ray")
+    p.add_argument("--backend", help="auto (default: processes on Linux, else loky), "
+                   "processes, loky, threading, sequential, dask or ray")
     p.add_argument("--address", help="Dask scheduler or Ray address (default: start a local one)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard an existing run of a different config in the output folder")

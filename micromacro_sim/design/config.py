@@ -111,7 +111,7 @@ class RunConfig:
     chunk_size: int | None = None
     engine: str = "auto"
     memory_budget: int | None = None
-    backend: str = "loky"
+    backend: str = "auto"
     address: str | None = None
     output: str | None = None
     description: str = ""
@@ -306,7 +306,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
     budget = raw.get("memory_budget")
     if budget is not None:
         budget = parse_memory_budget(budget)
-    backend = raw.get("backend", "loky")
+    backend = raw.get("backend", "auto")
     if not isinstance(backend, str):
         raise ConfigError(f"backend: expected a backend name, got {backend!r}")
     engine = raw.get("engine", "auto")

@@ -1,4 +1,7 @@
-"""Parallel backends behind joblib: loky (default), threading, sequential, dask, ray.
+"""Parallel backends: forked processes, loky, threading, sequential, dask, ray.
+
+``auto`` (the default) is ``processes`` where workers can be forked (Linux:
+:mod:`micromacro_sim.run.forkpool`) and loky elsewhere; the others run behind joblib.
 
 Dask and Ray are optional extras. Without an address, a local cluster (Dask) or a
 local instance (Ray) is started for the run and shut down after it; scratch and spill
@@ -11,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.run.forkpool import fork_available
 
-__all__ = ["BACKENDS", "backend_context", "require_backend"]
+__all__ = ["BACKENDS", "backend_context", "require_backend", "resolve_backend"]
 
-BACKENDS = ("loky", "threading", "sequential", "dask", "ray")
+BACKENDS = ("auto", "processes", "loky", "threading", "sequential", "dask", "ray")
 
 
 def _missing(extra: str, module: str) -> ConfigError:
@@ -35,6 +40,9 @@ def require_backend(name: str) -> None:
     """Raise :class:`ConfigError` naming the extra when a backend's package is missing."""
     if name not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "processes" and not fork_available():
+        raise ConfigError("backend: 'processes' forks workers, which needs Linux; "
+                          f"use auto or loky on {sys.platform}")
     module = _PACKAGES.get(name)
     if module is None:
         return
@@ -42,6 +50,13 @@ def require_backend(name: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise _missing(name, module) from None
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> ``processes`` where workers can be forked, else ``loky``; others as given."""
+    if name != "auto":
+        return name
+    return "processes" if fork_available() else "loky"
 
 
 @contextlib.contextmanager
@@ -68,7 +83,10 @@ def backend_context(name: str, *, n_jobs: int, scratch: Path,
     scratch = Path(scratch).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        if name in ("loky", "threading", "sequential"):
+        name = resolve_backend(name)
+        if name == "processes":  # not joblib: see run.forkpool
+            yield n_jobs
+        elif name in ("loky", "threading", "sequential"):
             jobs = 1 if name == "sequential" else n_jobs
             with parallel_config(backend=name, n_jobs=jobs):
                 yield jobs

@@ -1,14 +1,14 @@
-"""Where a run's tasks execute: this process, loky workers, threads, dask or ray.
+"""Where a run's tasks execute: this process, forked or loky workers, threads, dask or ray.
 
 :func:`execute` runs the tasks :func:`~micromacro_sim.run.tasks.plan_tasks` enumerated and
 records each finished one in the ledger. Where a task runs, and how a task's range is cut,
 never changes its results (every replication draws from its own stream and every batch
 path is bitwise stable across batch companions), so the choice is about time only.
 
-A loky worker that dies (a plug-in calling ``os._exit``, a crash in compiled code, the
-system killing it) cannot be caught inside it: each task it runs leaves a marker file in
-the run's scratch folder while it runs, and when the pool breaks the run stops with a
-one-line :class:`WorkerDied` naming the task(s) still marked and their methods. The
+A worker process (forked or loky) that dies (a plug-in calling ``os._exit``, a crash in
+compiled code, the system killing it) cannot be caught inside it: each task it runs leaves
+a marker file in the run's scratch folder while it runs, and when the pool breaks the run
+stops with a one-line :class:`WorkerDied` naming the task(s) still marked and their methods. The
 tasks finished before are kept.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from micromacro_sim.core.errors import MicroMacroError
-from micromacro_sim.run.backends import backend_context
+from micromacro_sim.run.backends import backend_context, resolve_backend
+from micromacro_sim.run.forkpool import run_forked
 
 if TYPE_CHECKING:
     from micromacro_sim.design.config import RunConfig
@@ -107,9 +108,12 @@ def _died(exc: BrokenProcessPool, where: Path, tasks: list[Any]) -> WorkerDied:
 
 
 def choose_backend(config: RunConfig, tasks: list[Any]) -> str:
-    """The configured backend, or ``"sequential"`` when one worker or one task."""
-    backend = config.backend
-    if backend in ("loky", "threading") and (config.n_jobs == 1 or len(tasks) <= 1):
+    """The backend the tasks run on: the configured one (``auto`` resolved by
+    :func:`~micromacro_sim.run.backends.resolve_backend`), or ``"sequential"`` when
+    one worker or one task."""
+    backend = resolve_backend(config.backend)
+    if backend in ("processes", "loky", "threading") and (config.n_jobs == 1
+                                                          or len(tasks) <= 1):
         backend = "sequential"
     return backend
 
@@ -143,15 +147,47 @@ def sequential_estimate(one: float, probe: float, k: int, tasks: list[Any]) -> f
     return len(tasks) * fixed + per_rep * sum(t.size for t in tasks)
 
 
+def _probe_loky(tasks: list[Any], ledger: Any, bar: Progress,
+                run_task: Callable[[Any], Any]) -> tuple[str, list[Any]]:
+    """Run the warm-up and probes of the first task here; ``("sequential", rest)`` when
+    the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` here, else
+    ``("loky", rest)``."""
+    warm, probes, tasks_left = probe_tasks(tasks)
+    seconds = []
+    for t in warm + probes:
+        t0 = time.perf_counter()
+        ledger.add(run_task(t))
+        seconds.append(time.perf_counter() - t0)
+        bar.update(t.size)
+    if probes:
+        rest = sequential_estimate(seconds[1], seconds[2], probes[1].size, tasks_left)
+    else:  # the first task was tiny: judge by it, warm-up costs included
+        rest = seconds[0] * len(tasks_left)
+    return ("sequential" if rest < LOKY_WORTHWHILE_SECONDS else "loky"), tasks_left
+
+
+def _warm_up(tasks: list[Any], ledger: Any, bar: Progress,
+             run_task: Callable[[Any], Any]) -> list[Any]:
+    """Run the first replication here (it pays the lazy imports and first-call costs once,
+    before the fork, instead of once per worker); the remaining tasks."""
+    first = tasks[0]
+    warm = replace(first, stop=first.start + 1)
+    ledger.add(run_task(warm))
+    bar.update(warm.size)
+    rest = [replace(first, start=first.start + 1)] if first.size > 1 else []
+    return rest + list(tasks[1:])
+
+
 def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
             bar: Progress, run_task: Callable[[Any], Any], part: Part | None = None) -> None:
     """Run ``tasks`` with ``run_task``, recording each finished one in ``ledger``.
 
-    With loky, worker processes cost about a second each to start: a warm-up replication
-    and two timed probes of the first task (:func:`probe_tasks`) run here first, and when
-    they show the rest would take less than :data:`LOKY_WORTHWHILE_SECONDS` in this process
-    (:func:`sequential_estimate`), it runs here; otherwise every remaining range goes to
-    the workers at once.
+    With ``processes`` (forked workers, the default on Linux) the first replication runs
+    here, then the workers fork and take the rest. With loky, worker processes cost about
+    a second each to start: a warm-up replication and two timed probes of the first task
+    (:func:`probe_tasks`) run here first, and when they show the rest would take less
+    than :data:`LOKY_WORTHWHILE_SECONDS` in this process (:func:`sequential_estimate`), it
+    runs here; otherwise every remaining range goes to the workers at once.
 
     Raises
     ------
@@ -164,18 +200,10 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
     backend = choose_backend(config, tasks)
     tasks_left = tasks
     if backend == "loky" and tasks:
-        warm, probes, tasks_left = probe_tasks(tasks)
-        seconds = []
-        for t in warm + probes:
-            t0 = time.perf_counter()
-            ledger.add(run_task(t))
-            seconds.append(time.perf_counter() - t0)
-            bar.update(t.size)
-        if probes:
-            rest = sequential_estimate(seconds[1], seconds[2], probes[1].size, tasks_left)
-        else:  # the first task was tiny: judge by it, warm-up costs included
-            rest = seconds[0] * len(tasks_left)
-        if rest < LOKY_WORTHWHILE_SECONDS:
+        backend, tasks_left = _probe_loky(tasks, ledger, bar, run_task)
+    elif backend == "processes":
+        tasks_left = _warm_up(tasks, ledger, bar, run_task)
+        if len(tasks_left) <= 1:
             backend = "sequential"
     if not tasks_left:
         return
@@ -184,15 +212,19 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
     with backend_context(backend, n_jobs=n_jobs, scratch=scratch,
                          address=config.address):
         marks = scratch.resolve() / RUNNING_DIR
-        if backend == "loky":
+        if backend in ("loky", "processes"):
             marks.mkdir(exist_ok=True)
             run_task = MarkedTask(run_task, marks)
-        # Ray's joblib backend returns all results at once (no generators): its
-        # progress line moves at the end only.
-        order = "list" if backend == "ray" else "generator_unordered"
+        if backend == "processes":
+            results = run_forked(run_task, tasks_left, n_jobs)
+        else:
+            # Ray's joblib backend returns all results at once (no generators): its
+            # progress line moves at the end only.
+            order = "list" if backend == "ray" else "generator_unordered"
+            results = Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left)
         done = set()
         try:
-            for res in Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left):
+            for res in results:
                 ledger.add(res)
                 bar.update(res.stop - res.start)
                 done.add((res.key, res.start))
