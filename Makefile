@@ -33,9 +33,10 @@ fixtures: install
 	for f in tools/make_*_fixtures.py; do $(PYTHON) $$f || exit 1; done
 	Rscript tools/r/bfi_fixture.R
 
-## Time both engines, the CLI end to end and (when Rscript is installed) the R pipeline.
+## Time both engines, the CLI end to end (cold and warm) and (when Rscript is installed) the
+## R pipeline; the run's figures go into BENCHMARKS.md between its bench markers.
 bench: install
-	micromacro bench
+	micromacro bench --markdown BENCHMARKS.md
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -76,20 +76,19 @@ def backend_context(name: str, *, n_jobs: int, scratch: Path,
         A Dask scheduler address (``tcp://host:8786``) or a Ray address (``auto`` or
         ``ray://host:10001``); without it a local one is started.
     """
-    from joblib import parallel_config
-
     if name not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
     scratch = Path(scratch).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         name = resolve_backend(name)
-        if name == "processes":  # not joblib: see run.forkpool
-            yield n_jobs
-        elif name in ("loky", "threading", "sequential"):
-            jobs = 1 if name == "sequential" else n_jobs
-            with parallel_config(backend=name, n_jobs=jobs):
-                yield jobs
+        if name in ("processes", "sequential"):  # not joblib: see run.forkpool, run.execute
+            yield 1 if name == "sequential" else n_jobs
+        elif name in ("loky", "threading"):
+            from joblib import parallel_config  # lazy: the others need none
+
+            with parallel_config(backend=name, n_jobs=n_jobs):
+                yield n_jobs
         elif name == "dask":
             yield from _dask(n_jobs, scratch, address)
         else:

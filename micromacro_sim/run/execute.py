@@ -195,8 +195,6 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
         A worker process died: one line naming the task it ran (or the candidates, when
         several were running) and their methods.
     """
-    from joblib import Parallel, delayed
-
     backend = choose_backend(config, tasks)
     tasks_left = tasks
     if backend == "loky" and tasks:
@@ -217,7 +215,11 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
             run_task = MarkedTask(run_task, marks)
         if backend == "processes":
             results = run_forked(run_task, tasks_left, n_jobs)
+        elif backend == "sequential":
+            results = (run_task(t) for t in tasks_left)
         else:
+            from joblib import Parallel, delayed  # lazy: the processes backend needs none
+
             # Ray's joblib backend returns all results at once (no generators): its
             # progress line moves at the end only.
             order = "list" if backend == "ray" else "generator_unordered"

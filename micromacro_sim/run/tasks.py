@@ -18,11 +18,14 @@ from micromacro_sim.run.chunk import simulate_chunk
 from micromacro_sim.run.parts import Part, chunk_owners, part_grain
 from micromacro_sim.run.storage import ShardRecord, completed_ranges, missing_ranges, write_shard
 
-__all__ = ["Task", "TaskResult", "finished_counts", "plan_tasks", "run_task"]
+__all__ = ["Task", "TaskResult", "finished_counts", "plan_tasks", "run_task",
+           "single_threaded_blas"]
 
-def _single_threaded_blas():
-    """Limit BLAS to one thread: the matrices here are small, and threads only contend
-    (about 20% faster on one core, and workers do not oversubscribe the machine)."""
+def single_threaded_blas():
+    """Limit BLAS to one thread inside the block: the matrices here are small, and
+    threads only contend (a stack of 40 x 40 eigen-decompositions ran 18 times slower
+    with two BLAS threads on a machine whose other core was busy); workers do not
+    oversubscribe the machine."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it BLAS keeps its own setting
@@ -69,7 +72,7 @@ def run_task(task: Task) -> TaskResult:
     estimates shard marks a finished task.
     """
     sc = task.scenario
-    with _single_threaded_blas():
+    with single_threaded_blas():
         est, ds = simulate_chunk(sc, range(task.start, task.stop), task.methods, task.seed,
                                  task.policy, task.engine, task.generator,
                                  task.memory_budget)
