@@ -118,11 +118,6 @@ class Runs:
     rec_iters: np.ndarray
 
 
-def _negative_branch(p: np.ndarray, wchart: np.ndarray) -> np.ndarray:
-    """Runs in the negative factor variance branch: w chart, every 1/psi positive."""
-    return wchart & np.all(p > 0, axis=1)
-
-
 def starts(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The starts of every replication, stacked run by run (N_STARTS blocks of R rows).
 
@@ -152,40 +147,61 @@ def starts(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(blocks), wchart
 
 
-def _chart_basis(wchart: np.ndarray, B_psi: np.ndarray, B_w: np.ndarray) -> np.ndarray:
-    return np.where(wchart[:, None, None], B_w, B_psi)
+class _Charts:
+    """Per-problem constants of :func:`minimize`, shared by the runs of one problem.
+
+    ``basis(rows, w)`` gathers each run's chart basis and ``limit(rows, w)`` its chart
+    switch thresholds from one stacked array (psi chart rows first, then w chart rows):
+    the same values as choosing between the two charts' arrays, in one copy.
+    """
+
+    __slots__ = ("B", "M", "dS", "lim", "src")
+
+    def __init__(self, L: np.ndarray, dS: np.ndarray, N: int) -> None:
+        B_psi, B_w = bases(L)
+        self.M = len(L)
+        self.B = np.concatenate([B_psi, B_w])
+        self.lim = np.concatenate([-SWITCH * dS, -SWITCH / dS])
+        self.dS = dS
+        self.src = np.arange(N) % self.M
+
+    def _rows(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return self.src[rows] + self.M * w
+
+    def basis(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return self.B[self._rows(rows, w)]
+
+    def limit(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return self.lim[self._rows(rows, w)]
 
 
 def _accept(runs: Runs, rows: np.ndarray, p: np.ndarray, prof: Profile, it: int,
-            dS: np.ndarray, bases_: tuple) -> None:
+            ch: _Charts) -> None:
     """Move ``rows`` to ``p`` (profile ``prof``), switch charts beyond SWITCH, release
     confined runs at infinity."""
+    if not len(rows):
+        return
     runs.p[rows], runs.f[rows], runs.ev[rows] = p, prof.f, prof.ev
     runs.fresh[rows] = prof.U is not None
     if prof.U is not None:
         runs.U[rows] = prof.U
-    lim = np.where(runs.wchart[rows][:, None], -SWITCH / dS[rows], -SWITCH * dS[rows])
-    s = rows[np.any(runs.p[rows] < lim, axis=1)]
+    s = rows[np.any(p < ch.limit(rows, runs.wchart[rows]), axis=1)]
     if len(s):
         with np.errstate(**_QUIET):
             q = 1.0 / runs.p[s]
         w_new = ~runs.wchart[s]
-        pq = evaluate(q, w_new, _chart_basis(w_new, bases_[0][s], bases_[1][s]),
-                      vectors=False)
+        pq = evaluate(q, w_new, ch.basis(s, w_new), vectors=False)
         ok = np.isfinite(pq.f)
         runs.p[s[ok]], runs.wchart[s[ok]] = q[ok], w_new[ok]
         runs.f[s[ok]], runs.ev[s[ok]], runs.fresh[s[ok]] = pq.f[ok], pq.ev[ok], False
-    face = runs.confined[rows] & runs.wchart[rows] & np.any(
-        (runs.p[rows] < 0) & (-runs.p[rows] * dS[rows] < FACE_TOL), axis=1)
-    c = rows[face]
-    if len(c):
-        runs.confined[c], runs.released[c] = False, True
-        runs.rec_p[c], runs.rec_wchart[c], runs.rec_iters[c] = runs.p[c], True, it
-
-
-def _allowed(runs: Runs, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Candidates a run may move to: a confined run stays in the positive branch."""
-    return ~(runs.confined[rows] & _negative_branch(cand, runs.wchart[rows]))
+    conf = runs.confined[rows] & runs.wchart[rows]
+    if conf.any():
+        c = rows[conf]
+        pc = runs.p[c]
+        c = c[np.any((pc < 0) & (-pc * ch.dS[ch.src[c]] < FACE_TOL), axis=1)]
+        if len(c):
+            runs.confined[c], runs.released[c] = False, True
+            runs.rec_p[c], runs.rec_wchart[c], runs.rec_iters[c] = runs.p[c], True, it
 
 
 def _first_step(runs: Runs, rows: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -199,40 +215,71 @@ def _first_step(runs: Runs, rows: np.ndarray, step: np.ndarray) -> np.ndarray:
     return np.where(conf, np.minimum(1.0, 0.9 * t_face), 1.0)
 
 
-def _line_search(runs: Runs, rows: np.ndarray, step: np.ndarray, it: int,
-                 dS: np.ndarray, bases_: tuple) -> None:
-    """Halve the steps of ``rows`` until F does not increase (beyond its rounding noise,
-    ``F_NOISE``); stop the runs that cannot."""
+def _line_search(runs: Runs, rows: np.ndarray, step: np.ndarray, B: np.ndarray, it: int,
+                 ch: _Charts) -> None:
+    """Halve the steps of ``rows`` (chart bases ``B``) until F does not increase (beyond
+    its rounding noise, ``F_NOISE``); stop the runs that cannot.
+
+    A pending run's point, F, chart and confinement do not change during the search (only
+    accepted runs move), so they are read once. After the full step, the next halvings
+    of the runs still pending are evaluated together in blocks of 1, 1, 2, 4, ...
+    halvings; each run moves to the first acceptable one, the point the halvings taken
+    one at a time reach (the same step lengths and F of each trial point).
+    """
     t = _first_step(runs, rows, step)
-    pending = np.ones(len(rows), dtype=bool)
-    for h in range(MAX_HALVINGS):
-        k = np.flatnonzero(pending)
-        if not len(k):
-            break
-        r = rows[k]
-        cand = runs.p[r] + t[k, None] * step[k]
-        B = _chart_basis(runs.wchart[r], bases_[0][r], bases_[1][r])
-        pc = evaluate(cand, runs.wchart[r], B, vectors=h == 0)  # the full step: usually kept
-        f0 = runs.f[r]
-        acc = (np.isfinite(pc.f) & (pc.f <= f0 + F_NOISE * np.maximum(1.0, f0))
-               & _allowed(runs, r, cand))
-        _accept(runs, r[acc], cand[acc],
-                Profile(pc.f[acc], pc.ev[acc], None if pc.U is None else pc.U[acc]),
-                it, dS, bases_)
-        pending[k[acc]] = False
-        t[k[~acc]] /= 2
-    runs.active[rows[pending]] = False  # no step decreases F: stuck, not converged
+    p0, w0, f0 = runs.p[rows], runs.wchart[rows], runs.f[rows]
+    bound = f0 + F_NOISE * np.maximum(1.0, f0)
+    conf = runs.confined[rows] & w0  # only these can step into the negative branch
+
+    def acceptable(k: np.ndarray, cand: np.ndarray, pc: Profile) -> np.ndarray:
+        acc = np.isfinite(pc.f) & (pc.f <= bound[k])
+        ck = conf[k]
+        if ck.any():
+            acc &= ~(ck & np.all(cand > 0, axis=1))
+        return acc
+
+    cand = p0 + t[:, None] * step
+    pc = evaluate(cand, w0, B)  # the full step: usually kept, so with eigenvectors
+    acc = acceptable(np.arange(len(rows)), cand, pc)
+    if acc.any():
+        _accept(runs, rows[acc], cand[acc], Profile(pc.f[acc], pc.ev[acc], pc.U[acc]), it, ch)
+    k = np.flatnonzero(~acc)
+    t[k] /= 2
+    h = 1
+    while len(k) and h < MAX_HALVINGS:
+        m = min(max(1, h - 1), MAX_HALVINGS - h)  # halvings 1, 2, 3-4, 5-8, 9-16, ...
+        ts = np.empty((m, len(k)))  # the step lengths of halvings h .. h + m - 1
+        ts[0] = t[k]
+        for j in range(1, m):
+            ts[j] = ts[j - 1] / 2
+        km = np.tile(k, m)
+        cand = p0[km] + ts.reshape(-1)[:, None] * step[km]
+        pc = evaluate(cand, w0[km], B[km], vectors=False)
+        acc = acceptable(km, cand, pc).reshape(m, len(k))
+        hit = acc.any(axis=0)
+        if hit.any():
+            sel = np.argmax(acc, axis=0)[hit] * len(k) + np.flatnonzero(hit)
+            _accept(runs, rows[k[hit]], cand[sel], Profile(pc.f[sel], pc.ev[sel], None),
+                    it, ch)
+        k = k[~hit]
+        t[k] = ts[-1, ~hit] / 2
+        h += m
+    runs.active[rows[k]] = False  # no step decreases F: stuck, not converged
 
 
 def _finish(runs: Runs, rows: np.ndarray, step: np.ndarray, B: np.ndarray, it: int,
-            dS: np.ndarray, bases_: tuple) -> None:
+            ch: _Charts) -> None:
     """Converged runs: take the last Newton step in full (where F stays finite)."""
     runs.converged[rows] = True
     runs.active[rows] = False
     cand = runs.p[rows] + step
-    pc = evaluate(cand, runs.wchart[rows], B, vectors=False)
-    ok = np.isfinite(pc.f) & _allowed(runs, rows, cand)
-    _accept(runs, rows[ok], cand[ok], Profile(pc.f[ok], pc.ev[ok], None), it, dS, bases_)
+    w = runs.wchart[rows]
+    pc = evaluate(cand, w, B, vectors=False)
+    ok = np.isfinite(pc.f)
+    conf = runs.confined[rows] & w
+    if conf.any():
+        ok &= ~(conf & np.all(cand > 0, axis=1))
+    _accept(runs, rows[ok], cand[ok], Profile(pc.f[ok], pc.ev[ok], None), it, ch)
 
 
 def minimize(p0: np.ndarray, wchart: np.ndarray, L: np.ndarray, dS: np.ndarray,
@@ -244,10 +291,11 @@ def minimize(p0: np.ndarray, wchart: np.ndarray, L: np.ndarray, dS: np.ndarray,
     p0 : ndarray (N, n)
         Start points (psi, or 1/psi where ``wchart``).
     wchart : ndarray of bool (N,)
-    L : ndarray (N, n, n)
-        Cholesky factors of each run's sample covariance.
-    dS : ndarray (N, n)
-        Diagonal of each run's sample covariance (the chart switch thresholds).
+    L : ndarray (M, n, n)
+        Cholesky factors of the sample covariances; run i uses ``L[i % M]`` (M = N: one
+        each; M dividing N: blocks of runs over the same problems).
+    dS : ndarray (M, n)
+        Diagonals of the sample covariances (the chart switch thresholds), as ``L``.
     confined : ndarray of bool (N,)
         Runs kept in the positive branch until they reach infinity.
 
@@ -259,10 +307,14 @@ def minimize(p0: np.ndarray, wchart: np.ndarray, L: np.ndarray, dS: np.ndarray,
         halving decreases F or after ``MAX_ITER`` iterations. The other runs only share
         the array operations.
     """
+    return _minimize(p0, wchart, _Charts(L, dS, len(p0)), confined)
+
+
+def _minimize(p0: np.ndarray, wchart: np.ndarray, ch: _Charts,
+              confined: np.ndarray) -> Runs:
     N = len(p0)
-    bases_ = bases(L)
     wchart = wchart.copy()
-    prof = evaluate(p0, wchart, _chart_basis(wchart, *bases_))
+    prof = evaluate(p0, wchart, ch.basis(np.arange(N), wchart))
     runs = Runs(p=p0.copy(), wchart=wchart, f=prof.f, ev=prof.ev, U=prof.U,
                 fresh=np.ones(N, dtype=bool), converged=np.zeros(N, dtype=bool),
                 active=np.isfinite(prof.f), iters=np.zeros(N, dtype=int),
@@ -272,22 +324,28 @@ def minimize(p0: np.ndarray, wchart: np.ndarray, L: np.ndarray, dS: np.ndarray,
         idx = np.flatnonzero(runs.active)
         if not len(idx):
             break
-        B = _chart_basis(runs.wchart[idx], bases_[0][idx], bases_[1][idx])
+        w = runs.wchart[idx]
+        B = ch.basis(idx, w)
+        B_ls = B  # the bases of the charts after the stale points are accepted again
         stale = np.flatnonzero(~runs.fresh[idx])
         if len(stale):
-            ps = evaluate(runs.p[idx[stale]], runs.wchart[idx[stale]], B[stale])
-            _accept(runs, idx[stale], runs.p[idx[stale]], ps, it, dS, bases_)
+            ps = evaluate(runs.p[idx[stale]], w[stale], B[stale])
+            _accept(runs, idx[stale], runs.p[idx[stale]], ps, it, ch)
+            w_new = runs.wchart[idx]
+            if np.any(w_new != w):  # not expected: the point was accepted there before
+                w, B_ls = w_new, ch.basis(idx, w_new)
         prof = Profile(runs.f[idx], runs.ev[idx], runs.U[idx])
-        g, H = gradient_hessian(prof, runs.wchart[idx], B)
+        g, H = gradient_hessian(prof, w, B)
         step, dec, pd = newton_step(g, H)
         runs.iters[idx] = it
+        finite = np.isfinite(dec)
         done = pd & (dec < DECREMENT_TOL * np.maximum(1.0, prof.f))
-        runs.active[idx[~np.isfinite(dec)]] = False
+        runs.active[idx[~finite]] = False
         if done.any():
-            _finish(runs, idx[done], step[done], B[done], it, dS, bases_)
-        go = ~done & np.isfinite(dec)
+            _finish(runs, idx[done], step[done], B[done], it, ch)
+        go = ~done & finite
         if it < MAX_ITER and go.any():
-            _line_search(runs, idx[go], step[go], it, dS, bases_)
+            _line_search(runs, idx[go], step[go], B_ls[go], it, ch)
     return runs
 
 
@@ -323,8 +381,8 @@ def _solutions(S: np.ndarray, L: np.ndarray) -> dict[str, np.ndarray]:
     R, n, _ = S.shape
     p0, wchart = starts(S)
     k = len(p0) // R
-    dS = np.tile(np.diagonal(S, axis1=1, axis2=2), (k, 1))
-    runs = minimize(p0, wchart, np.concatenate([L] * k), dS, np.arange(k * R) < R)
+    ch = _Charts(L, np.diagonal(S, axis1=1, axis2=2).copy(), len(p0))
+    runs = _minimize(p0, wchart, ch, np.arange(k * R) < R)
     x0 = runs.ev[:, 0]
     positive = np.where(runs.wchart, (x0 > 1) | (x0 < 0), x0 < 1).reshape(k, R)
     rel = runs.released[:R]
@@ -335,15 +393,22 @@ def _solutions(S: np.ndarray, L: np.ndarray) -> dict[str, np.ndarray]:
     rec_p = np.where(rel[:, None], runs.rec_p[:R], runs.p[:R])
     rec_w = np.where(rel, runs.rec_wchart[:R], runs.wchart[:R])
     rec_it = np.where(rel, runs.rec_iters[:R], runs.iters[:R])
-    p = np.concatenate([np.where(any_conv[:, None], runs.p[row], rec_p), rec_p])
-    w = np.concatenate([np.where(any_conv, runs.wchart[row], rec_w), rec_w])
-    L2 = np.concatenate([L, L])
-    prof = evaluate(p, w, _chart_basis(w, *bases(L2)))
-    theta = reconstruct(p, w, prof, L2)
+    p_k = np.where(any_conv[:, None], runs.p[row], rec_p)
+    w_k = np.where(any_conv, runs.wchart[row], rec_w)
+    # the two solutions are often the same point (bit for bit): evaluate it once
+    same = (w_k == rec_w) & np.all(p_k.view(np.int64) == rec_p.view(np.int64), axis=1)
+    other = np.flatnonzero(~same)
+    rows = np.concatenate([np.arange(R), other])
+    p = np.concatenate([p_k, rec_p[other]])
+    w = np.concatenate([w_k, rec_w[other]])
+    prof = evaluate(p, w, ch.basis(rows, w))
+    theta = reconstruct(p, w, prof, L[rows])
+    rec_theta = theta[:R].copy()
+    rec_theta[other] = theta[R:]
     return dict(theta=theta[:R], f=prof.f[:R], conv=any_conv,
                 iters=np.where(any_conv, runs.iters[row], rec_it),
                 lower=any_conv & ~((kept == 0) & rec_conv),
-                rec_theta=theta[R:], rec_conv=rec_conv)
+                rec_theta=rec_theta, rec_conv=rec_conv)
 
 
 def fit_arrays_profiled(X: np.ndarray) -> dict[str, np.ndarray]:

@@ -94,17 +94,27 @@ def row_sum(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _by_chart(fw, fpsi, x: np.ndarray, wchart: np.ndarray) -> np.ndarray:
+    """``fw`` on the w chart's rows of ``x``, ``fpsi`` on the others (elementwise, so each
+    row is the same bits however the rows are split); only the charts present."""
+    if wchart.all():
+        return fw(x)
+    if not wchart.any():
+        return fpsi(x)
+    return np.where(wchart[:, None], fw(x), fpsi(x))
+
+
 def _f(x: np.ndarray, wchart: np.ndarray) -> np.ndarray:
     """f of each eigenvalue: log x + 1/x - 1 (psi chart) or x - log x - 1 (w chart)."""
     with np.errstate(**_QUIET):
         lx = np.log(x)
-        return np.where(wchart[:, None], x - lx - 1.0, lx + 1.0 / x - 1.0)
+        return _by_chart(lambda x: x - lx - 1.0, lambda x: lx + 1.0 / x - 1.0, x, wchart)
 
 
 def _f1(x: np.ndarray, wchart: np.ndarray) -> np.ndarray:
     """f': (x - 1) / x^2 (psi chart) or (x - 1) / x (w chart)."""
     with np.errstate(**_QUIET):
-        return np.where(wchart[:, None], (x - 1.0) / x, (x - 1.0) / (x * x))
+        return _by_chart(lambda x: (x - 1.0) / x, lambda x: (x - 1.0) / (x * x), x, wchart)
 
 
 def evaluate(p: np.ndarray, wchart: np.ndarray, B: np.ndarray, *,
@@ -128,7 +138,7 @@ def evaluate(p: np.ndarray, wchart: np.ndarray, B: np.ndarray, *,
         F is NaN where a kept eigenvalue is not positive (or p is not finite).
     """
     finite = np.all(np.isfinite(p), axis=1)
-    pf = np.where(finite[:, None], p, 1.0)
+    pf = p if finite.all() else np.where(finite[:, None], p, 1.0)
     K = np.matmul(np.ascontiguousarray(B * pf[:, None, :]), B.transpose(0, 2, 1))
     if vectors:
         ev, U = np.linalg.eigh(K)
@@ -183,9 +193,14 @@ def gradient_hessian(prof: Profile, wchart: np.ndarray,
         Pg = _weighted(Zt, gamma, Z)
         z0 = Z[:, 0, :]
         drop = 2.0 * Pg * (z0[:, :, None] * z0[:, None, :])
-        Pa = _weighted(Zt, beta * beta, Z)
-        hess_psi = (2.0 * Pb) * Pa - Pb * Pb
-        hess = np.where(wchart[:, None, None], Pb * Pb, hess_psi) + drop
+        Pb2 = Pb * Pb
+        if wchart.all():
+            hess = Pb2
+        else:
+            hess = (2.0 * Pb) * _weighted(Zt, beta * beta, Z) - Pb2
+            if wchart.any():
+                hess = np.where(wchart[:, None, None], Pb2, hess)
+        hess += drop
     return grad, hess
 
 
@@ -198,8 +213,11 @@ def newton_step(g: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     """
     N, n = g.shape
     ok = np.all(np.isfinite(g), axis=1) & np.all(np.isfinite(H), axis=(1, 2))
-    Hs = np.where(ok[:, None, None], H, np.eye(n))
-    gs = np.where(ok[:, None], g, 0.0)
+    if ok.all():
+        Hs, gs = H, g
+    else:
+        Hs = np.where(ok[:, None, None], H, np.eye(n))
+        gs = np.where(ok[:, None], g, 0.0)
     _, pd = cholesky_stack(Hs)
     pd &= ok
     step = np.full((N, n), np.nan)
