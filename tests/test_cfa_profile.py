@@ -38,8 +38,12 @@ def _scenarios() -> dict[str, tuple[Scenario, int]]:
                   and s.to_params()["member_variances"] != 1.0]
     base = {k: v for k, v in row16.to_params().items() if k != "sigma2_nu"}
     small = Scenario.from_params({**base, "n_groups": 30, "group_size": 5, "icc": 0.1})
+    fjk = load_config(ROOT / "configs" / "fjk2018.yaml")
+    (g30,) = [s for s in fjk.scenarios if s.n_groups == 30 and s.group_size.value == 10
+              and s.icc_given == 0.1 and s.r_zxi == ((0.3,),) and s.beta_z == (0.0,)
+              and s.beta_xi == (0.0,)]
     return {"row16": (row16, clark.seed), "unequal": (unequal, ex.seed),
-            "g30n5": (small, 2026)}
+            "g30n5": (small, 2026), "fjk_g30": (g30, fjk.seed)}
 
 
 @cache
@@ -307,3 +311,24 @@ def test_lavaan_verdicts_as_the_newton_fit():
     disagree = set(np.flatnonzero(ours != ref["accepted"].to_numpy(bool)).tolist())
     assert disagree == {101, 252, 287, 300, 502, 588, 691, 708, 775, 828, 924,
                         74, 168, 457, 90, 437}
+
+
+def test_second_look_finds_the_lower_negative_branch_optimum():
+    """fjk2018 (G = 30, n = 10, ICC .1, r .3, b_z = b_xi = 0), replication 808: the five
+    starts reach a negative-branch optimum (fmin .58034) above another one (.57974, the
+    Newton fit's); the second look's per-indicator negative starts find the lower one."""
+    X = draws("fjk_g30", [808])
+    old, new = fit_arrays(X), fit_arrays_profiled(X)
+    assert old["fmin"][0] == pytest.approx(0.5797424859, abs=1e-9)
+    assert new["fmin"][0] <= old["fmin"][0] + 1e-12
+    np.testing.assert_allclose(new["residual_variances"], old["residual_variances"], rtol=1e-6)
+    assert new["factor_variance"][0] < 0 and Reason.NEGATIVE_VARIANCE in {
+        f.code for f in new["flags"][0]}
+    # in the first look alone (the five starts) it stops higher: the second look matters
+    from micromacro_sim.models import cfa_profile as cp
+
+    S, L = _cov(X), cfa_solver.cholesky(_cov(X))[0]
+    p0, w = cp.starts(S)
+    runs = cp.minimize(p0, w, L, np.diagonal(S, axis1=1, axis2=2).copy(),
+                       np.arange(len(p0)) < 1)
+    assert np.nanmin(np.where(runs.converged, runs.f, np.nan)) / 2 > old["fmin"][0] + 5e-4
