@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -95,6 +96,14 @@ def _running(pid: int) -> bool:
 
 def test_auto_is_processes_here_and_every_name_is_checked():
     assert resolve_backend("auto") == "processes"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:  # another thread running: a fork could inherit a lock it holds
+        assert resolve_backend("auto") == "loky"
+    finally:
+        stop.set()
+        other.join()
     assert resolve_backend("loky") == "loky"
     require_backend("processes")
     with pytest.raises(ConfigError, match=r"^backend: expected one of auto, processes"):

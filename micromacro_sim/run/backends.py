@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,10 +54,17 @@ def require_backend(name: str) -> None:
 
 
 def resolve_backend(name: str) -> str:
-    """``auto`` -> ``processes`` where workers can be forked, else ``loky``; others as given."""
+    """``auto`` -> ``processes`` where workers can be forked safely, else ``loky``; the
+    others as given.
+
+    Safely: on Linux, from a process running no other thread. A fork copies only the
+    calling thread, so a lock another thread held at that moment (in a notebook's kernel,
+    a web server, a GUI) stays held in the worker; a fork from the command line, which runs
+    one thread, is safe.
+    """
     if name != "auto":
         return name
-    return "processes" if fork_available() else "loky"
+    return "processes" if fork_available() and threading.active_count() == 1 else "loky"
 
 
 @contextlib.contextmanager
