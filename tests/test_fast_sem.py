@@ -56,7 +56,10 @@ def test_grid_exercises_every_verdict(batches):
         est = get_estimator(method, **options)
         for batch in batches.values():
             seen.setdefault(method, set()).update(est.fit_batch(batch, "fast").reason)
-    assert {"", "negative variance", "not converged; negative variance"} <= seen["factor_score"]
+    # (since 0.3.0 the profiled CFA converges on every dataset of this grid)
+    assert {"", "negative variance", "negative variance; a lower optimum is inadmissible",
+            "negative variance; marker loading not identified (near-zero standardized "
+            "loading or singular information)"} <= seen["factor_score"]
     assert seen["sem"] == {"", "negative variance"}
 
 

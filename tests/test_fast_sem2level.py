@@ -21,11 +21,13 @@ from micromacro_sim.estimators.base import BatchResult
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.models.twolevel import _loglik_parts, prepare_data
 from micromacro_sim.models.twolevel_batch import (
-    _batch_stats,
     _start_batch,
     batch_derivs,
+    centre,
     fit_batch_two_level,
 )
+from micromacro_sim.models.twolevel_stats import balanced_centred_stats
+from micromacro_sim.models.twolevel_stats import batch_stats as _batch_stats
 from tests.fastcheck import assert_same, make_batch
 
 #: (scenario, replications); low ICC with G=50, n=5 gives boundary (inadmissible) fits
@@ -131,3 +133,22 @@ def test_balanced_closed_form_is_a_stationary_point(fits):
     scale = np.sqrt(np.einsum("rii->ri", H))
     assert np.max(np.abs(g) / scale) < 1e-10
     assert np.all(np.linalg.eigvalsh(H) > 0)
+
+
+@pytest.mark.parametrize("scenario", ["row16", "low_icc_2z"])
+def test_balanced_stats_from_the_stacks_equal_the_per_dataset_ones_bitwise(scenario):
+    """The balanced batch's statistics, built from the stacked arrays, are those of each
+    centred dataset on its own, bit for bit, in any batch (a replication alone, or with
+    other companions)."""
+    batch = make_batch(SCENARIOS[scenario][0], 40, root=5)
+    s, vy, vx, shift = balanced_centred_stats(batch)
+    centred = [centre(d) for d in batch.datasets]
+    ref, ref_vy, ref_vx = _batch_stats(batch, [c[0] for c in centred])
+    for a, b in [(s.M, ref.M), (s.count, ref.count), (s.ssw, ref.ssw), (vy, ref_vy),
+                 (vx, ref_vx), (shift, np.stack([c[1] for c in centred]))]:
+        assert a.tobytes() == b.tobytes()
+    for idx in ([7], [3, 29, 11], list(range(39, -1, -2))):
+        part = Batch.from_datasets([batch.datasets[i] for i in idx])
+        sp, vyp, _, shp = balanced_centred_stats(part)
+        assert sp.M.tobytes() == s.M[idx].tobytes() and sp.ssw.tobytes() == s.ssw[idx].tobytes()
+        assert vyp.tobytes() == vy[idx].tobytes() and shp.tobytes() == shift[idx].tobytes()

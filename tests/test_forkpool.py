@@ -94,8 +94,10 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
-def test_auto_is_processes_here_and_every_name_is_checked():
-    assert resolve_backend("auto") == "processes"
+def test_auto_is_processes_here_and_every_name_is_checked(monkeypatch):
+    with monkeypatch.context() as m:  # the command line: one thread
+        m.setattr(threading, "active_count", lambda: 1)
+        assert resolve_backend("auto") == "processes"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
