@@ -47,7 +47,8 @@ def _methods(fig: dict[str, Any]) -> list[str]:
              "Reference: one dataset at a time (median of 3 loops after a one-dataset warm-up). "
              "Fast: the batch implementation over a whole batch; its first call in the process "
              "(which pays the one-off costs the methods before it did not) and the median of "
-             "the 3 calls after it (warm). Speed-up: reference / fast, warm.", ""]
+             "the 3 calls after it (warm). Speed-up: reference / fast, warm. BLAS on one "
+             "thread, as in a run's tasks.", ""]
     for table in fig["method_tables"]:
         lines += [f"**{table['title']}**: fast on {table['n_fast']} datasets, reference on "
                   f"{table['n_ref']}.", "",
