@@ -244,6 +244,23 @@ SMALL = {**CFG, "replications": 12, "chunk_size": 3, "engine": "auto",
          "methods": ["true", "unadjusted"]}
 
 
+def test_local_backends_agree_bitwise(tmp_path):
+    """Forked workers, loky workers, threads and one process: the same bits, and the
+    forked run leaves no scratch folder."""
+    cfg = {**SMALL, "methods": ["true", "unadjusted", "croon", "factor_score", "sem_2level"],
+           "fixed": {"n_groups": 40, "r_zxi": 0.3, "group_size": 6},
+           "grid": {"icc": [0.05, 0.2]}}
+    frames = {}
+    for backend in ("processes", "loky", "threading", "sequential"):
+        out = tmp_path / backend
+        run(parse_config({**cfg, "backend": backend}), run_dir=out, progress=False)
+        frames[backend] = (read_table(out, "estimates"), read_table(out, "datasets"))
+        assert not (out / ".scratch").exists()
+    for backend in ("loky", "threading", "sequential"):
+        for a, b in zip(frames["processes"], frames[backend], strict=True):
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
 @pytest.mark.parametrize("backend", ["dask", "ray"])
 def test_cluster_backends_match_loky(tmp_path, backend):
     pytest.importorskip("distributed" if backend == "dask" else "ray")
