@@ -82,10 +82,11 @@ def test_member_ids_give_positions_and_misaligned_groups_are_not_applicable():
     base = dict(y=np.zeros(2), z=np.zeros((2, 1)), x=np.arange(4.0))
     d = Dataset(group=np.array([0, 0, 1, 1]), member=np.array([0, 2, 1, 2]), **base)
     assert d.balanced and not d.members_aligned
-    for view in (lambda: d.wide(0), lambda: d.position):
-        with pytest.raises(NotApplicable) as err:
-            view()
-        assert err.value.flag.code is Reason.MEMBERS_MISALIGNED
+    with pytest.raises(NotApplicable) as err:
+        d.wide(0)  # the wide matrix needs the same members in every group
+    assert err.value.flag.code is Reason.MEMBERS_MISALIGNED
+    # positions need no complete group: ids 0, 1, 2 are positions 0, 1, 2 (width 3)
+    assert list(d.position) == [0, 2, 1, 2] and d.n_positions == 3
     gaps = Dataset(group=np.array([0, 0, 0, 1, 1]), member=np.array([0, 1, 3, 0, 3]),
                    y=np.zeros(2), z=np.zeros((2, 1)), x=np.arange(5.0))
     assert list(gaps.position) == [0, 1, 2, 0, 2]  # ids 0, 1, 3 present: positions 0, 1, 2
@@ -94,8 +95,10 @@ def test_member_ids_give_positions_and_misaligned_groups_are_not_applicable():
     assert ok.wide(0).tolist() == [[0.0, 1.0], [2.0, 3.0]]
     lone = Dataset(group=np.array([0, 1]), member=np.array([0, 1]), y=np.zeros(2),
                    z=np.zeros((2, 1)), x=np.arange(2.0))
-    with pytest.raises(NotApplicable):
-        _ = lone.position  # no group has every member
+    assert list(lone.position) == [0, 1] and lone.n_positions == 2  # no group has both
+    plain = Dataset(group=np.array([0, 0, 0, 1]), y=np.zeros(2), z=np.zeros((2, 1)),
+                    x=np.arange(4.0))
+    assert list(plain.position) == [0, 1, 2, 0] and plain.n_positions == 3
 
 
 def _fit_all(sc, engine="auto"):

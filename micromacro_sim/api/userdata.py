@@ -108,10 +108,7 @@ class UserDataset(Dataset):
         if self.member_mode == "row_order":
             return Dataset.position.func(self)
         assert self.member_codes is not None and self.member_labels is not None
-        if int(self.sizes.max()) < len(self.member_labels):
-            raise NotApplicable(Reason.MEMBERS_MISALIGNED,
-                                self._first_incomplete() + " (and no group has every member)")
-        return self.member_codes
+        return self.member_codes  # a group may lack any member: the width is every label
 
     def wide(self, j: int = 0) -> np.ndarray:
         """The G x n matrix of x variable ``j``, column m the member labelled m."""

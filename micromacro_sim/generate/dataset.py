@@ -131,15 +131,20 @@ class Dataset:
         """Member position within its group, shape (N,).
 
         0..n_g-1 without ``member``; with it, the index of the member id among the ids
-        present in the data (raises ``NotApplicable(members_misaligned)`` when no group
-        has every member).
+        present in the data (0..K-1 with K ids; a group may lack any of them, and no group
+        needs to have them all: the layout's width is K, :attr:`n_positions`).
         """
         if self.member is None:
             return _readonly(np.arange(self.n_persons) - np.repeat(self.starts, self.sizes))
-        ids = np.unique(self.member)
-        if int(self.sizes.max()) < len(ids):
-            raise _misaligned("and no group has every member")
-        return _readonly(np.searchsorted(ids, self.member))
+        return _readonly(np.searchsorted(np.unique(self.member), self.member))
+
+    @property
+    def n_positions(self) -> int:
+        """Member positions of the layout: the largest group size without ``member``, the
+        number of distinct member ids with it."""
+        if self.n_persons == 0:
+            return 0
+        return int(self.position.max()) + 1
 
     @property
     def members_aligned(self) -> bool:

@@ -80,7 +80,7 @@ class _Wide:
     """The first x as a G x J matrix with a mask of the positions each group has."""
 
     def __init__(self, data: Dataset, j: int = 0) -> None:
-        G, J = data.n_groups, int(data.sizes.max())
+        G, J = data.n_groups, data.n_positions
         self.X = np.zeros((G, J))
         self.M = np.zeros((G, J))
         self.X[data.group, data.position] = data.x[:, j]
