@@ -117,6 +117,10 @@ class Estimator(ABC):
     max_x: ClassVar[int | None] = 1
     #: Designs with a batch path: () none, ("balanced",) or ("balanced", "unbalanced").
     batch_designs: ClassVar[tuple[str, ...]] = ()
+    #: The batch path uses member positions (the stacked arrays hold members in row order,
+    #: so a batch with member ids then goes through the reference path). False for a
+    #: method that uses only group means and sums; True, the safe default, otherwise.
+    uses_member_positions: ClassVar[bool] = True
 
     def __init__(self, *, label: str | None = None, **options: Any) -> None:
         self.label = label or self.name
@@ -187,8 +191,9 @@ class Estimator(ABC):
         ``auto`` use the batch implementation when :meth:`has_batch` says there is one
         (``fast`` without one raises ``ValueError``). Replications the batch path marks
         as ``fallback`` are fitted by the reference path and merged in. A batch that is
-        :attr:`~micromacro_sim.generate.batch.Batch.reference_only` (several x, missing members)
-        always takes the reference path. What the method's code raises is recorded
+        :attr:`~micromacro_sim.generate.batch.Batch.reference_only` (several x) always takes
+        the reference path, and so does one with member ids (absent members) when the method
+        :attr:`uses_member_positions`. What the method's code raises is recorded
         (:func:`recorded`): per replication on the reference path, for the whole batch when
         the batch implementation raises.
         """
@@ -213,7 +218,9 @@ class Estimator(ABC):
         """
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
-        if batch.reference_only:  # several x or member ids: the arrays hold one x
+        if batch.reference_only:  # several x: the arrays hold one x
+            return False
+        if batch.member_ids and self.uses_member_positions:  # members held in row order
             return False
         native = engine != "reference" and self.has_batch(batch.balanced)
         if engine == "fast" and not native:

@@ -83,6 +83,7 @@ class Blup(TwoStepEstimator):
                                        "against statsmodels MixedLM"),
     }
     batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # group means and sums only
 
     def check_applicable(self, data: Dataset) -> None:
         super().check_applicable(data)

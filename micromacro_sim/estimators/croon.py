@@ -48,6 +48,7 @@ class Croon(TwoStepEstimator):
     description = "Croon & van Veldhoven adjusted group means, OLS (CV's SE: HC2)"
     max_x = None
     batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # group means and sums only
 
     def scores(self, data: Dataset) -> Scores:
         a = cv_adjustment(data)

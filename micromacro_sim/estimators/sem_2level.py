@@ -74,6 +74,7 @@ class SEM2Level(Estimator):
     }
     max_x = None
     batch_designs = ("balanced", "unbalanced")  # a Batch holds one x; several x use fit()
+    uses_member_positions = False  # group means and within sums only
 
     def _fit(self, data: Dataset) -> FitResult:
         est = estimate(data, lavaan_fixed_x=bool(self.params["lavaan_fixed_x"]))

@@ -19,6 +19,7 @@ class TrueScore(TwoStepEstimator):
     needs_truth = True
     max_x = None
     batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # group means and sums only
 
     def scores(self, data: Dataset) -> Scores:
         return Scores(values=data.xi)

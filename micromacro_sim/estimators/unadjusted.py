@@ -18,6 +18,7 @@ class Unadjusted(TwoStepEstimator):
     description = "OLS on observed group means"
     max_x = None
     batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # group means and sums only
 
     def scores(self, data: Dataset) -> Scores:
         return Scores(values=data.xbar)

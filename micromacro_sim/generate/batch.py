@@ -5,10 +5,11 @@ A :class:`Batch` holds R datasets of the same scenario. Balanced designs stack i
 ``mask``. The original :class:`~micromacro_sim.generate.dataset.Dataset` objects are kept so a
 method without a batch implementation can loop over them (the reference path).
 
-The stacked arrays hold one x. Datasets with several x, or whose members carry ids
-(missing members), still form a batch (the arrays then hold the first x, members in row
-order), but :attr:`Batch.reference_only` is true and every method fits them one
-dataset at a time.
+The stacked arrays hold one x, members in row order. Datasets with several x still form a
+batch (the arrays then hold the first x), but :attr:`Batch.reference_only` is true and
+every method fits them one dataset at a time. Datasets whose members carry ids (absent
+members) form a batch with :attr:`Batch.member_ids` set: methods that use member positions
+fit them one at a time, the others (group means and sums) take their batch path.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ class Batch:
         Fits the chunk being simulated has already made of these datasets (a
         :class:`~micromacro_sim.models.cfa.CFAMemo`), for methods that can reuse them.
     reference_only : bool
-        Some dataset has several x or member ids: the stacked arrays do not describe
-        it, so methods must use the reference path.
+        Some dataset has several x: the stacked arrays do not describe it, so methods
+        must use the reference path.
+    member_ids : bool
+        Some dataset's members carry ids (absent members): the arrays hold the members in
+        row order, not at their positions, so methods that use positions must use the
+        reference path.
     """
 
     datasets: tuple[Dataset, ...]
@@ -61,6 +66,7 @@ class Batch:
     balanced: bool
     memo: Any = field(default=None, repr=False)
     reference_only: bool = False
+    member_ids: bool = False
 
     @classmethod
     def from_datasets(cls, datasets: Sequence[Dataset], memo: Any = None) -> Batch:
@@ -96,7 +102,8 @@ class Batch:
             xi=xi,
             balanced=balanced,
             memo=memo,
-            reference_only=p > 1 or any(d.member is not None for d in ds),
+            reference_only=p > 1,
+            member_ids=any(d.member is not None for d in ds),
         )
 
     @property

@@ -147,9 +147,14 @@ def _start(data: Dataset, wide: _Wide, j: int) -> tuple[float, np.ndarray]:
 
 
 def _fisher_step(wide: _Wide, mu: float, tau2: float, d: np.ndarray, free: np.ndarray):
-    """The capped Fisher-scoring step on the free log parameters and its uncapped size."""
-    grad, info, _ = wide.score_info(mu, tau2, d)
+    """The capped Fisher-scoring step on the free log parameters and its uncapped size;
+    None where the information is not finite (a member variance has reached 0 with tau2
+    at 0: a position observed in a single group, whose likelihood is unbounded there)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad, info, _ = wide.score_info(mu, tau2, d)
     g, inf = grad[free], info[np.ix_(free, free)]
+    if not (np.all(np.isfinite(inf)) and np.all(np.isfinite(g))):
+        return None
     try:
         step = np.linalg.solve(inf, g)
     except np.linalg.LinAlgError:
@@ -208,14 +213,18 @@ def hetvar_ml(
             tau2 = 0.0
             mu = wide.gls_mu(tau2, d)
             ll = wide.loglik(mu, tau2, d)
-        step, big = _fisher_step(wide, mu, tau2, d, free)
+        fisher = _fisher_step(wide, mu, tau2, d, free)
+        if fisher is None:  # on the boundary with an unbounded likelihood: stop there
+            break
+        step, big = fisher
         accepted = _line_search(wide, tau2, d, ll, free, step, big)
         if accepted is None:
             break
         tau2, d, mu, ll, scale = accepted
         if scale * big < tol:
             break
-    grad, _, modes = wide.score_info(mu, tau2, d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad, _, modes = wide.score_info(mu, tau2, d)
     grad_max = float(np.max(np.abs(grad[free])))
     if not free[0]:
         # Karush-Kuhn-Tucker at tau2 = 0: the likelihood must not rise into tau2 > 0.
