@@ -283,3 +283,24 @@ def test_boundary_fixture_matches_lme4_and_is_flagged():
     np.testing.assert_allclose(sc.extras["s2"], r["s2"], rtol=1e-4)
     res = get_estimator("blup_hetvar").fit(data)
     assert not res.ok
+
+
+def test_hetvar_stops_at_the_boundary_of_a_once_observed_member():
+    """Absent members (Poisson sizes, 20% MCAR): a member id observed in one group only.
+    With tau2 at 0 its variance runs to 0 and the likelihood is unbounded there; the fit
+    stops on that boundary and is flagged, never an error (it was ``members_misaligned``
+    before positions stopped needing a complete group)."""
+    from micromacro_sim.core.status import Status
+    from micromacro_sim.design.scenario import Scenario
+    from micromacro_sim.generate.dgp import generate
+    from micromacro_sim.generate.seeding import replication_rng
+
+    sc = Scenario.from_params(dict(n_groups=30, group_size={"poisson": 8, "min": 2},
+                                   icc=0.05, r_zxi=0.3, missing_mcar=0.2))
+    data = generate(sc, replication_rng(9, sc, 100, 0))
+    counts = np.bincount(data.position)
+    assert counts.min() == 1 and data.n_positions > int(data.sizes.max())
+    fit = hetvar_ml(data)
+    assert fit.boundary and not fit.converged and fit.tau2 == 0.0
+    res = get_estimator("blup_hetvar").fit(data)
+    assert res.status is Status.FLAGGED and "boundary" in res.reason_code
