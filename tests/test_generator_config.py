@@ -131,8 +131,9 @@ def test_missing_members_reach_every_method_as_observed_members():
     assert batch.datasets[0].n_persons < 240
     for name in ("unadjusted", "croon", "blup", "blup_hetvar", "true", "sem_2level"):
         assert np.isfinite(res[name].params).all(), name
-    # methods of group means and sums take their batch path; blup_hetvar, whose batch
-    # arrays would need members at their positions, fits one dataset at a time
+    # methods of group means and sums take their batch path, with the numbers of one
+    # dataset at a time; blup_hetvar, whose batch arrays hold members in row order, not at
+    # their positions, fits one dataset at a time
     for name in ("unadjusted", "croon", "blup", "true", "sem_2level"):
         assert res[name].engine == "fast", name
         one = registry()[name]().fit(batch.datasets[2])

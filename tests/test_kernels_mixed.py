@@ -188,6 +188,9 @@ COMPOSITION = {
     "unbalanced_widths": dict(n_groups=8, group_size={"uniform": [2, 14]}, icc=0.1, r_zxi=0.3),
     "unbalanced_low_icc": dict(n_groups=30, group_size={"uniform": [2, 12]}, icc=0.03,
                                r_zxi=0.3),
+    # absent members (member ids): blup on its batch path, blup_hetvar one at a time
+    "absent_members": dict(n_groups=30, group_size={"poisson": 8, "min": 2}, icc=0.1,
+                           r_zxi=0.3, missing_mcar=0.2),
 }
 METHODS = {"blup_reml": ("blup", {"reml": True, "verify": False}),
            "blup_ml": ("blup", {"reml": False, "verify": False}),
