@@ -50,3 +50,24 @@ def test_target_rows_carry_both_figures_for_the_report():
     rows = {r["key"]: r for r in target_rows(FIGURES)}
     assert rows["r_ratio"]["cold"] == 499.0 and rows["r_ratio"]["met_cold"] is False
     assert rows["r_ratio"]["warm"] == 500.0 and rows["r_ratio"]["met_warm"] is True
+
+
+def test_cold_runs_start_without_the_package_bytecode(tmp_path, monkeypatch):
+    """Cold: this package's bytecode for the running interpreter is deleted, nothing else
+    (other interpreters' files and the sources stay)."""
+    import sys
+
+    import micromacro_sim
+    from micromacro_sim.cli.bench_timing import drop_package_bytecode
+
+    tag = sys.implementation.cache_tag
+    cache = tmp_path / "pkg" / "sub" / "__pycache__"
+    cache.mkdir(parents=True)
+    mine = [cache / f"mod.{tag}.pyc", cache / f"mod.{tag}.opt-1.pyc"]
+    other = cache / "mod.cpython-299.pyc"
+    source = tmp_path / "pkg" / "sub" / "mod.py"
+    for f in [*mine, other, source]:
+        f.write_text("x")
+    monkeypatch.setattr(micromacro_sim, "__path__", [str(tmp_path / "pkg")])
+    assert drop_package_bytecode() == 2
+    assert not any(f.exists() for f in mine) and other.exists() and source.exists()

@@ -10,10 +10,10 @@ extrapolated figure, the R pipeline's time for a full study (measured per replic
 
 Every command-line timing that a target judges is measured cold and warm, and each target
 gets two verdicts. **Cold** is the first run of that command in this bench invocation, in a
-new process with an empty bytecode cache: ``PYTHONPYCACHEPREFIX`` is set to a fresh empty
-temporary folder for that run only, so every module is compiled from source (the worst
-case, right after an install). **Warm** is the median of the runs that follow it (3 for
-the seed study, 1 for cv2007 with every method).
+new process, after the package's own bytecode was deleted: the package is compiled from
+source while its dependencies load the bytecode their installation wrote (a first run
+after ``pip install -e .`` or an upgrade). **Warm** is the median of the runs that follow
+it (3 for the seed study, 1 for cv2007 with every method).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def print_targets(out: dict[str, Any]) -> dict[str, dict[str, bool | None]]:
         Per target key, ``{"cold": verdict, "warm": verdict}``; a verdict is None when its
         figure (``<key>_cold`` or ``<key>_warm`` in ``out``) was not measured.
     """
-    print("\ntargets (cold: first run with an empty bytecode cache; warm: median of the "
-          "runs after it):")
+    print("\ntargets (cold: first run with the package's bytecode deleted; warm: median of "
+          "the runs after it):")
     verdicts: dict[str, dict[str, bool | None]] = {}
     for row in target_rows(out):
         parts = []

@@ -2,12 +2,14 @@
 ``micromacro run`` from the command line (cold or warm), the parallel ceiling and the R
 pipeline.
 
-A command-line run is **cold** when it runs in a new process whose bytecode cache is an
-empty folder of its own (``PYTHONPYCACHEPREFIX`` set to a fresh temporary folder), so that
-every module is compiled from source: the worst case, right after an install. A **warm**
-run reads the bytecode the runs before it wrote to the bench's own cache folder. Every run
-writes bytecode whatever the calling environment says (``PYTHONDONTWRITEBYTECODE`` is
-dropped for the runs): otherwise each "warm" run would compile the package again.
+A command-line run is **cold** when it runs in a new process after this package's
+bytecode has been deleted (its ``__pycache__`` files for this interpreter, where the
+package folder is writable), so the package is compiled from source while its
+dependencies load the bytecode their installation wrote: a first run right after
+``pip install -e .`` (README's commands) or an upgrade. A **warm** run reads the bytecode
+the runs before it wrote. Every run writes bytecode in place whatever the calling
+environment says (``PYTHONDONTWRITEBYTECODE`` and ``PYTHONPYCACHEPREFIX`` are dropped for
+the runs): otherwise each "warm" run would compile the package again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,16 +36,37 @@ from micromacro_sim.generate.batch import Batch
 from micromacro_sim.run.tasks import single_threaded_blas
 
 __all__ = ["COLD_DEFINITION", "ROW16", "bench_methods", "bench_r", "cli_run",
-           "cold_and_warm", "datasets", "machine_info", "parallel_ceiling"]
+           "cold_and_warm", "datasets", "drop_package_bytecode", "machine_info",
+           "parallel_ceiling"]
 
 ROW16 = dict(n_groups=100, group_size=10, icc=0.1, r_zxi=0.3)
+#: Whether a run of this bench invocation has written the package's bytecode.
+_PRIMED = False
 
 COLD_DEFINITION = (
-    "cold = the first run of that command in this bench invocation, in a new process with "
-    "an empty bytecode cache (PYTHONPYCACHEPREFIX set to a fresh empty folder for that run "
-    "only, so every module is compiled from source: the worst case right after an install); "
-    "warm = median of the runs that follow it, reading the bytecode the cold run wrote"
+    "cold = the first run of that command in this bench invocation, in a new process, after "
+    "the package's own bytecode was deleted (it is compiled from source, its dependencies "
+    "load the bytecode their installation wrote: a first run after pip install -e . or an "
+    "upgrade); warm = median of the runs that follow it, reading the bytecode the cold run "
+    "wrote"
 )
+
+
+def drop_package_bytecode() -> int:
+    """Delete this package's bytecode for the running interpreter (its ``__pycache__``
+    files); the number deleted (0 where the folder is not writable)."""
+    import micromacro_sim
+
+    tag = sys.implementation.cache_tag
+    done = 0
+    for root in micromacro_sim.__path__:
+        for pyc in Path(root).rglob(f"__pycache__/*.{tag}*.pyc"):
+            try:
+                pyc.unlink()
+                done += 1
+            except OSError:
+                pass
+    return done
 
 #: Run in the child process: ``micromacro`` with the given arguments, then one line with
 #: its wall seconds, peak RSS (KiB, largest process), exit code and CPU seconds. Only the
@@ -197,15 +219,14 @@ def parallel_ceiling(repeats: int = 3) -> float:
     return float(np.median(ratios))
 
 
-def _cli_run_once(config: dict[str, Any], workdir: Path, cache: Path
-                  ) -> tuple[float, int, float]:
-    """One ``micromacro run --quiet`` in a new process with its bytecode cache in ``cache``:
-    wall seconds (including start-up), peak RSS (KiB) and CPU seconds."""
+def _cli_run_once(config: dict[str, Any], workdir: Path) -> tuple[float, int, float]:
+    """One ``micromacro run --quiet`` in a new process writing its bytecode in place: wall
+    seconds (including start-up), peak RSS (KiB) and CPU seconds."""
     cfg = workdir / f"cfg-{time.monotonic_ns()}.yaml"
     out = workdir / f"out-{time.monotonic_ns()}"
     cfg.write_text(yaml.safe_dump({**config, "output": str(out)}))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
     try:
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _PROBE, "run", str(cfg), "--quiet"],
@@ -231,18 +252,18 @@ def cli_run(config: dict[str, Any], workdir: Path, repeats: int = 1,
         ``peak_mib`` (largest process, workers included, largest over the runs) and
         ``runs``.
     """
-    warm_cache = workdir / "pycache"  # the bench's own bytecode, read by its warm runs
-    if cold:  # compiles everything into an empty folder, which the warm runs then read
-        fresh = Path(tempfile.mkdtemp(prefix="pycache-", dir=workdir))
-        result = _cli_run_once(config, workdir, fresh)
-        shutil.rmtree(warm_cache, ignore_errors=True)
-        fresh.rename(warm_cache)
+    global _PRIMED
+    if cold:  # the package compiles from source and writes the bytecode the warm runs read
+        drop_package_bytecode()
+        result = _cli_run_once(config, workdir)
+        _PRIMED = True
         return {"wall": result[0], "cpu": result[2], "peak_mib": result[1] / 1024, "runs": 1}
-    if not warm_cache.exists():  # an untimed run writes the bytecode first
-        _cli_run_once(config, workdir, warm_cache)
+    if not _PRIMED:  # an untimed run writes the bytecode first
+        _cli_run_once(config, workdir)
+        _PRIMED = True
     walls, cpus, peak = [], [], 0
     for _ in range(repeats):
-        wall, rss, cpu = _cli_run_once(config, workdir, warm_cache)
+        wall, rss, cpu = _cli_run_once(config, workdir)
         walls.append(wall)
         cpus.append(cpu)
         peak = max(peak, rss)
