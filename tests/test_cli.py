@@ -57,6 +57,40 @@ def test_bad_config_one_line_exit_2_nothing_written(tmp_path, capsys, change, fi
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("change", "suggestion"), [
+    ({"methods": ["true", "unadjustd"]}, "did you mean 'unadjusted'?"),
+    ({"fixed": {**{k: v for k, v in GOOD["fixed"].items() if k != "group_size"},
+                "group_sise": 4}}, "did you mean 'group_size'?"),
+    ({"replicatoins": 3}, "did you mean 'replications'?"),
+    ({"admissibility": {"polcy": "flag"}}, "did you mean 'policy'?"),
+])
+def test_misspelled_names_get_a_suggestion_in_the_same_line(tmp_path, capsys, change,
+                                                             suggestion):
+    out = tmp_path / "out"
+    rc = main(["run", str(_write(tmp_path, {**GOOD, **change, "output": str(out)})),
+               "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.endswith(suggestion), err
+    assert not out.exists()
+    # nothing close: no guess
+    rc = main(["run", str(_write(tmp_path, {**GOOD, "methods": ["zzz"], "output": str(out)})),
+               "--quiet"])
+    assert rc == 2 and "did you mean" not in capsys.readouterr().err
+
+
+def test_version_and_a_complete_run_says_so(tmp_path, capsys):
+    from micromacro_sim import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"micromacro-sim {__version__}\n"
+    path = _write(tmp_path, {**GOOD, "output": str(tmp_path / "out")})
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert "; ran " in capsys.readouterr().out.replace("\n", " ")
+    assert main(["run", str(path), "--quiet"]) == 0
+    text = capsys.readouterr().out.replace("\n", " ")
+    assert "already complete, nothing to run" in text and "ran 0" not in text
+
+
 def test_yaml_syntax_error(tmp_path, capsys):
     rc = main(["run", str(_write(tmp_path, "seed: [1, 2\nname: x\n"))])
     err = capsys.readouterr().err.strip()

@@ -69,10 +69,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{ad.min} to {ad.max} (adaptive, blocks of {ad.block})")
     from micromacro_sim.reporting.wrap import wrap_text
 
+    done = (f"ran {res.tasks_run} task(s) ({res.replications_run} replications) in "
+            f"{res.seconds:.1f} s" if res.tasks_run else "already complete, nothing to run")
     print(wrap_text(f"{cfg.name}: {len(cfg.scenarios)} scenario(s) x {reps} replications, "
-                    f"{len(cfg.methods)} method(s); ran {res.tasks_run} task(s) "
-                    f"({res.replications_run} replications) in {res.seconds:.1f} s -> "
-                    f"{res.run_dir}" + (f" (part {args.part})" if args.part else "")))
+                    f"{len(cfg.methods)} method(s); {done} -> {res.run_dir}"
+                    + (f" (part {args.part})" if args.part else "")))
     if args.summarize:  # what this config describes, not every replication of the folder
         return _summarize(res.run_dir, args, limit=(cfg.replications,
                                                     [sc.key for sc in cfg.scenarios]))
@@ -246,9 +247,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         The subcommand about to be parsed; the other heavy commands are then left out.
         None builds every command (full help).
     """
+    from micromacro_sim.core.version import __version__
+
     parser = _Parser(
         prog="micromacro", description="Monte Carlo studies of micro-macro multilevel models."
     )
+    parser.add_argument("--version", action="version", version=f"micromacro-sim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run (or resume) the simulation of a config")

@@ -3,10 +3,12 @@ raised by a user's code."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from micromacro_sim.core.status import Reason, flag
 
 __all__ = ["ConfigError", "DataError", "MicroMacroError", "NotApplicable", "PluginError",
-           "describe_exception"]
+           "describe_exception", "did_you_mean"]
 
 
 class MicroMacroError(Exception):
@@ -63,3 +65,13 @@ def describe_exception(exc: BaseException) -> str:
     except Exception:  # noqa: BLE001 - a user's exception may fail to print itself
         text = "(message cannot be shown)"
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def did_you_mean(got: object, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a misspelled one (difflib,
+    similarity at least .6), or ``""`` when none is close: appended to an error's line.
+    """
+    import difflib
+
+    match = difflib.get_close_matches(str(got), [str(k) for k in known], n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.measures import Measure, check_target, parse_measure
 
@@ -104,7 +104,7 @@ def parse_adaptive(value: Any) -> Adaptive:
     unknown = sorted(str(k) for k in value if k not in ADAPTIVE_KEYS)
     if unknown:
         raise ConfigError(f"replications.{unknown[0]}: unknown key (known: "
-                          f"{', '.join(ADAPTIVE_KEYS)})")
+                          f"{', '.join(ADAPTIVE_KEYS)})" + did_you_mean(unknown[0], ADAPTIVE_KEYS))
     if "target_mcse" not in value:
         raise ConfigError("replications.target_mcse: missing (e.g. {bias: 0.005})")
     targets = _targets(value["target_mcse"])

@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.core.version import __version__
 from micromacro_sim.design import limits
 from micromacro_sim.design.adaptive import Adaptive, parse_adaptive
@@ -281,7 +281,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
     if unknown:
         raise ConfigError(
             f"{unknown[0]}: unknown config key (known: {', '.join(sorted(_TOP_KEYS))})"
-        )
+            + did_you_mean(unknown[0], _TOP_KEYS))
     seed = raw.get("seed")
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.fieldchecks import CHECKS
 from micromacro_sim.design.kinds import (
     Choice,
@@ -334,7 +334,7 @@ def parse_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"{unknown[0]}: unknown scenario parameter (known: {', '.join(sorted(_BY_NAME))})"
-        )
+            + did_you_mean(unknown[0], _BY_NAME))
     sources = {f.derives.target: f for f in FIELDS if f.derives}
     for f in FIELDS:
         if f.default is REQUIRED and f.name not in sources and f.name not in params:

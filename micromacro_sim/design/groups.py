@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 
 __all__ = ["GroupSizes"]
 
@@ -88,7 +88,8 @@ class GroupSizes:
     def _parse_poisson(cls, spec: dict, name: str) -> GroupSizes:
         unknown = sorted(set(spec) - {"poisson", "min"})
         if unknown:
-            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: poisson, min)")
+            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: poisson, min)"
+                              + did_you_mean(unknown[0], ("poisson", "min")))
         lo, mean = spec.get("min", 1), spec["poisson"]
         if not _is_int(lo) or lo < 1:
             raise ConfigError(f"{name}.min: expected an integer >= 1, got {lo!r}")
@@ -102,7 +103,8 @@ class GroupSizes:
     def _parse_choice(cls, spec: dict, name: str) -> GroupSizes:
         unknown = sorted(set(spec) - {"choice", "p"})
         if unknown:
-            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: choice, p)")
+            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: choice, p)"
+                              + did_you_mean(unknown[0], ("choice", "p")))
         sizes = spec["choice"]
         if (not isinstance(sizes, (list, tuple)) or not sizes
                 or not all(_is_int(v) and v >= 1 for v in sizes) or len(set(sizes)) != len(sizes)):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.groups import GroupSizes
 
 __all__ = [
@@ -367,7 +367,8 @@ class Spec:
             v = {("on" if k is True else k): x for k, x in v.items()}
         unknown = sorted(map(str, set(v) - set(kinds)))
         if unknown:
-            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(kinds)})")
+            raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(kinds)})"
+                              + did_you_mean(unknown[0], kinds))
         out = {}
         for key, kind in kinds.items():
             if key not in v and key not in defaults:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.scenario import Scenario
 
@@ -67,7 +67,7 @@ class Policy:
         if unknown:
             raise ConfigError(
                 f"admissibility.{unknown[0]}: unknown key (known: gate, max_redraws, policy)"
-            )
+                + did_you_mean(unknown[0], ("gate", "max_redraws", "policy")))
         mode = value.get("policy", cls.mode)
         if mode not in MODES:
             raise ConfigError(f"admissibility.policy: expected redraw or flag, got {mode!r}")

@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-from micromacro_sim.core.errors import ConfigError, NotApplicable
+from micromacro_sim.core.errors import ConfigError, NotApplicable, did_you_mean
 from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
 from micromacro_sim.design.config import MethodSpec
 from micromacro_sim.estimators.base import Estimator, TwoStepEstimator
@@ -98,7 +98,7 @@ def method_class(method: str, field: str = "methods") -> type[Estimator]:
     if is_reference(method) or method in entry_points(ESTIMATOR_GROUP):
         return load_estimator(method, field)
     raise ConfigError(f"{field}: unknown method {method!r} (known: {', '.join(reg)}; "
-                      "or module:Name of your own Estimator)")
+                      "or module:Name of your own Estimator)" + did_you_mean(method, reg))
 
 
 def is_plugin(cls: type[Estimator]) -> bool:

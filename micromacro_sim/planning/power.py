@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.config import MethodSpec, RunConfig
 from micromacro_sim.design.measures import indicators, se_column
 from micromacro_sim.design.scenario import Scenario
@@ -287,7 +287,8 @@ def method_specs(config: RunConfig, methods: list[str] | None) -> list[MethodSpe
             out.append(MethodSpec(m, m))
         else:
             known = ", ".join(dict.fromkeys([*by_label, *reg]))
-            raise ConfigError(f"method: unknown method {m!r} (known: {known})")
+            raise ConfigError(f"method: unknown method {m!r} (known: {known})"
+                              + did_you_mean(m, [*by_label, *reg]))
     return out
 
 

@@ -1,7 +1,8 @@
 """Shared pieces of the figures: matplotlib import, colours, cell order, layout, saving.
 
-matplotlib is optional (``pip install 'micromacro-sim[plots]'``); it is imported inside
-the functions, always with the Agg backend, so figures draw without a display.
+matplotlib is a dependency of the package (since 0.3.0); it is imported inside the
+functions (a run never loads it), always with the Agg backend, so figures draw without a
+display.
 Figures are sized for the report (at most :data:`MAX_WIDTH` inches wide at :data:`DPI`),
 so that they are shown at their own size and 8-point text stays readable.
 """
@@ -33,14 +34,14 @@ def require_matplotlib() -> Any:
     Raises
     ------
     MicroMacroError
-        matplotlib is not installed; the message names the extra that installs it.
+        matplotlib is not installed (the message says how to install it).
     """
     try:
         import matplotlib
     except ImportError:
         raise MicroMacroError(
-            "plots: matplotlib is not installed; install it with "
-            "pip install 'micromacro-sim[plots]'"
+            "plots: matplotlib is not installed (a dependency of micromacro-sim); install it "
+            "with pip install matplotlib"
         ) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
