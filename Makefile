@@ -12,7 +12,7 @@ install-dev:
 
 ## Install, run the seed study on the default config and print its summary.
 run: install
-	micromacro run $(CONFIG) --summarize
+	$(PYTHON) -m micromacro_sim run $(CONFIG) --summarize
 
 ## Install with the test extras, check the import layers and run the default (fast) test suite.
 test: install-dev
@@ -36,7 +36,7 @@ fixtures: install
 ## Time both engines, the CLI end to end (cold and warm) and (when Rscript is installed) the
 ## R pipeline; the run's figures go into BENCHMARKS.md between its bench markers.
 bench: install
-	micromacro bench --markdown BENCHMARKS.md
+	$(PYTHON) -m micromacro_sim bench --markdown BENCHMARKS.md
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
