@@ -52,10 +52,11 @@ def test_target_rows_carry_both_figures_for_the_report():
     assert rows["r_ratio"]["warm"] == 500.0 and rows["r_ratio"]["met_warm"] is True
 
 
-def test_cold_runs_start_without_the_package_bytecode(tmp_path, monkeypatch):
+def test_cold_runs_start_without_the_package_bytecode(tmp_path):
     """Cold: this package's bytecode for the running interpreter is deleted, nothing else
     (other interpreters' files and the sources stay)."""
     import sys
+    from pathlib import Path
 
     import micromacro_sim
     from micromacro_sim.cli.bench_timing import drop_package_bytecode
@@ -68,6 +69,10 @@ def test_cold_runs_start_without_the_package_bytecode(tmp_path, monkeypatch):
     source = tmp_path / "pkg" / "sub" / "mod.py"
     for f in [*mine, other, source]:
         f.write_text("x")
-    monkeypatch.setattr(micromacro_sim, "__path__", [str(tmp_path / "pkg")])
-    assert drop_package_bytecode() == 2
+    assert drop_package_bytecode([tmp_path / "pkg"]) == 2
     assert not any(f.exists() for f in mine) and other.exists() and source.exists()
+    # by default, the package's own folder
+    from micromacro_sim.cli import bench_timing
+
+    assert (Path(micromacro_sim.__file__).resolve().parent
+            == Path(bench_timing.__file__).resolve().parents[1])

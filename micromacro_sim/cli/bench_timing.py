@@ -52,14 +52,13 @@ COLD_DEFINITION = (
 )
 
 
-def drop_package_bytecode() -> int:
+def drop_package_bytecode(roots: list[Path] | None = None) -> int:
     """Delete this package's bytecode for the running interpreter (its ``__pycache__``
-    files); the number deleted (0 where the folder is not writable)."""
-    import micromacro_sim
-
+    files under ``roots``, by default the package folder); the number deleted (0 where
+    the folder is not writable)."""
     tag = sys.implementation.cache_tag
     done = 0
-    for root in micromacro_sim.__path__:
+    for root in roots or [Path(__file__).resolve().parents[1]]:
         for pyc in Path(root).rglob(f"__pycache__/*.{tag}*.pyc"):
             try:
                 pyc.unlink()
