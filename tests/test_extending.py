@@ -42,7 +42,7 @@ def _on_path(folder: Path):
     from micromacro_sim.estimators import plugins
 
     def reset():
-        for name in ("my_methods", "my_generator", "broken"):
+        for name in ("my_methods", "my_generator", "broken", "my_onestep", "half"):
             sys.modules.pop(name, None)
         est_pkg._REGISTRY = None
         plugins.entry_points.cache_clear()
@@ -84,6 +84,27 @@ def test_check_method_passes_on_the_example(study, capsys):
     assert {"constructor", "fits_row16", "unbalanced", "never_raises"} <= {
         ln.split()[0] for ln in lines[1:-1]}
     assert lines[-1] == "4 passed, 0 failed"
+
+
+def test_a_one_step_method_needs_only_estimate(study, tmp_path, capsys):
+    rc, out, err = _main(["check-method", "my_onestep:MeansOLS"], study, capsys)
+    assert rc == 0, out + err
+    from micromacro_sim.estimators import registry
+
+    assert [n for n, c in registry().items() if c.missing_methods()] == []
+    (tmp_path / "half.py").write_text(
+        "from micromacro_sim.estimators import Estimator, TwoStepEstimator\n"
+        "class Half(Estimator):\n    name = 'half'\n"
+        "class NoScores(TwoStepEstimator):\n    name = 'no_scores'\n")
+    cfg = {**yaml.safe_load(FILES["my_study.yaml"]), "generator": None}
+    for ref, missing in (("half:Half", "estimate()"), ("half:NoScores", "scores()")):
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({**cfg, "methods": [ref]}))
+        with _on_path(tmp_path):
+            rc = main(["run", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "o"),
+                       "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err == (f"error: methods: {ref!r} is not a complete Estimator: it "
+                                   f"must define {missing}\n"), err
 
 
 def test_check_method_fails_a_broken_method(study, tmp_path, capsys):
@@ -136,7 +157,7 @@ def test_run_uses_the_plugins_and_a_changed_plugin_refuses_to_mix(study, tmp_pat
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("methods", ["my_methodz:TrimmedMeans"], "methods: cannot import 'my_methodz'"),
-    ("methods", ["my_generator:t_errors"], "methods: 'my_generator:t_errors' is not a concrete"),
+    ("methods", ["my_generator:t_errors"], "methods: 'my_generator:t_errors' is not a subclass"),
     ("generator", "my_generator:t_error", "generator: module 'my_generator' has no 't_error'"),
     ("generator", "nosuch", "generator: expected module:Name or an installed generator"),
 ])

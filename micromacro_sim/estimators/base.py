@@ -92,7 +92,7 @@ def recorded(call: Callable[[], T], failed: Callable[[Flag], T]) -> T:
         return failed(error_flag(exc))
 
 
-class Estimator(ABC):
+class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstractness
     """Base class of every method.
 
     Subclasses set :attr:`name` (the registry id), :attr:`options` (name ->
@@ -158,9 +158,33 @@ class Estimator(ABC):
         value that is not a result for ``data``, is recorded (:func:`recorded`)."""
         return recorded(lambda: _checked_fit(self.fit(data), data), lambda f: self._failed(data, f))
 
-    @abstractmethod
+    def estimate(self, data: Dataset) -> FitResult:
+        """The method's own fit of one dataset: the public hook of a one-step method.
+
+        Return a :class:`~micromacro_sim.core.results.FitResult` (``method=self.label``,
+        ``terms=data.terms``, ``params``, ``bse`` keyed by SE type, and ``converged``,
+        ``admissible`` and ``flags`` where the fit is not clean). It may raise: :meth:`fit`
+        records a numerical error or a bug as the replication's result. Two-step methods
+        implement :meth:`TwoStepEstimator.scores` instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no estimate()")
+
     def _fit(self, data: Dataset) -> FitResult:
-        """Method-specific fit (may raise; :meth:`fit` records failures)."""
+        """Method-specific fit (may raise; :meth:`fit` records failures). The package's
+        own methods override it; by default it is :meth:`estimate`."""
+        return self.estimate(data)
+
+    @classmethod
+    def missing_methods(cls) -> tuple[str, ...]:
+        """What a subclass must still define to be a method: ``("estimate",)`` for a
+        one-step class that overrides none of ``estimate``, ``_fit`` and ``fit``, the
+        abstract methods left (``scores`` of a two-step method), else ``()``."""
+        left = tuple(sorted(getattr(cls, "__abstractmethods__", ())))
+        if left:
+            return left
+        own = [name for name in ("estimate", "_fit", "fit")
+               if getattr(cls, name) is not getattr(Estimator, name)]
+        return () if own else ("estimate",)
 
     @classmethod
     def has_batch(cls, balanced: bool) -> bool:

@@ -98,9 +98,13 @@ def _load_entry_point(group: str, name: str, field: str) -> Any:
 def _check_estimator(obj: Any, field: str, ref: str) -> type:
     from micromacro_sim.estimators.base import Estimator
 
-    if not (isinstance(obj, type) and issubclass(obj, Estimator)) or inspect.isabstract(obj):
-        raise ConfigError(f"{field}: {ref!r} is not a concrete subclass of "
+    if not (isinstance(obj, type) and issubclass(obj, Estimator)):
+        raise ConfigError(f"{field}: {ref!r} is not a subclass of "
                           "micromacro_sim.estimators.base.Estimator")
+    missing = obj.missing_methods()
+    if missing:
+        raise ConfigError(f"{field}: {ref!r} is not a complete Estimator: it must define "
+                          f"{' and '.join(m + '()' for m in missing)}")
     return obj
 
 
