@@ -107,6 +107,28 @@ def test_a_one_step_method_needs_only_estimate(study, tmp_path, capsys):
                                    f"must define {missing}\n"), err
 
 
+def test_check_method_names_the_design_term_and_cause(tmp_path, capsys):
+    (tmp_path / "half.py").write_text(
+        "import numpy as np\n"
+        "from micromacro_sim.estimators import Estimator, FitResult\n"
+        "class NoDf(Estimator):\n"
+        "    name = 'no_df'\n"
+        "    def estimate(self, data):\n"
+        "        X = data.design(data.xbar)\n"
+        "        beta = np.linalg.lstsq(X, data.y, rcond=None)[0]\n"
+        "        df = data.n_groups - X.shape[1]\n"
+        "        r = data.y - X @ beta\n"
+        "        with np.errstate(all='ignore'):\n"
+        "            v = np.abs(np.diag((r @ r / df) * np.linalg.pinv(X.T @ X)))\n"
+        "        return FitResult(method=self.label, terms=data.terms, params=beta,\n"
+        "                         bse={'classical': np.sqrt(v)}, df_resid=float(df))\n")
+    rc, out, _ = _main(["check-method", "half:NoDf"], tmp_path, capsys)
+    assert rc == 1
+    line = next(ln for ln in out.splitlines() if "never_raises" in ln)
+    assert "FAIL  edge design n_groups=3, group_size=3" in line and "(seed 0)" in line
+    assert "SEs <= 0 or NaN (term intercept, z, xi: inf)" in line
+
+
 def test_check_method_fails_a_broken_method(study, tmp_path, capsys):
     (tmp_path / "broken.py").write_text(
         "from micromacro_sim.estimators import TwoStepEstimator\n"

@@ -139,15 +139,22 @@ def check_result(res: Any, data: Dataset, label: str) -> None:
     if np.isnan(res.params).any():
         _require(not res.admissible, "a NaN estimate is admissible")
     if res.ok:
-        _require(np.all(np.isfinite(res.params)), "an ok fit has non-finite estimates")
+        bad = ~np.isfinite(res.params)
+        _require(not bad.any(), "an ok fit has non-finite estimates (term "
+                 f"{_terms(res.terms, bad)})")
         se = res.se("classical")
-        _require(np.all(np.isfinite(se)) and np.all(se > 0), "an ok fit has SEs <= 0 or NaN")
+        bad = ~(np.isfinite(se) & (se > 0))
+        _require(not bad.any(), f"an ok fit has SEs <= 0 or NaN (term {_terms(res.terms, bad)}: "
+                 f"{se[bad][0] if bad.any() else ''})")
         _require(res.reason == "" or res.admissible, "a proper fit carries a failure reason")
         if res.two_step:
             _require(set(res.bse) == set(SE_TYPES) and res.df_resid is not None,
                      "a two-step fit lacks an SE type or df_resid")
         lo, hi = res.conf_int().T
-        _require(np.all(lo < res.params) and np.all(res.params < hi), "bad confidence interval")
+        bad = ~((lo < res.params) & (res.params < hi))
+        _require(not bad.any(), f"bad confidence interval (term {_terms(res.terms, bad)}: "
+                 f"[{lo[bad][0] if bad.any() else ''}, {hi[bad][0] if bad.any() else ''}], "
+                 f"df_resid = {res.df_resid})")
     else:
         _require(res.reason and res.reason_code, "a flagged fit must carry a reason code")
 
@@ -190,12 +197,22 @@ def check_unbalanced(cls: type[Estimator]) -> None:
         _require(res.ok, f"not ok on unbalanced groups: {res.reason}")
 
 
+def _terms(terms: tuple[str, ...], bad: np.ndarray) -> str:
+    """The names of the terms where ``bad`` holds, comma-separated."""
+    return ", ".join(t for t, b in zip(terms, bad, strict=True) if b)
+
+
 def check_never_raises(cls: type[Estimator]) -> None:
-    """Edge datasets: no exception, well-formed results, reasons on flagged fits."""
+    """Edge datasets: no exception, well-formed results, reasons on flagged fits. A failure
+    names the edge design and the seed of its dataset."""
     for params in EDGE_DESIGNS:
         for seed in range(5):
             data = make_data(seed=seed, **params)
-            check_result(cls().fit(data), data, cls().label)
+            try:
+                check_result(cls().fit(data), data, cls().label)
+            except ContractFailure as exc:
+                design = ", ".join(f"{k}={v}" for k, v in params.items())
+                raise ContractFailure(f"edge design {design} (seed {seed}): {exc}") from None
 
 
 #: The per-class checks, by name.
