@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,30 @@ def sequential_estimate(one: float, probe: float, k: int, tasks: list[Any]) -> f
     return len(tasks) * fixed + per_rep * sum(t.size for t in tasks)
 
 
+@contextlib.contextmanager
+def _heartbeat(bar: Progress, backend: str) -> Iterator[None]:
+    """While tasks run in this process or behind joblib: :meth:`Progress.tick` about once a
+    second from a helper thread, so that plain progress lines keep coming during long
+    tasks. Forked workers need none (their wait ticks), and must not be forked while a
+    thread runs."""
+    if backend == "processes" or not (bar.enabled and bar.plain):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            bar.tick()
+
+    helper = threading.Thread(target=beat, name="progress-heartbeat", daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        helper.join()
+
+
 def _probe_loky(tasks: list[Any], ledger: Any, bar: Progress,
                 run_task: Callable[[Any], Any]) -> tuple[str, list[Any]]:
     """Run the warm-up and probes of the first task here; ``("sequential", rest)`` when
@@ -214,7 +239,7 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
             marks.mkdir(exist_ok=True)
             run_task = MarkedTask(run_task, marks)
         if backend == "processes":
-            results = run_forked(run_task, tasks_left, n_jobs)
+            results = run_forked(run_task, tasks_left, n_jobs, tick=bar.tick)
         elif backend == "sequential":
             results = (run_task(t) for t in tasks_left)
         else:
@@ -226,10 +251,11 @@ def execute(config: RunConfig, run_dir: Path, tasks: list[Any], ledger: Any,
             results = Parallel(return_as=order)(delayed(run_task)(t) for t in tasks_left)
         done = set()
         try:
-            for res in results:
-                ledger.add(res)
-                bar.update(res.stop - res.start)
-                done.add((res.key, res.start))
+            with _heartbeat(bar, backend):
+                for res in results:
+                    ledger.add(res)
+                    bar.update(res.stop - res.start)
+                    done.add((res.key, res.start))
         except BrokenProcessPool as exc:
             unfinished = [t for t in tasks_left if (t.scenario.key, t.start) not in done]
             raise _died(exc, marks, unfinished) from None

@@ -72,7 +72,8 @@ def _run_inherited(index: int) -> Any:
     return run_task(tasks[index])
 
 
-def run_forked(run_task: Callable[[Any], Any], tasks: list[Any], n_jobs: int) -> Iterator[Any]:
+def run_forked(run_task: Callable[[Any], Any], tasks: list[Any], n_jobs: int,
+               tick: Callable[[], None] | None = None) -> Iterator[Any]:
     """Run ``run_task`` on every task in ``n_jobs`` forked workers; yield results as they end.
 
     Parameters
@@ -83,6 +84,8 @@ def run_forked(run_task: Callable[[Any], Any], tasks: list[Any], n_jobs: int) ->
         The tasks, inherited by the workers at the fork.
     n_jobs : int
         Worker processes (at most one per task).
+    tick : callable, optional
+        Called about once a second while no task ends (a progress heartbeat).
 
     Yields
     ------
@@ -106,7 +109,10 @@ def run_forked(run_task: Callable[[Any], Any], tasks: list[Any], n_jobs: int) ->
         pending = {pool.submit(_run_inherited, i) for i in range(len(tasks))}
         procs = list(getattr(pool, "_processes", {}).values())  # forked at the first submit
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=None if tick is None else 1.0,
+                                 return_when=FIRST_COMPLETED)
+            if not done and tick is not None:
+                tick()
             for fut in done:
                 yield fut.result()
         clean = True

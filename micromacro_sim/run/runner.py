@@ -10,7 +10,6 @@ and finish the manifest with the run's true end.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,8 @@ def run(
     overwrite : bool
         Discard an existing run of a different config in ``run_dir``.
     progress : bool, optional
-        Show a progress line on stderr (default: when stderr is a terminal).
+        Show progress on stderr (default: yes; a line redrawn in place on a terminal,
+        plain lines at task ends and at least every 10 s elsewhere, e.g. a job's log).
     max_tasks : int, optional
         Stop after this many tasks (used to test interruption and resume).
     force : bool
@@ -77,7 +77,7 @@ def run(
     """
     started = time.perf_counter()
     plan = plan_run(config, run_dir, overwrite=overwrite, force=force, part=part)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = True if progress is None else progress
     with claim(plan) as lock:
         ledger, tasks = open_ledger(plan, lock, max_tasks)
         with recording(ledger, plan.run_dir, started, plan.notes) as outcome:

@@ -179,8 +179,34 @@ def open_ledger(plan: RunPlan, lock: RunLock, max_tasks: int | None
     return ledger, tasks
 
 
+def reference_path_note(config: RunConfig) -> str | None:
+    """Which methods fit one dataset at a time, and on how many scenarios (None: none)."""
+    from micromacro_sim.estimators import method_class
+
+    slow: dict[str, int] = {}
+    for spec in config.methods:
+        cls = method_class(spec.method)
+        for sc in config.scenarios:
+            ids = sc.missing_mcar > 0 or sc.missing_mar is not None
+            batch = (config.engine != "reference" and cls.has_batch(sc.balanced)
+                     and sc.n_x == 1 and not (ids and cls.uses_member_positions))
+            if not batch:
+                slow[spec.label] = slow.get(spec.label, 0) + 1
+    if not slow:
+        return None
+    n = len(config.scenarios)
+    return ("one dataset at a time (no batch path for the design): "
+            + ", ".join(f"{m} ({k} of {n} scenarios)" for m, k in slow.items()))
+
+
 def _execute(plan: RunPlan, ledger: AnyLedger, tasks: list[Task], show: bool) -> None:
     bar = Progress(total=sum(t.size for t in tasks), unit="reps", enabled=show)
+    if tasks:
+        bar.note(f"{sum(t.size for t in tasks)} replications in {len(tasks)} task(s), "
+                 f"n_jobs {plan.config.n_jobs}, backend {plan.config.backend}")
+        slow = reference_path_note(plan.config)
+        if slow:
+            bar.note(slow)
     try:
         execute(plan.config, plan.run_dir, tasks, ledger, bar, run_task, plan.part)
     finally:
