@@ -186,3 +186,26 @@ def test_mplus_checks_follow_muthen_muthen(run_dir):
     assert not z["flag_se_bias_focal"].any() and not z["flag_power"].any()
     c = t["95% Cover"]
     assert (t["flag_cover"] == ((c < 0.91) | (c > 0.98))).all()
+
+
+def test_default_summary_slopes_mcse_for_bias_and_coverage_and_a_legend(run_dir, summarized):
+    from micromacro_sim.reporting.summary_text import format_summary
+    from micromacro_sim.summaries.summarize import summarize_run
+
+    s = summarize_run(run_dir)
+    text = format_summary(s, width=200)
+    table = text.split("Reliability")[0]
+    assert " xi " in table and " intercept " not in table  # slopes by default
+    assert "%bias bias in % of true" in text and "(x): Monte Carlo SE" in text
+    assert "Intercepts left out (--terms to choose)" in text
+    # MCSEs in parentheses on %bias and cover only (not on mean, empse, rmse)
+    import re
+
+    mcse = re.compile(r"-?\d+\.\d+ \(\d+\.\d+\)")  # a value and its MCSE
+    header = next(ln for ln in table.splitlines() if "%bias" in ln)
+    first = table.splitlines()[table.splitlines().index(header) + 2]
+    assert len(mcse.findall(first)) == 3  # %bias, cover, cover HC3; not mean, empse, rmse
+    bare = format_summary(s, width=200, mcse=False)
+    assert "(x): Monte Carlo SE" not in bare and not mcse.search(bare)
+    every = format_summary(s, width=200, terms=["intercept", "xi"], mcse=True)
+    assert " intercept " in every and "Intercepts left out" not in every

@@ -217,7 +217,11 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
                    "mean, pct_bias, empse, modse, cover, reject, rmse)")
     p.add_argument("--methods", help="methods to print, comma-separated (default all)")
     p.add_argument("--terms", help="terms to print, comma-separated (default all)")
-    p.add_argument("--mcse", action="store_true", help="print Monte Carlo SEs in parentheses")
+    p.add_argument("--mcse", action="store_true", default=None,
+                   help="Monte Carlo SEs in parentheses for every measure (default: bias and "
+                   "coverage)")
+    p.add_argument("--no-mcse", dest="mcse", action="store_false",
+                   help="no Monte Carlo SEs")
     p.add_argument("--style", choices=["table", "mplus"], default="table",
                    help="mplus: Mplus MONTECARLO table with Muthen & Muthen (2002) checks")
     p.add_argument("--mplus-se", default="classical",

@@ -16,13 +16,25 @@ from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.reporting.terminal import render_table, wrap_text
 from micromacro_sim.summaries.tidy import MEASURES, SE_MEASURES
 
-__all__ = ["DEFAULT_MEASURES", "KNOWN_MEASURES", "format_summary", "select_rows"]
+__all__ = ["DEFAULT_MCSE", "DEFAULT_MEASURES", "KNOWN_MEASURES", "LEGEND", "format_summary",
+           "legend", "select_rows"]
 
 #: Measures printed when ``--measures`` is not given.
 DEFAULT_MEASURES = ("k", "theta", "mean", "pct_bias", "empse", "modse", "cover", "reject",
                     "rmse")
 #: Every measure ``--measures`` accepts.
 KNOWN_MEASURES = ("k", "theta", "n_flagged", *MEASURES, *SE_MEASURES)
+#: Measures printed with their Monte Carlo SE by default (``--mcse``: all; ``--no-mcse``: none).
+DEFAULT_MCSE = ("bias", "pct_bias", "cover")
+#: What each printed measure means (the legend under the table).
+LEGEND = {
+    "k": "K replications with an estimate", "theta": "true the value estimated",
+    "mean": "mean estimate", "bias": "bias mean minus true",
+    "pct_bias": "%bias bias in % of true", "empse": "empse SD of the estimates",
+    "modse": "modse mean model SE", "cover": "cover share of CIs holding true",
+    "reject": "reject share of tests rejecting 0 (power; Type I error where true is 0)",
+    "rmse": "rmse root mean squared error",
+}
 _HEADER = {"theta": "true", "pct_bias": "%bias", "n_flagged": "flagged", "k": "K"}
 
 
@@ -51,7 +63,7 @@ def select_rows(perf: pd.DataFrame, methods: Sequence[str] | None = None,
 
 
 def _measure_columns(perf: pd.DataFrame, measures: Sequence[str], se_type: str,
-                     mcse: bool) -> dict[str, pd.Series]:
+                     mcse: Sequence[str]) -> dict[str, pd.Series]:
     cols: dict[str, pd.Series] = {}
     for m in measures:
         if m in SE_MEASURES:
@@ -59,11 +71,29 @@ def _measure_columns(perf: pd.DataFrame, measures: Sequence[str], se_type: str,
                 col = f"{m}_{t}"
                 if col in perf.columns:
                     label = m if t == "classical" else f"{m} {t}"
-                    cols[label] = _with_mcse(perf, col, f"{col}_mcse", label, mcse)
+                    cols[label] = _with_mcse(perf, col, f"{col}_mcse", label, m in mcse)
         elif m in perf.columns:
             se = MEASURES.get(m)
-            cols[_HEADER.get(m, m)] = _with_mcse(perf, m, se, _HEADER.get(m, m), mcse)
+            cols[_HEADER.get(m, m)] = _with_mcse(perf, m, se, _HEADER.get(m, m), m in mcse)
     return cols
+
+
+def _mcse_measures(mcse: bool | None) -> tuple[str, ...]:
+    """The measures shown with their MCSE: None the default ones, True all, False none."""
+    if mcse is None:
+        return DEFAULT_MCSE
+    return KNOWN_MEASURES if mcse else ()
+
+
+def legend(measures: Sequence[str] | None, mcse: bool | None, slopes_only: bool) -> str:
+    """One line saying what the printed columns mean."""
+    shown = [LEGEND[m] for m in (measures or DEFAULT_MEASURES) if m in LEGEND]
+    parts = ["; ".join(shown)]
+    if _mcse_measures(mcse):
+        parts.append("(x): Monte Carlo SE")
+    if slopes_only:
+        parts.append("Intercepts left out (--terms to choose)")
+    return ". ".join(parts) + "."
 
 
 def _with_mcse(perf: pd.DataFrame, col: str, se: str | None, label: str,
@@ -80,7 +110,7 @@ def _with_mcse(perf: pd.DataFrame, col: str, se: str | None, label: str,
 def performance_frame(summary, *, measures: Sequence[str] | None = None,
                       methods: Sequence[str] | None = None,
                       terms: Sequence[str] | None = None, se_type: str = "HC3",
-                      mcse: bool = False) -> pd.DataFrame:
+                      mcse: bool | None = False) -> pd.DataFrame:
     """The performance table as printed: scenario, method, term and the chosen measures."""
     if se_type not in SE_TYPES:
         raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
@@ -93,14 +123,15 @@ def performance_frame(summary, *, measures: Sequence[str] | None = None,
     labels = dict(zip(summary.datasets["scenario"], summary.datasets["cell"], strict=True))
     frame = pd.DataFrame({"scenario": perf["scenario"].map(labels).fillna(perf["label"]),
                           "method": perf["method"], "term": perf["term"]})
-    for name, values in _measure_columns(perf, measures, se_type, mcse).items():
+    for name, values in _measure_columns(perf, measures, se_type,
+                                         _mcse_measures(mcse)).items():
         frame[name] = values
     return frame.reset_index(drop=True)
 
 
 def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | None = None,
                    methods: Sequence[str] | None = None, terms: Sequence[str] | None = None,
-                   mcse: bool = False, width: int | None = None) -> str:
+                   mcse: bool | None = None, width: int | None = None) -> str:
     """The printed summary: performance, reliability and flagged fits, fitted to ``width``.
 
     Parameters
@@ -109,9 +140,11 @@ def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | N
     se_type : str
         Robust SE type shown beside the classical one.
     measures, methods, terms : sequence of str, optional
-        What to show (default :data:`DEFAULT_MEASURES`, every method and term).
-    mcse : bool
-        Show each measure's Monte Carlo SE in parentheses.
+        What to show (default :data:`DEFAULT_MEASURES`, every method, every term but the
+        intercept).
+    mcse : bool, optional
+        Monte Carlo SEs in parentheses: None (default) for bias and coverage, True for
+        every measure, False for none.
     width : int, optional
         Window width (default: the terminal's).
     """
@@ -119,9 +152,14 @@ def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | N
     if summary.partial:
         lines.append(wrap_text("PARTIAL RUN: some replications are not finished; figures "
                                "cover those done.", width))
+    slopes_only = not terms and "intercept" in set(summary.performance["term"]) and len(
+        set(summary.performance["term"])) > 1
+    if slopes_only:
+        terms = [t for t in dict.fromkeys(summary.performance["term"]) if t != "intercept"]
     perf = performance_frame(summary, measures=measures, methods=methods, terms=terms,
                              se_type=se_type, mcse=mcse)
-    lines += [render_table(perf, width=width, title="Performance"), ""]
+    lines += [render_table(perf, width=width, title="Performance"),
+              wrap_text(legend(measures, mcse, slopes_only), width), ""]
     d = summary.datasets
     rel = pd.DataFrame({
         "scenario": d["cell"], "reps": d["n_reps"],
