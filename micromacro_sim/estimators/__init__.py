@@ -45,7 +45,7 @@ __all__ = [
 _REGISTRY: dict[str, type[Estimator]] | None = None
 
 #: Modules of this folder that hold no method: the contract, the gates, plug-in loading.
-_NOT_METHODS = frozenset({"admissibility", "base", "contract", "plugins"})
+_NOT_METHODS = frozenset({"admissibility", "base", "contract", "plugins", "recording"})
 
 
 def registry() -> dict[str, type[Estimator]]:

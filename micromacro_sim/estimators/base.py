@@ -8,31 +8,42 @@ OLS with every SE type) is shared.
 Batch paths are declared one way, by :attr:`Estimator.batch_designs`. A batch path may
 leave replications to the reference path by marking them in ``fallback``
 (:class:`~micromacro_sim.core.results.BatchResult` for one-step models,
-:class:`~micromacro_sim.core.results.BatchScores` for a first step); :func:`_refit` resolves
-both, so verdicts match the reference path exactly.
+:class:`~micromacro_sim.core.results.BatchScores` for a first step);
+:func:`~micromacro_sim.estimators.recording.refit` resolves both, so verdicts match the
+reference path exactly.
 
-A method's code never stops a run: :func:`recorded` is the one place where it is called
-and what it raises becomes a flag. A numerical error (:data:`NUMERIC_ERRORS`) is a
-``numerical_error``; any other exception, or ``SystemExit`` (a plug-in calling
-``sys.exit``), is a ``method_raised`` naming the exception; either way the fit (or, for a
-batch path, every replication of the batch) is an ``error`` result and the other methods
-and replications carry on. ``KeyboardInterrupt`` still interrupts.
+A method's code never stops a run: :func:`~micromacro_sim.estimators.recording.recorded`
+is the one place where it is called and what it raises becomes a flag. A numerical error
+(:data:`NUMERIC_ERRORS`) is a ``numerical_error``; any other exception, or
+``SystemExit`` (a plug-in calling ``sys.exit``), is a ``method_raised`` naming the
+exception; either way the fit (or, for a batch path, every replication of the batch) is
+an ``error`` result and the other methods and replications carry on.
+``KeyboardInterrupt`` still interrupts.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from micromacro_sim.core.errors import NotApplicable, describe_exception
+from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.options import Option, validate_options
 from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
-from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
+from micromacro_sim.core.status import Flag, Reason, add_flags, no_flags
 from micromacro_sim.design.config import ENGINES
+from micromacro_sim.estimators.recording import (
+    NUMERIC_ERRORS,
+    RECORDED,
+    checked_batch,
+    checked_fit,
+    error_flag,
+    recorded,
+    refit,
+)
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.ols import (
@@ -47,50 +58,9 @@ from micromacro_sim.models.ols import (
 __all__ = ["ENGINES", "NUMERIC_ERRORS", "RECORDED", "Estimator", "NotApplicable",
            "TwoStepEstimator", "error_flag", "failed_batch", "fit_recorded", "recorded"]
 
-T = TypeVar("T")
-
 #: Engines: ``fast`` (batch implementations over all replications at once),
 #: ``reference`` (one dataset at a time through the library path) or ``auto`` (fast
 #: where a method has a batch implementation for the design, reference otherwise).
-
-#: Exceptions of numerical code: recorded as ``numerical_error``.
-NUMERIC_ERRORS = (np.linalg.LinAlgError, ValueError, FloatingPointError, ArithmeticError)
-#: What :func:`recorded` turns into a flag: every exception, and ``SystemExit``; nothing
-#: else (``KeyboardInterrupt`` interrupts the run). ``MemoryError`` propagates too: it says
-#: what the machine had at the time, not what the method does with the data, and a result
-#: stored for it would not be reproducible.
-RECORDED = (Exception, SystemExit)
-
-
-def error_flag(exc: BaseException) -> Flag:
-    """The flag recording an exception raised by a method's code.
-
-    A numerical error is ``numerical_error`` with the text ``error: Type: message``; any
-    other exception (or ``SystemExit``) is ``method_raised`` with the text ``error:`` and
-    :func:`~micromacro_sim.core.errors.describe_exception` (type and first line, or
-    ``called sys.exit(CODE)``).
-    """
-    if isinstance(exc, NUMERIC_ERRORS):
-        return flag(Reason.NUMERICAL_ERROR, f"error: {type(exc).__name__}: {exc}")
-    return flag(Reason.METHOD_RAISED, f"error: {describe_exception(exc)}")
-
-
-def recorded(call: Callable[[], T], failed: Callable[[Flag], T]) -> T:
-    """``call()``, or ``failed(flag)`` when the method code it runs raises.
-
-    The one place where a method's code is called and its exceptions become flags:
-    :class:`NotApplicable` gives its own flag, anything of :data:`RECORDED` the
-    :func:`error_flag`; ``KeyboardInterrupt`` and ``MemoryError`` propagate.
-    """
-    try:
-        return call()
-    except NotApplicable as exc:
-        return failed(exc.flag)
-    except MemoryError:
-        raise
-    except RECORDED as exc:
-        return failed(error_flag(exc))
-
 
 class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstractness
     """Base class of every method.
@@ -156,7 +126,7 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
     def _fit_one(self, data: Dataset) -> FitResult:
         """:meth:`fit`, also when a subclass overrides it: what it raises, or a return
         value that is not a result for ``data``, is recorded (:func:`recorded`)."""
-        return recorded(lambda: _checked_fit(self.fit(data), data), lambda f: self._failed(data, f))
+        return recorded(lambda: checked_fit(self.fit(data), data), lambda f: self._failed(data, f))
 
     def estimate(self, data: Dataset) -> FitResult:
         """The method's own fit of one dataset: the public hook of a one-step method.
@@ -227,10 +197,10 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
 
         def call() -> BatchResult:
             with np.errstate(all="ignore"):
-                return _checked_batch(self._fit_batch(batch), batch)
+                return checked_batch(self._fit_batch(batch), batch)
 
         res = recorded(call, lambda f: failed_batch(self, batch, f, "fast"))
-        return _refit(res, batch.datasets, self._fit_one)
+        return refit(res, batch.datasets, self._fit_one)
 
     def batch_path(self, batch: Batch, engine: str) -> bool:
         """Whether :meth:`fit_batch` takes the batch implementation for ``batch``.
@@ -262,7 +232,7 @@ def fit_recorded(est: Estimator, batch: Batch, engine: str = "auto") -> BatchRes
     mistake and raises ``ValueError``.
     """
     engine_used = "fast" if est.batch_path(batch, engine) else "reference"
-    return recorded(lambda: _checked_batch(est.fit_batch(batch, engine), batch),
+    return recorded(lambda: checked_batch(est.fit_batch(batch, engine), batch),
                     lambda f: failed_batch(est, batch, f, engine_used))
 
 
@@ -271,54 +241,6 @@ def failed_batch(est: Estimator, batch: Batch, why: Flag, engine: str) -> BatchR
     results = [FitResult.failed(est.label, batch.terms, why, two_step=est.two_step)
                for _ in batch.datasets]
     return BatchResult.from_results(results, batch.terms, est.label, est.two_step, engine)
-
-
-def _checked_fit(res: Any, data: Dataset) -> FitResult:
-    """``res`` when it is a result for ``data`` (TypeError otherwise: a method's bug)."""
-    shape = (len(data.terms),)
-    if not isinstance(res, FitResult) or res.params.shape != shape:
-        what = (type(res).__name__ if not isinstance(res, FitResult)
-                else f"params of shape {res.params.shape}")
-        raise TypeError(f"fit returned {what}, not a FitResult of shape {shape}")
-    return res
-
-
-def _checked_batch(res: Any, batch: Batch) -> BatchResult:
-    """``res`` when it is a result for ``batch`` (TypeError otherwise: a method's bug)."""
-    shape = (batch.n_reps, len(batch.terms))
-    if not isinstance(res, BatchResult) or res.params.shape != shape:
-        what = (type(res).__name__ if not isinstance(res, BatchResult)
-                else f"params of shape {res.params.shape}")
-        raise TypeError(f"fit_batch returned {what}, not a BatchResult of shape {shape}")
-    return res
-
-
-def _refit(res: BatchResult, datasets: tuple[Dataset, ...],
-           fit: Callable[[Dataset], FitResult]) -> BatchResult:
-    """Replace the replications marked in ``res.fallback`` by reference fits."""
-    if res.fallback is None or not np.any(res.fallback):
-        return res if res.fallback is None else _without_fallback(res)
-    params = res.params.copy()
-    bse = {t: v.copy() for t, v in res.bse.items()}
-    df = res.df_resid.copy()
-    conv, adm, flags = res.converged.copy(), res.admissible.copy(), res.flags.copy()
-    for r in np.flatnonzero(res.fallback):
-        one = fit(datasets[r])
-        params[r] = one.params
-        for t in SE_TYPES:
-            bse[t][r] = one.se(t)
-        df[r] = np.nan if one.df_resid is None else one.df_resid
-        conv[r], adm[r], flags[r] = one.converged, one.admissible, one.flags
-    return BatchResult(method=res.method, terms=res.terms, params=params, bse=bse,
-                       df_resid=df, converged=conv, admissible=adm, flags=flags,
-                       two_step=res.two_step, engine=res.engine)
-
-
-def _without_fallback(res: BatchResult) -> BatchResult:
-    return BatchResult(method=res.method, terms=res.terms, params=res.params, bse=res.bse,
-                       df_resid=res.df_resid, converged=res.converged,
-                       admissible=res.admissible, flags=res.flags, two_step=res.two_step,
-                       engine=res.engine)
 
 
 class TwoStepEstimator(Estimator):

@@ -35,7 +35,8 @@ import numpy as np
 from micromacro_sim.core.status import Reason, flag, no_flags
 from micromacro_sim.models import cfa_solver as solver
 
-__all__ = ["MARKER_COND", "TIE_TOL", "Kept", "finish", "fit_arrays", "marker_singular", "verdicts"]
+__all__ = ["MARKER_COND", "TIE_TOL", "Kept", "finish", "fit_arrays", "marker_singular",
+           "sample_moments", "verdicts"]
 
 #: Two solutions whose discrepancies differ by less than this are the same optimum.
 TIE_TOL = 1e-9
@@ -132,9 +133,22 @@ def finish(kept: Kept, th_p: np.ndarray, c_p: np.ndarray, S: np.ndarray,
     )
 
 
-def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
-    """Fit every replication of ``X`` (R, G, n); the fields of a ``CFABatch`` plus
-    ``lavaan_flags`` (the positive start's verdict)."""
+def sample_moments(X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The sample moments both CFA drivers start from, for ``X`` (R, G, n).
+
+    Returns
+    -------
+    mu : ndarray (R, n)
+        Column means.
+    S_use : ndarray (R, n, n)
+        Sample covariances (denominator G); the identity where S is not positive definite.
+    Ls : ndarray (R, n, n)
+        Their Cholesky factors (the identity where S is not positive definite).
+    logdet_s : ndarray (R,)
+        log |S|.
+    s_pd : ndarray of bool (R,)
+        S is positive definite (no fit otherwise).
+    """
     R, G, n = X.shape
     mu = X.mean(axis=1)
     dev = X - mu[:, None, :]
@@ -143,6 +157,14 @@ def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
     Ls[~s_pd] = np.eye(n)
     logdet_s = 2.0 * np.sum(np.log(np.diagonal(Ls, axis1=1, axis2=2)), axis=1)
     S_use = np.where(s_pd[:, None, None], S, np.eye(n))
+    return mu, S_use, Ls, logdet_s, s_pd
+
+
+def fit_arrays(X: np.ndarray) -> dict[str, np.ndarray]:
+    """Fit every replication of ``X`` (R, G, n); the fields of a ``CFABatch`` plus
+    ``lavaan_flags`` (the positive start's verdict)."""
+    R, G, n = X.shape
+    mu, S_use, Ls, logdet_s, s_pd = sample_moments(X)
 
     sols = {}
     todo = np.flatnonzero(s_pd)  # no fit where S is singular

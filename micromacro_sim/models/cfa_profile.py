@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from micromacro_sim.models import cfa_solver as solver
-from micromacro_sim.models.cfa_fit import TIE_TOL, Kept, finish
+from micromacro_sim.models.cfa_fit import TIE_TOL, Kept, finish, sample_moments
 from micromacro_sim.models.cfa_profile_derivs import evaluate, reconstruct
 from micromacro_sim.models.cfa_profile_newton import Charts, Runs, minimize, run_newton
 from micromacro_sim.models.linalg import inv_stack
@@ -230,13 +230,7 @@ def fit_arrays_profiled(X: np.ndarray) -> dict[str, np.ndarray]:
         ``lavaan_flags`` (R,) object (the positive start's positive-branch verdict).
     """
     R, G, n = X.shape
-    mu = X.mean(axis=1)
-    dev = X - mu[:, None, :]
-    S = np.einsum("rgi,rgj->rij", dev, dev) / G
-    Ls, s_pd = solver.cholesky(S)
-    Ls[~s_pd] = np.eye(n)
-    logdet_s = 2.0 * np.sum(np.log(np.diagonal(Ls, axis1=1, axis2=2)), axis=1)
-    S_use = np.where(s_pd[:, None, None], S, np.eye(n))
+    mu, S_use, Ls, logdet_s, s_pd = sample_moments(X)
 
     theta, f = np.full((R, 2 * n + 1), np.nan), np.full(R, np.nan)
     conv, iters = np.zeros(R, dtype=bool), np.zeros(R, dtype=int)
