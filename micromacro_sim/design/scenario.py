@@ -82,10 +82,14 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         return self.var_xi / (self.var_xi + self.sigma2_nu)
 
     @property
+    def absent_members(self) -> bool:
+        """Members may go missing (MCAR or MAR): the datasets then carry member ids."""
+        return self.missing_mcar != 0.0 or self.missing_mar is not None
+
+    @property
     def balanced(self) -> bool:
         """Every group has the same size in every replication (and no member goes missing)."""
-        return (self.group_size.balanced and self.missing_mcar == 0.0
-                and self.missing_mar is None)
+        return self.group_size.balanced and not self.absent_members
 
     @property
     def reliability(self) -> float:

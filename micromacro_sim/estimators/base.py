@@ -202,6 +202,13 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
         res = recorded(call, lambda f: failed_batch(self, batch, f, "fast"))
         return refit(res, batch.datasets, self._fit_one)
 
+    @classmethod
+    def batch_refused(cls, *, several_x: bool, member_ids: bool) -> bool:
+        """Whether data of this kind go one dataset at a time whatever the engine: several x
+        (a batch's arrays hold one x), or member ids when the batch path uses member
+        positions (a batch's arrays hold members in row order)."""
+        return several_x or (member_ids and cls.uses_member_positions)
+
     def batch_path(self, batch: Batch, engine: str) -> bool:
         """Whether :meth:`fit_batch` takes the batch implementation for ``batch``.
 
@@ -212,9 +219,7 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
         """
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
-        if batch.reference_only:  # several x: the arrays hold one x
-            return False
-        if batch.member_ids and self.uses_member_positions:  # members held in row order
+        if self.batch_refused(several_x=batch.reference_only, member_ids=batch.member_ids):
             return False
         native = engine != "reference" and self.has_batch(batch.balanced)
         if engine == "fast" and not native:

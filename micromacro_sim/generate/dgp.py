@@ -170,7 +170,7 @@ def _members(sc: Scenario, pl: Plan, rng: np.random.Generator, sizes: np.ndarray
 def _missing(sc: Scenario, pl: Plan, rng: np.random.Generator, sizes: np.ndarray,
              z: np.ndarray, xi: np.ndarray) -> np.ndarray | None:
     """Which members are observed (None: all), from the MISSING child stream."""
-    if sc.missing_mcar == 0.0 and sc.missing_mar is None:
+    if not sc.absent_members:
         return None
     prob = np.full(sc.n_groups, sc.missing_mcar)
     if sc.missing_mar is not None:

@@ -187,9 +187,9 @@ def reference_path_note(config: RunConfig) -> str | None:
     for spec in config.methods:
         cls = method_class(spec.method)
         for sc in config.scenarios:
-            ids = sc.missing_mcar > 0 or sc.missing_mar is not None
             batch = (config.engine != "reference" and cls.has_batch(sc.balanced)
-                     and sc.n_x == 1 and not (ids and cls.uses_member_positions))
+                     and not cls.batch_refused(several_x=sc.n_x > 1,
+                                               member_ids=sc.absent_members))
             if not batch:
                 slow[spec.label] = slow.get(spec.label, 0) + 1
     if not slow:
