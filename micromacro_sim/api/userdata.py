@@ -119,6 +119,15 @@ class UserDataset(Dataset):
             raise NotApplicable(Reason.MEMBERS_MISALIGNED, self._first_incomplete())
         return super().wide(j)
 
+    @property
+    def complete(self) -> bool:
+        """Balanced with every member label in every group (the plain wide layout)."""
+        if self.member_mode == "undefined":
+            raise self._undefined()
+        return self.balanced and not (
+            self.member_mode == "column" and self.member_labels is not None
+            and int(self.sizes[0]) != len(self.member_labels))
+
     def to_frame(self) -> pd.DataFrame:
         """Long DataFrame; ``member`` holds the member labels (or the row index)."""
         frame = Dataset.to_frame(_plain(self))

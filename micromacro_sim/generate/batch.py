@@ -128,6 +128,32 @@ class Batch:
             return self.x.sum(axis=2) / self.sizes
         return member_sums(self.x, self.sizes) / self.sizes
 
+    @cached_property
+    def positional(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every replication's x by member position (:meth:`Dataset.wide_positions`).
+
+        Returns
+        -------
+        x : ndarray (R, G, K)
+            Member values at their positions, 0 where absent (K = the largest
+            :attr:`~micromacro_sim.generate.dataset.Dataset.n_positions`).
+        mask : ndarray of bool (R, G, K)
+            True where a member is observed.
+        widths : ndarray of int (R,)
+            Each replication's own number of positions; its columns beyond are empty.
+            Kernels take each replication at its own width, so that the result does not
+            depend on the batch's other replications.
+        """
+        layouts = [d.wide_positions(0) for d in self.datasets]
+        widths = np.array([v.shape[1] for v, _ in layouts], dtype=np.int64)
+        K = int(widths.max())
+        x = np.zeros((self.n_reps, self.n_groups, K))
+        mask = np.zeros(x.shape, dtype=bool)
+        for r, (v, m) in enumerate(layouts):
+            x[r, :, :v.shape[1]] = np.where(m, v, 0.0)
+            mask[r, :, :v.shape[1]] = m
+        return x, mask, widths
+
     def design(self, scores: np.ndarray) -> np.ndarray:
         """Second-step design [1, Z, scores], shape (R, G, 1 + q + 1)."""
         ones = np.ones(self.y.shape + (1,))

@@ -172,6 +172,32 @@ class Dataset:
             raise _misaligned("groups lack different members")
         return self.x[:, j].reshape(self.n_groups, int(self.sizes[0]))
 
+    def wide_positions(self, j: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The G x K layout of x variable ``j`` by member position, absent members as NaN.
+
+        Works for any data with member positions: unbalanced groups (positions
+        0..n_g-1) and absent members (positions from the ids). Every column is observed
+        in at least one group (K is :attr:`n_positions`); no group needs to be complete.
+
+        Returns
+        -------
+        values : ndarray (G, K)
+            x at each group's observed positions, NaN elsewhere.
+        mask : ndarray of bool (G, K)
+            True where the member is observed.
+        """
+        G, K = self.n_groups, self.n_positions
+        values = np.full((G, K), np.nan)
+        mask = np.zeros((G, K), dtype=bool)
+        values[self.group, self.position] = self.x[:, j]
+        mask[self.group, self.position] = True
+        return values, mask
+
+    @property
+    def complete(self) -> bool:
+        """Balanced with every member present: the plain wide layout applies."""
+        return self.balanced and self.members_aligned
+
     @property
     def terms(self) -> tuple[str, ...]:
         """Regression terms: intercept, each Z, each x."""
