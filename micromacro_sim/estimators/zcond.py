@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.results import BatchScores, Scores
 from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
 from micromacro_sim.estimators.base import TwoStepEstimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.moments import zcond_scores, zcond_scores_batch
+from micromacro_sim.models.wide_sem_fiml import zcond_fiml
 
 __all__ = ["ZConditionalScore"]
 
@@ -44,7 +46,16 @@ class ZConditionalScore(TwoStepEstimator):
     moment definitions. Plain factor scores (``lv`` not regressed on Z) shrink toward
     the grand mean instead of toward Gamma'Z and leave Z's coefficient biased.
 
-    Inadmissible: psi_r <= 0 gives NaN scores with flag ``negative_variance``.
+    Unbalanced groups and absent members: the positions with no member are missing
+    cells and the measurement model is fitted by full-information ML
+    (:func:`~micromacro_sim.models.wide_sem_fiml.zcond_fiml`, lavaan's
+    ``missing = "fiml"``); the score uses each group's observed members, with weight
+    ``W_g = psi_r / (psi_r + v / k_g)`` for k_g of them, and the mean of the position
+    intercepts as the x-scale origin. Not applicable (``too_few_members``) when no group
+    has two members.
+
+    Inadmissible: psi_r <= 0 gives NaN scores with flag ``negative_variance``; a FIML fit
+    that does not converge gives NaN scores flagged ``not_converged``.
 
     Fast engine (balanced): the same closed form vectorised over replications; Gamma
     from the normal equations (a replication with a singular Z cross-product, where the
@@ -53,11 +64,20 @@ class ZConditionalScore(TwoStepEstimator):
 
     name = "zcond_score"
     description = "Z-conditional regression factor scores (lv ~ Z), OLS"
-    needs_balanced = True
     max_x = 1
-    batch_designs = ("balanced",)
+    batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # member positions from Batch.positional
+
+    def check_applicable(self, data: Dataset) -> None:
+        super().check_applicable(data)
+        if not data.complete and int(data.sizes.max()) < 2:
+            raise NotApplicable(Reason.TOO_FEW_MEMBERS, "needs a group with at least 2 members")
 
     def scores(self, data: Dataset) -> Scores:
+        if not data.complete:
+            b = self._fiml_scores(Batch.from_datasets([data]))
+            return Scores(values=b.values[0], converged=bool(b.converged[0]),
+                          admissible=bool(b.admissible[0]), flags=tuple(b.flags[0]))
         s = zcond_scores(data)
         extras = {"v": s.v, "psi_r": s.psi_r, "gamma": s.gamma, "psi": s.psi, "W": s.w}
         if s.negative:
@@ -65,7 +85,28 @@ class ZConditionalScore(TwoStepEstimator):
                           flags=(flag(Reason.NEGATIVE_VARIANCE),), extras=extras)
         return Scores(values=s.values, extras=extras)
 
+    def _fiml_scores(self, batch: Batch) -> BatchScores:
+        """FIML scores of the replications that are not complete (the others fall back)."""
+        R, G = batch.y.shape
+        values = np.full((R, G), np.nan)
+        conv, adm = np.ones(R, dtype=bool), np.zeros(R, dtype=bool)
+        flags = no_flags(R)
+        fallback = batch.complete | (batch.sizes.max(axis=1) < 2)
+        rows = np.flatnonzero(~fallback)
+        if rows.size:
+            x, mask, widths = batch.positional
+            out = zcond_fiml(x[rows], mask[rows], widths[rows], batch.z[rows])
+            values[rows], conv[rows] = out["values"], out["converged"]
+            adm[rows] = out["converged"] & ~out["negative"]
+            at = np.arange(R)
+            add_flags(flags, np.isin(at, rows[~out["converged"]]), flag(Reason.NOT_CONVERGED))
+            add_flags(flags, np.isin(at, rows[out["converged"] & out["negative"]]),
+                      flag(Reason.NEGATIVE_VARIANCE))
+        return BatchScores(values, conv, adm, flags, fallback=fallback)
+
     def scores_batch(self, batch: Batch) -> BatchScores:
+        if not (batch.balanced and not batch.member_ids):
+            return self._fiml_scores(batch)
         s = zcond_scores_batch(batch)
         R = batch.n_reps
         flags = no_flags(R)

@@ -129,6 +129,12 @@ class Batch:
         return member_sums(self.x, self.sizes) / self.sizes
 
     @cached_property
+    def complete(self) -> np.ndarray:
+        """Which replications are balanced with every member present, shape (R,) bool:
+        the plain wide layout describes them (:attr:`Dataset.complete`)."""
+        return np.array([d.complete for d in self.datasets], dtype=bool)
+
+    @cached_property
     def positional(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every replication's x by member position (:meth:`Dataset.wide_positions`).
 

@@ -1,0 +1,167 @@
+"""Saturated (h1) normal moments of incomplete data by EM, as lavaan computes them.
+
+lavaan's ``missing = "ml"`` estimates the unrestricted means and covariances of the
+observed variables with ``lav_mvnorm_missing_h1_estimate_moments`` (lavaan 0.6.14),
+and :func:`em_moments` repeats that algorithm step for step so that its numbers agree
+with lavaan's to rounding, including where EM has not fully converged:
+
+* start: the available-case means and ML variances (denominator: the observed count),
+  zero covariances; a variance that is zero or not finite starts at 1;
+* E-step (``lav_mvnorm_missing_estep``): each row's missing values are replaced by their
+  conditional means given its observed values, and the conditional covariance is added
+  to the cross-products;
+* M-step: mu = T1 / N, Sigma = T2 / N - mu mu' (N: rows with at least one observed
+  value); when an eigenvalue of Sigma is below 1e-6, ``max(diag(Sigma)) * 1e-8`` is
+  added to its diagonal;
+* stop when the largest absolute change of (mu, vech(Sigma)) is below ``tol`` (1e-5,
+  lavaan's ``em.h1.tol``) or after ``max_iter`` (500, ``em.h1.iter.max``) iterations.
+
+lavaan warns (``em.h1.warn``) when the iteration limit is reached and when the smallest
+eigenvalue of the final Sigma is below 1e-5; :class:`EMMoments` records both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EMMoments", "em_moments", "padded_inverse"]
+
+#: lavaan's defaults: em.h1.tol, em.h1.iter.max; the ridge and warning thresholds.
+EM_TOL, EM_MAX_ITER = 1e-5, 500
+_RIDGE_EIGEN, _WARN_EIGEN = 1e-6, 1e-5
+
+
+@dataclass(frozen=True)
+class EMMoments:
+    """Saturated ML moments of incomplete data.
+
+    Attributes
+    ----------
+    mu : ndarray (P,)
+    sigma : ndarray (P, P)
+    n_iter : int
+        EM iterations run.
+    converged : bool
+        The change fell below the tolerance before the iteration limit (lavaan warns
+        otherwise).
+    min_eigen : float
+        Smallest eigenvalue of ``sigma`` (lavaan warns when it is below 1e-5).
+    n_obs : int
+        Rows with at least one observed value.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    n_iter: int
+    converged: bool
+    min_eigen: float
+    n_obs: int
+
+    @property
+    def near_singular(self) -> bool:
+        """lavaan's warning: the smallest eigenvalue of Sigma is below 1e-5."""
+        return not self.min_eigen >= _WARN_EIGEN
+
+
+def padded_inverse(sigma: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of each row's observed block of ``sigma``, zero-padded to P x P.
+
+    Parameters
+    ----------
+    sigma : ndarray (P, P) or (N, P, P)
+        One covariance matrix for all rows, or one per row.
+    mask : ndarray of bool (N, P)
+        Observed cells.
+
+    Returns
+    -------
+    W : ndarray (N, P, P)
+        ``W[i]`` holds the inverse of ``sigma[O_i, O_i]`` in the rows and columns O_i,
+        zeros elsewhere (the missing rows and columns are replaced by those of the
+        identity before inverting, then zeroed).
+    logdet : ndarray (N,)
+        log-determinant of each observed block (NaN where it is not positive definite).
+    """
+    N, P = mask.shape
+    both = mask[:, :, None] & mask[:, None, :]
+    eye = np.broadcast_to(np.eye(P), (N, P, P))
+    a = np.where(both, sigma, eye)
+    W = np.linalg.inv(a)
+    W[~both] = 0.0
+    sign, logdet = np.linalg.slogdet(a)
+    return W, np.where(sign > 0, logdet, np.nan)
+
+
+def _start(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """lavaan's start: available-case means and ML variances, zero covariances."""
+    count = mask.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.where(mask, x, 0.0).sum(axis=0) / count
+        dev = np.where(mask, x - mu, 0.0)
+        var = (dev**2).sum(axis=0) / count
+    var = np.where(np.isfinite(var) & (var != 0), var, 1.0)
+    return mu, np.diag(var)
+
+
+def _em_step(x: np.ndarray, mask: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+             n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One E- and M-step (the empty rows are excluded by the caller)."""
+    W, _ = padded_inverse(sigma, mask)
+    r = np.where(mask, x - mu, 0.0)
+    # conditional means: mu_M + Sigma_MO Sigma_OO^-1 r_O; observed cells keep their value
+    cond = mu + np.einsum("ij,njk,nk->ni", sigma, W, r)
+    full = np.where(mask, x, cond)
+    # conditional covariance Sigma_MM - Sigma_MO Sigma_OO^-1 Sigma_OM on the missing block
+    miss = ~mask
+    m2 = miss[:, :, None] & miss[:, None, :]
+    c = sigma - sigma @ W @ sigma
+    t1 = full.sum(axis=0)
+    t2 = full.T @ full + np.where(m2, c, 0.0).sum(axis=0)
+    mu_new = t1 / n
+    sig_new = t2 / n - np.outer(mu_new, mu_new)
+    sig_new = (sig_new + sig_new.T) / 2
+    if np.min(np.linalg.eigvalsh(sig_new)) < _RIDGE_EIGEN:
+        sig_new[np.diag_indices_from(sig_new)] += np.max(np.diag(sig_new)) * 1e-8
+    return mu_new, sig_new
+
+
+def em_moments(x: np.ndarray, mask: np.ndarray, *, tol: float = EM_TOL,
+               max_iter: int = EM_MAX_ITER) -> EMMoments:
+    """Saturated normal ML means and covariances of incomplete data (lavaan's EM).
+
+    Parameters
+    ----------
+    x : ndarray (N, P)
+        Data; cells where ``mask`` is False are ignored (they may hold NaN).
+    mask : ndarray of bool (N, P)
+        Observed cells. Rows with no observed cell are dropped (as lavaan does).
+    tol, max_iter : float, int
+        Stopping rule: the largest absolute change of (mu, vech(Sigma)) below ``tol``,
+        or ``max_iter`` iterations.
+
+    Returns
+    -------
+    EMMoments
+    """
+    x = np.asarray(x, dtype=float)
+    mask = np.asarray(mask, dtype=bool)
+    keep = mask.any(axis=1)
+    x, mask = x[keep], mask[keep]
+    n = int(keep.sum())
+    mu0, sig0 = _start(x, mask)
+    if mask.all():  # complete data: the E-step is the identity, one step is exact
+        mask = mask.copy()
+    tri = np.tril_indices(x.shape[1])
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        mu, sig = _em_step(x, mask, mu0, sig0, n)
+        delta = max(np.max(np.abs(mu - mu0)), np.max(np.abs(sig[tri] - sig0[tri])))
+        if delta < tol:
+            converged = True
+            break
+        mu0, sig0 = mu, sig
+    return EMMoments(mu=mu, sigma=sig, n_iter=it, converged=converged,
+                     min_eigen=float(np.min(np.linalg.eigvalsh(sig))), n_obs=n)
