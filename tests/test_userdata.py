@@ -94,11 +94,18 @@ def test_python_api_result_and_comparison(frame):
     assert list(table.columns) == ["unadjusted", "unadjusted se", "sem_2level", "sem_2level se",
                                    "sem", "sem se"]
     assert both["sem_2level"].cov_type == "classical"  # one-step model: model-based SE
-    assert both["sem"].reason_code == "needs_balanced"  # unbalanced groups
-    assert "not applicable: sem [needs_balanced]" in both.summary().text
-    with pytest.raises(DataError, match="^method: no requested method applies.*sem: needs "
-                       "balanced groups"):
-        mm.fit(frame, group="group", x="x", y="y", z="z", member="member", method="sem")
+    # unbalanced groups without a member column: which member is which is unknown
+    assert both["sem"].reason_code == "member_order_undefined"
+    assert "not applicable: sem [member_order_undefined]" in both.summary().text
+    with pytest.raises(DataError, match="^method: no requested method applies.*sem: "):
+        mm.fit(frame, group="group", x="x", y="y", z="z", method="sem")
+    # with one, the absent positions are missing cells (full-information ML), and the
+    # order of the rows does not matter
+    named = mm.fit(frame, group="group", x="x", y="y", z="z", member="member", method="sem")
+    assert named["sem"].status.value == "ok"
+    again = mm.fit(frame.sample(frac=1.0, random_state=5), group="group", x="x", y="y",
+                   z="z", member="member", method="sem")
+    np.testing.assert_array_equal(again["sem"].params, named["sem"].params)
 
 
 def test_low_reliability_warning():

@@ -110,12 +110,33 @@ def _cell_title(p: dict[str, Any]) -> str:
             f"r(Z, xi) {p['r_zxi']:g}")
 
 
+def _against(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> None:
+    """Add each method's cost on the path it takes (fast where it has one, else reference)
+    relative to the same on the balanced cell ``base`` (``vs_balanced``)."""
+    def taken(r: dict[str, Any]) -> float:
+        return r["fast_ms"] if r["fast_ms"] is not None else r["reference_ms"]
+
+    ref = {r["method"]: taken(r) for r in base}
+    for r in rows:
+        r["vs_balanced"] = taken(r) / ref[r["method"]] if ref.get(r["method"]) else None
+
+
 def _bench_method_tables(out: dict[str, Any], quick: bool) -> None:
-    """The per-method tables: CV row 16 and one cv2007 cell with n = 40."""
-    cells = [("CV row 16", ROW16, 200 if quick else 1000, 5 if quick else 20),
+    """The per-method tables: CV row 16, row 16 with absent members and with unequal
+    groups (each against the balanced row 16), and one cv2007 cell with n = 40."""
+    n_fast, n_ref = (200, 5) if quick else (1000, 20)
+    cells = [("CV row 16", ROW16, n_fast, n_ref),
+             ("CV row 16, 20% of members missing (MCAR)", {"missing_mcar": 0.2}, n_fast, n_ref),
+             ("CV row 16, group sizes 2 + Poisson(8)", {"group_size": {"poisson": 10, "min": 2}},
+              n_fast, n_ref),
              ("cv2007, n = 40", CV_N40, 40 if quick else 200, 2 if quick else 5)]
+    base: list[dict[str, Any]] = []
     for name, params, n_fast, n_ref in cells:
         rows = bench_methods(params, n_fast=n_fast, n_ref=n_ref)
+        if name == "CV row 16":
+            base = rows
+        elif "row 16" in name:
+            _against(rows, base)
         table = {"title": f"{name} ({_cell_title({**ROW16, **params})})",
                  "n_fast": n_fast, "n_ref": n_ref, "rows": rows}
         out["method_tables"].append(table)

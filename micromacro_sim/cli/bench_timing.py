@@ -182,8 +182,10 @@ def _time_method(name: str, one: Any, fast_batch: Batch, ref_batch: Batch,
     """One row of :func:`bench_methods`."""
     n_fast, n_ref = fast_batch.n_reps, ref_batch.n_reps
     est = get_estimator(name)
+    cls = registry()[name]
     first = fast = None
-    if registry()[name].has_batch(True):
+    if cls.has_batch(fast_batch.balanced) and not cls.batch_refused(
+            several_x=fast_batch.reference_only, member_ids=fast_batch.member_ids):
         first = 1000 * _seconds(lambda: est.fit_batch(fast_batch, "fast")) / n_fast
         fast = 1000 * _median_time(lambda: est.fit_batch(fast_batch, "fast"), repeats) / n_fast
     est.fit(one)  # warm-up of the reference path (imports, caches)

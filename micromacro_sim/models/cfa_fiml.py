@@ -61,10 +61,25 @@ __all__ = ["DECREMENT_TOL", "MAX_ITER", "cfa_fiml_scores", "fit_cfa_fiml",
 DECREMENT_TOL = 1e-14
 #: A step is accepted when F does not increase by more than this times max(1, |F|).
 F_NOISE = 1e-14
-MAX_ITER = 200
+MAX_ITER = 100
 MAX_HALVINGS = 40
 #: A run whose parameters pass this size in absolute value has diverged.
 DIVERGED = 1e10
+#: A residual variance above this many times its indicator's implied variance (in
+#: absolute value) means a run heads to infinity: it is reflected through that point once
+#: (see :func:`_reflect`), then stopped; the positive start is stopped at ``RATIO_MAX``.
+RATIO = 20.0
+RATIO_MAX = 1e4
+#: An indicator whose implied variance exceeds this many times its conditional variance
+#: given the others: the run heads to a singular implied covariance (an unbounded
+#: likelihood) and is stopped.
+DEGENERATE = 1e8
+#: Runs with a residual variance beyond this many times its implied variance (in absolute
+#: value) try doubling accepted steps, at most ``MAX_DOUBLINGS`` times.
+EXPAND = 2.0
+MAX_DOUBLINGS = 10
+#: A run whose largest loading is this many times its marker's takes it as the marker.
+REMARK = 10.0
 #: Second look: residual variance of the raised indicator, in units of its variance.
 NEG_SPREAD = 4.0
 SECOND_LOOK_RUNS = 4
@@ -193,12 +208,14 @@ def _step(theta: np.ndarray, keep: np.ndarray, x: np.ndarray, m: np.ndarray,
 
 
 def newton(theta0: np.ndarray, marker: np.ndarray, x: np.ndarray, m: np.ndarray,
-           nc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           nc: np.ndarray, reflect: np.ndarray) -> tuple[np.ndarray, ...]:
     """Minimize F for N runs, run i with loading ``marker[i]`` fixed (at its start value).
 
     A run converges when its Hessian is positive definite and its Newton decrement is
     below ``DECREMENT_TOL`` (relative to |F| above 1); it stops unconverged when no
-    halving decreases F, its parameters diverge or after ``MAX_ITER`` iterations.
+    halving decreases F, its parameters diverge, its implied covariance goes singular,
+    or after ``MAX_ITER`` iterations. A run heading to an infinite residual variance is
+    reflected through infinity once where ``reflect`` (:func:`_escape`).
 
     Returns
     -------
@@ -212,6 +229,8 @@ def newton(theta0: np.ndarray, marker: np.ndarray, x: np.ndarray, m: np.ndarray,
     active = np.isfinite(f)
     conv = np.zeros(N, dtype=bool)
     iters = np.zeros(N, dtype=int)
+    reflect = reflect.copy()
+    cap = np.where(reflect, RATIO, RATIO_MAX)
     for it in range(MAX_ITER + 1):
         idx = np.flatnonzero(active)
         if not len(idx):
@@ -233,22 +252,109 @@ def newton(theta0: np.ndarray, marker: np.ndarray, x: np.ndarray, m: np.ndarray,
         go = ~done & ~bad
         if it < MAX_ITER and go.any():
             _line_search(theta, f, active, keep, idx[go], step[go], x, m, nc)
-        with np.errstate(invalid="ignore"):
-            active &= ~(np.max(np.abs(theta), axis=1) > DIVERGED)
+        _escape(theta, f, active, keep, reflect, cap, x, m, nc)
     return theta, f, conv, iters
+
+
+def _reflect(theta: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The point across infinity from theta, in the parametrization with marker j.
+
+    In that parametrization (l_j = 1) a run heading to psi_j = +-infinity has phi going
+    to -+infinity with c_k = phi l_k and Sigma_jj = psi_j + phi finite. Crossing
+    gamma = 1 / phi through 0 keeps c, Sigma_jj and every Sigma_kk and flips only
+    Sigma_kk' = c_k c_k' / phi (k, k' != j), which is O(1 / phi): phi -> -phi,
+    l_k -> -l_k, psi_j -> psi_j + 2 phi, psi_k -> psi_k + 2 phi l_k^2.
+    """
+    K = (theta.shape[1] - 1) // 3
+    rows = np.arange(len(theta))
+    lam, psi, phi, nu = fd.split(theta)
+    lj = lam[rows, j]
+    lt = lam / lj[:, None]
+    pt = phi * lj**2
+    out = np.concatenate([-lt, psi + 2.0 * pt[:, None] * lt**2, -pt[:, None], nu], axis=1)
+    out[rows, j] = 1.0
+    out[rows, K + j] = psi[rows, j] + 2.0 * pt
+    return out
+
+
+def _remark(theta: np.ndarray, keep: np.ndarray, rows: np.ndarray) -> None:
+    """Give ``rows`` their largest loading as the marker where the marker's loading is
+    below 1 / ``REMARK`` of it (in place; the same point, rescaled)."""
+    K = (theta.shape[1] - 1) // 3
+    lam = np.abs(theta[rows, :K])
+    j = np.argmax(lam, axis=1)
+    marker = np.argmin(keep[rows], axis=1)
+    with np.errstate(**_QUIET):
+        weak = lam[np.arange(len(rows)), j] > REMARK * lam[np.arange(len(rows)), marker]
+    r, j = rows[weak], j[weak]
+    if len(r):
+        lj = theta[r, j]
+        theta[r, :K] /= lj[:, None]
+        theta[r, 2 * K] *= lj**2
+        theta[r, j] = 1.0
+        keep[r] = True
+        keep[r, j] = False
+
+
+def _escape(theta: np.ndarray, f: np.ndarray, active: np.ndarray, keep: np.ndarray,
+            reflect: np.ndarray, cap: np.ndarray, x: np.ndarray, m: np.ndarray,
+            nc: np.ndarray) -> None:
+    """Stop or reflect the active runs that head to infinity or to a singular implied
+    covariance (in place; a reflected run gets the reflected indicator as its marker and
+    may not be reflected again)."""
+    idx = np.flatnonzero(active)
+    if not len(idx):
+        return
+    lam, psi, phi, _ = fd.split(theta[idx])
+    with np.errstate(**_QUIET):
+        var = psi + phi[:, None] * lam**2
+        ratio = np.abs(psi) / var
+        u = lam / psi
+        c = 1.0 + phi * np.sum(u * lam, axis=1)
+        prec = 1.0 / psi - (phi / c)[:, None] * u * u
+        stop = ~(np.max(var * prec, axis=1) <= DEGENERATE)
+        stop |= ~(np.max(np.abs(theta[idx]), axis=1) <= DIVERGED)
+    _remark(theta, keep, idx[~stop])
+    j = np.argmax(np.where(np.isfinite(ratio), ratio, np.inf), axis=1)
+    rj = ratio[np.arange(len(idx)), j]
+    turn = ~(rj <= RATIO) & reflect[idx] & ~stop
+    stop |= ~(rj <= cap[idx]) & ~turn
+    active[idx[stop]] = False
+    r, j = idx[turn], j[turn]
+    if len(r):
+        th = _reflect(theta[r], j)
+        fr = fd.evaluate(th, x[r], m[r], nc[r]).f
+        ok = np.isfinite(fr)
+        r, j = r[ok], j[ok]
+        theta[r], f[r] = th[ok], fr[ok]
+        keep[r] = True
+        keep[r, j] = False
+        reflect[r] = False
+        active[idx[turn][~ok]] = False
+
+
+def _ratio(theta: np.ndarray) -> np.ndarray:
+    """Per run, the largest |psi_j| / Sigma_jj (NaN-safe: NaN counts as infinite)."""
+    lam, psi, phi, _ = fd.split(theta)
+    with np.errstate(**_QUIET):
+        r = np.abs(psi) / (psi + phi[:, None] * lam**2)
+    return np.max(np.where(np.isnan(r), np.inf, r), axis=1)
 
 
 def _line_search(theta: np.ndarray, f: np.ndarray, active: np.ndarray, keep: np.ndarray,
                  rows: np.ndarray, step: np.ndarray, x: np.ndarray, m: np.ndarray,
                  nc: np.ndarray) -> None:
     """Halve the steps of ``rows`` until F does not increase beyond its rounding noise;
-    move the runs in place, stop those that cannot."""
+    move the runs in place, stop those that cannot. A run far out (``_ratio`` above
+    ``EXPAND``) whose full step is accepted tries doubling it while F keeps decreasing:
+    such runs follow a valley to infinity, where Newton's steps grow slowly."""
     bound = f[rows] + F_NOISE * np.maximum(1.0, np.abs(f[rows]))
+    far = _ratio(theta[rows]) > EXPAND
     t = np.ones(len(rows))
     pending = np.arange(len(rows))
     for _ in range(MAX_HALVINGS):
         if not len(pending):
-            return
+            break
         r = rows[pending]
         cand = theta[r].copy()
         cand[keep[r]] -= (t[pending, None] * step[pending]).ravel()
@@ -258,6 +364,18 @@ def _line_search(theta: np.ndarray, f: np.ndarray, active: np.ndarray, keep: np.
         pending = pending[~acc]
         t[pending] /= 2
     active[rows[pending]] = False
+    grow = np.flatnonzero(far & (t == 1.0) & active[rows])
+    for _ in range(MAX_DOUBLINGS):
+        if not len(grow):
+            return
+        t[grow] *= 2
+        r = rows[grow]
+        cand = theta[r].copy()
+        cand[keep[r]] -= (0.5 * t[grow, None] * step[grow]).ravel()
+        fc = fd.evaluate(cand, x[r], m[r], nc[r]).f
+        acc = np.isfinite(fc) & (fc < f[r])
+        theta[r[acc]], f[r[acc]] = cand[acc], fc[acc]
+        grow = grow[acc]
 
 
 # ------------------------------------------------------------------ the fit
@@ -293,7 +411,8 @@ def _second_look(mu: np.ndarray, S: np.ndarray, x: np.ndarray, m: np.ndarray,
                    axis=0)
     sel = (pick * R + np.arange(R)).ravel()
     rep = rep[sel]
-    th, f, conv, iters = newton(th0[sel], mk0[sel], x[rep], m[rep], nc[rep])
+    th, f, conv, iters = newton(th0[sel], mk0[sel], x[rep], m[rep], nc[rep],
+                                 np.ones(len(sel), dtype=bool))
     fm = np.where(conv, f, np.inf).reshape(k, R)
     best = np.argmin(fm, axis=0) * R + np.arange(R)
     with np.errstate(invalid="ignore"):
@@ -337,7 +456,7 @@ def _fit_block(x: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
     th0, mk0 = _starts(mu, S)
     n_st = len(th0) // R
     rep = np.tile(np.arange(R), n_st)
-    th, f, conv, iters = newton(th0, mk0, x[rep], m[rep], nc[rep])
+    th, f, conv, iters = newton(th0, mk0, x[rep], m[rep], nc[rep], np.arange(len(th0)) >= R)
     positive = (th[:, 2 * K] > 0).reshape(n_st, R)
     kept, any_conv = _choose(f.reshape(n_st, R), conv.reshape(n_st, R), positive)
     row = np.where(any_conv, kept, 0) * R + np.arange(R)

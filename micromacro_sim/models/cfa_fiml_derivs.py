@@ -15,10 +15,14 @@ log |Sigma_g| = sum_O log |psi_j| + log |c|. The group's -2 log-likelihood witho
 
 a function h(a, b, s, phi) plus the log terms, so the gradient and the exact Hessian
 follow from the chain rule through the three sums (whose second derivatives only couple
-the loading, residual variance and intercept of one indicator). Sigma_g is positive
-definite exactly when either no observed residual variance is negative and c > 0, or one
-is, phi > 0 and c < 0 (the inertia of a diagonal matrix changes by at most one under a
-rank-one update; the sign of det Sigma_g = c prod psi_j decides).
+the loading, residual variance and intercept of one indicator).
+
+As lavaan (which returns an infinite objective otherwise), F is defined where the full
+K x K implied covariance is positive definite; every Sigma_g is then positive definite
+too. With a and c summed over all K indicators, Sigma is positive definite exactly when
+either no residual variance is negative and c > 0, or one is, phi > 0 and c < 0 (the
+inertia of a diagonal matrix changes by at most one under a rank-one update; the sign
+of det Sigma = c prod psi_j decides).
 
 The parameters of a run are theta = (lambda (K), psi (K), phi, nu (K)); the objective is
 F = sum_g f_g / N with N the number of groups that observe anything (empty groups add
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Terms", "derivatives", "evaluate", "information", "scores", "split"]
+__all__ = ["Terms", "derivatives", "evaluate", "implied_pd", "information", "scores", "split"]
 
 _QUIET = {"invalid": "ignore", "over": "ignore", "divide": "ignore", "under": "ignore"}
 
@@ -52,8 +56,8 @@ class Terms:
     Attributes
     ----------
     f : ndarray (N,)
-        F = sum_g f_g / N_cases; NaN where some Sigma_g is not positive definite or a
-        parameter is not finite.
+        F = sum_g f_g / N_cases; NaN where the implied covariance is not positive
+        definite or a parameter is not finite.
     w, u : ndarray (N, K)
         1 / psi and lambda / psi.
     e : ndarray (N, G, K)
@@ -94,13 +98,21 @@ def evaluate(theta: np.ndarray, x: np.ndarray, m: np.ndarray, n_cases: np.ndarra
         b = np.sum(e * u[:, None, :], axis=2)
         s = np.sum(e * e * w[:, None, :], axis=2)
         logpsi = np.sum(m * np.log(np.abs(np.where(bad[:, None], 1.0, psi)))[:, None, :], axis=2)
-        nneg = np.sum(m * (psi < 0)[:, None, :], axis=2)
         c = 1.0 + phi[:, None] * a
-        pd = ((nneg == 0) & (c > 0)) | ((nneg == 1) & (phi > 0)[:, None] & (c < 0))
         fg = logpsi + np.log(np.abs(c)) + s - phi[:, None] * b * b / c
-        f = np.sum(np.where(pd, fg, 0.0), axis=1) / n_cases
-    f[bad | ~np.all(pd, axis=1) | ~np.isfinite(f)] = np.nan
+        f = np.sum(fg, axis=1) / n_cases
+    pd = implied_pd(lam, psi, phi)
+    f[bad | ~pd | ~np.isfinite(f)] = np.nan
     return Terms(f=f, w=w, u=u, e=e, a=a, b=b, c=c)
+
+
+def implied_pd(lam: np.ndarray, psi: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Whether phi l l' + diag(psi) is positive definite, per run, in O(K)."""
+    with np.errstate(**_QUIET):
+        c = 1.0 + phi * np.sum(lam * lam / psi, axis=1)
+    nneg = np.sum(psi < 0, axis=1)
+    ok = np.all(np.isfinite(psi) & (psi != 0), axis=1) & np.isfinite(c)
+    return ok & (((nneg == 0) & (c > 0)) | ((nneg == 1) & (phi > 0) & (c < 0)))
 
 
 def _chain(t: Terms, phi: np.ndarray) -> dict[str, np.ndarray]:

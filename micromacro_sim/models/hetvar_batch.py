@@ -22,6 +22,7 @@ from micromacro_sim.models.hetvar import (
     MAX_STEP,
     SMALL_STEP,
 )
+from micromacro_sim.models.hetvar_masked import fit_masked
 from micromacro_sim.models.linalg import solve_stack
 
 __all__ = ["HetVarBatch", "hetvar_ml_batch"]
@@ -31,8 +32,9 @@ __all__ = ["HetVarBatch", "hetvar_ml_batch"]
 class HetVarBatch:
     """:func:`~.hetvar.hetvar_ml` results of many replications (leading axis R).
 
-    ``s2`` is (R, J) with J the largest group size of the batch; positions a replication
-    does not have are NaN.
+    ``s2`` is (R, J) with J the largest number of member positions of the batch (the
+    largest group size without member ids); positions a replication does not have are
+    NaN.
     """
 
     mu: np.ndarray
@@ -297,17 +299,30 @@ def hetvar_ml_batch(
     gradient/KKT convergence check; a replication leaves the iteration when its own rule
     stops it. Replications are fitted in groups of equal largest group size, each on
     arrays of its own width (:func:`~.oneway_batch.width_groups`), so none depends on its
-    batch companions.
+    batch companions. A replication whose members carry ids (absent members: its groups
+    hold any positions, not 0..n_g-1) is fitted on its positional layout by
+    :func:`~.hetvar_masked.fit_masked`, at its own number of positions.
     """
     reps = np.arange(batch.n_reps) if reps is None else np.asarray(reps)
+    masked = np.array([batch.member_ids and batch.datasets[r].member is not None
+                       for r in reps], dtype=bool)
     sizes = batch.sizes[reps]
-    R, G, J = reps.size, sizes.shape[1], int(sizes.max(initial=1))
+    R, G = reps.size, sizes.shape[1]
+    J = int(sizes.max(initial=1))
+    if masked.any():
+        J = max(J, int(batch.positional[2][reps[masked]].max()))
     out = dict(mu=np.empty(R), tau2=np.empty(R), s2=np.full((R, J), np.nan),
                modes=np.empty((R, G)), loglik=np.empty(R), iterations=np.zeros(R, dtype=int),
                grad_max=np.empty(R), converged=np.zeros(R, dtype=bool),
                boundary=np.zeros(R, dtype=bool))
-    for width, rows in width_groups(sizes):
-        part = _fit_width(batch, reps[rows], width, max_iter, tol)
+    prefix = np.flatnonzero(~masked)
+    parts = [(prefix[rows], width, _fit_width(batch, reps[prefix[rows]], width, max_iter, tol))
+             for width, rows in width_groups(sizes[prefix])]
+    if masked.any():
+        where = np.flatnonzero(masked)
+        parts += [(where[rows], width, part) for rows, width, part
+                  in fit_masked(batch, reps[where], max_iter=max_iter, tol=tol)]
+    for rows, width, part in parts:
         for key, val in part.items():
             if key == "s2":
                 out[key][rows, :width] = val

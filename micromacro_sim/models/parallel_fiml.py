@@ -37,7 +37,7 @@ import numpy as np
 
 from micromacro_sim.models.linalg import solve_batch
 
-__all__ = ["ParallelData", "gls", "loglik", "loglik_at", "mean_score", "prepare",
+__all__ = ["ParallelData", "cross_hessian", "gls", "loglik", "loglik_at", "mean_score", "prepare",
            "residual_stats", "score_at"]
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -249,6 +249,49 @@ def score_at(s: np.ndarray, stats: tuple[np.ndarray, np.ndarray],
     vv = s[:, 0]
     out[:, 0] += data.n_within / vv - within / (vv * vv)
     return -0.5 * out
+
+
+def _derivatives(s: np.ndarray, data: ParallelData) -> list[tuple[np.ndarray, ...]]:
+    """Per covariance parameter j: the derivatives (R, G) of D, rho and c in s_j."""
+    v, psi = s[:, 0, None], s[:, 1, None]
+    k = data.k
+    D = v + k * psi
+    zero = np.zeros_like(D)
+    if data.y is None:
+        return [(np.ones_like(D), zero, zero), (k + zero, zero, zero)]
+    beta = s[:, 2, None]
+    D2 = D * D
+    return [(np.ones_like(D), -beta * psi * k / D2, beta * beta * k * psi * psi / D2),
+            (k + zero, beta * k * v / D2, beta * beta * v * v / D2),
+            (zero, psi * k / D + zero, 2 * beta * psi * v / D),
+            (zero, zero, np.ones_like(D))]
+
+
+def cross_hessian(m: np.ndarray, s: np.ndarray, data: ParallelData) -> np.ndarray:
+    """Derivative (R, P, ns) of the score in m with respect to s (analytic, real ``s``)."""
+    res = _residuals(m, data)
+    D, rho, c, _ = _group_terms(s, res, data)
+    k = data.k
+    R, G, d, P = data.J.shape
+    Jt = np.swapaxes(data.J.reshape(R, G * d, P), 1, 2)
+    K = data.n_positions
+    out = np.empty((R, P, s.shape[1]))
+    for j, (dD, drho, dc) in enumerate(_derivatives(s, data)):
+        dq00 = -k * dD / (D * D)
+        if c is None:
+            w = (dq00 * res[:, :, 0])[:, :, None]
+        else:
+            dq00 = dq00 + 2 * rho * drho / c - rho * rho * dc / (c * c)
+            dq01 = -drho / c + rho * dc / (c * c)
+            dq11 = -dc / (c * c)
+            w = np.stack([dq00 * res[:, :, 0] + dq01 * res[:, :, 1],
+                          dq01 * res[:, :, 0] + dq11 * res[:, :, 1]], axis=2)
+        out[:, :, j] = np.matmul(Jt, w.reshape(R, G * d, 1))[:, :, 0]
+    v = s[:, 0]
+    nu = m[:, :K]
+    within = data.within_b - np.matmul(data.within_a, nu[:, :, None])[:, :, 0]
+    out[:, :K, 0] -= within / (v * v)[:, None]
+    return out
 
 
 def loglik(m: np.ndarray, s: np.ndarray, data: ParallelData) -> np.ndarray:

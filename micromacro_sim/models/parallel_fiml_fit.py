@@ -31,6 +31,7 @@ import numpy as np
 from micromacro_sim.models.linalg import solve_batch
 from micromacro_sim.models.parallel_fiml import (
     ParallelData,
+    cross_hessian,
     gls,
     loglik,
     mean_score,
@@ -107,17 +108,16 @@ def start(data: ParallelData) -> np.ndarray:
 def _hessian_blocks(m: np.ndarray, s: np.ndarray, A: np.ndarray, data: ParallelData
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score in s (R, ns), Hessian in s (R, ns, ns) and cross Hessian (R, P, ns) at (m, s):
-    the analytic score, and complex-step derivatives of the two scores in s."""
+    the analytic scores, and the complex-step derivative of the score in s."""
     stats = residual_stats(m, data)
     g = score_at(s, stats, data)
     ns = s.shape[1]
     Hss = np.empty(s.shape + (ns,))
-    Hms = np.empty(m.shape + (ns,))
     for j in range(ns):
         sc = s.astype(complex)
         sc[:, j] += 1j * _H
         Hss[:, :, j] = score_at(sc, stats, data).imag / _H
-        Hms[:, :, j] = mean_score(m, sc, data).imag / _H
+    Hms = cross_hessian(m, s, data)
     _ = A
     return g, (Hss + np.swapaxes(Hss, 1, 2)) / 2, Hms
 
@@ -165,7 +165,7 @@ def _newton(data: ParallelData, s: np.ndarray) -> tuple[np.ndarray, ...]:
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
-        sub = data.take(rows)
+        sub = data if rows.size == R else data.take(rows)
         sr = s[rows]
         llr, g, Hp = _profile_derivatives(sr, sub)
         ll[rows] = llr

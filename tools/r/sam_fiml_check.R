@@ -24,7 +24,9 @@ model_syntax <- function(xs, zs) {
 # run an expression, collecting warnings; list(value, status, message)
 capture <- function(expr) {
   msgs <- character(0)
-  value <- withCallingHandlers(
+  value <- NULL
+  # lavaan prints its variable table before some errors: keep it out of the output
+  invisible(utils::capture.output(value <- withCallingHandlers(
     tryCatch(expr, error = function(e) {
       msgs <<- c(msgs, conditionMessage(e))
       NULL
@@ -32,7 +34,7 @@ capture <- function(expr) {
     warning = function(w) {
       msgs <<- c(msgs, conditionMessage(w))
       invokeRestart("muffleWarning")
-    })
+    })))
   msg <- gsub("[[:space:]]+", " ", paste(msgs, collapse = " | "))
   list(value = value, status = if (is.null(value)) "error" else "ok", message = msg)
 }
