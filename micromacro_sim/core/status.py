@@ -74,6 +74,7 @@ class Reason(str, Enum):
     MEMBER_ORDER_UNDEFINED = "member_order_undefined"
     MEMBERS_MISALIGNED = "members_misaligned"
     METHOD_RAISED = "method_raised"
+    SPARSE_POSITION = "sparse_position"
 
 
 #: Default human text of each reason (a flag may carry a more specific text).
@@ -104,6 +105,9 @@ REASON_TEXT: dict[Reason, str] = {
                                    "member (give a member column, or accept row order)",
     Reason.MEMBERS_MISALIGNED: "member labels differ across groups (the method needs the same "
                                "members in every group)",
+    Reason.SPARSE_POSITION: "a member position is observed in fewer than 2 groups (or "
+                            "without variance): its parameters are not identified (lavaan "
+                            "refuses such data)",
     Reason.METHOD_RAISED: "the method's code raised an exception that is not a numerical "
                           "error, or called sys.exit (a bug in the method)",
 }
@@ -111,7 +115,7 @@ REASON_TEXT: dict[Reason, str] = {
 #: Reasons that make a fit ``not_applicable`` rather than ``flagged``.
 NOT_APPLICABLE_REASONS: frozenset[Reason] = frozenset(
     {Reason.NEEDS_BALANCED, Reason.NEEDS_TRUTH, Reason.TOO_MANY_X, Reason.TOO_FEW_MEMBERS,
-     Reason.MEMBER_ORDER_UNDEFINED, Reason.MEMBERS_MISALIGNED}
+     Reason.MEMBER_ORDER_UNDEFINED, Reason.MEMBERS_MISALIGNED, Reason.SPARSE_POSITION}
 )
 
 #: Reasons that make a fit ``error``: the method's code raised, so there are no estimates.

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.options import Option
 from micromacro_sim.core.results import BatchResult, FitResult
 from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
@@ -21,6 +22,7 @@ from micromacro_sim.estimators.base import Estimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.sam import BOUNDS, sam_fit, sam_fit_batch, sam_reason, sam_reasons_batch
+from micromacro_sim.models.sam_fiml import INFORMATION, sam_fit_missing
 
 __all__ = ["LocalSAM", "sam_fit"]
 
@@ -68,6 +70,23 @@ class LocalSAM(Estimator):
     Fast engine (balanced): :func:`~micromacro_sim.models.sam.sam_fit_batch`, all
     replications at once; the rare replications its closed forms do not cover (the
     factor-variance bound reachable, a singular matrix) run the reference fit.
+
+    Unbalanced groups and absent members (:func:`~micromacro_sim.models.sam_fiml.
+    sam_fit_missing`, lavaan's ``sam(..., missing = "ml")``): the positions with no member
+    are missing cells; the measurement step is fitted by full-information ML (bounds from
+    the EM moments of the member positions), the structural step uses the saturated
+    moments of (x, y, Z) estimated by EM as lavaan's h1 model, and M = 1'/K. Option
+    ``information``: the information of the two-step SEs there. ``"expected"`` (default)
+    reproduces this method's complete-data SEs on complete data and stays finite where
+    lavaan's default, ``"observed"`` (also available), returns NaN (at G = 30 and ICC .1,
+    2 of 40 datasets; at G = 60 and ICC .02, 15 of 40). Not applicable (reason
+    ``sparse_position``) where a member position is observed in fewer than 2 groups, as
+    lavaan refuses such data: with group sizes drawn from a Poisson law the largest
+    positions often are; flagged ``sample_cov_not_positive_definite`` when the saturated
+    moments are not estimable (two positions never observed together, or an eigenvalue
+    of the EM covariance below 1e-5, lavaan's warnings), ``not_converged`` at the EM's
+    iteration limit (500, lavaan's), ``non_finite`` without finite SEs. One dataset at a
+    time (about 35 ms at G = 100, K = 10).
     """
 
     name = "sam"
@@ -76,13 +95,21 @@ class LocalSAM(Estimator):
         "bounds": Option("standard", "str", "measurement-step bounds as lavaan's sam() "
                          "('standard') or the unbounded ML closed form ('none')",
                          choices=BOUNDS),
+        "information": Option("expected", "str", "information of the two-step SEs with "
+                              "absent members or unequal groups (lavaan's missing = 'ml' "
+                              "default is 'observed')", choices=INFORMATION),
     })
-    needs_balanced = True
     max_x = 1
     two_step = False
-    batch_designs = ("balanced",)
+    batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # member positions from Dataset.wide_positions
 
     def _fit_batch(self, batch: Batch) -> BatchResult:
+        if not (batch.balanced and not batch.member_ids):  # FIML: one dataset at a time
+            R, k = batch.n_reps, len(batch.terms)
+            nan = np.full((R, k), np.nan)
+            return self.one_step_result(batch, nan, nan.copy(), np.ones(R, bool),
+                                        np.zeros(R, bool), no_flags(R), np.ones(R, bool))
         out, fallback = sam_fit_batch(batch, bounds=self.params["bounds"])
         R = out["params"].shape[0]
         negative, not_pd = sam_reasons_batch(out)
@@ -93,6 +120,8 @@ class LocalSAM(Estimator):
                                     ~negative & ~not_pd, flags, fallback)
 
     def _fit(self, data: Dataset) -> FitResult:
+        if not data.complete:
+            return self._fit_missing(data)
         r = sam_fit(data, bounds=self.params["bounds"])
         reason = sam_reason(r["psi_mm_unbounded"], r["psi_mm"], r["lambda"])
         flags = () if reason is None else (flag(reason),)
@@ -101,4 +130,24 @@ class LocalSAM(Estimator):
             bse={"classical": r["se"]}, df_resid=None, converged=True,
             admissible=not flags, flags=flags, two_step=False,
             extras={k: r[k] for k in _EXTRAS},
+        )
+
+    def _fit_missing(self, data: Dataset) -> FitResult:
+        """Unbalanced groups or absent members: lavaan's ``sam(..., missing = "ml")``."""
+        x, mask = data.wide_positions(0)
+        if x.shape[1] < 2:
+            raise NotApplicable(Reason.TOO_FEW_MEMBERS, "needs at least 2 member positions")
+        r = sam_fit_missing(np.where(mask, x, 0.0), mask, data.y, data.z,
+                            bounds=self.params["bounds"],
+                            information=self.params["information"])
+        if not r["estimable"]:
+            raise NotApplicable(r["reason"], r["message"])
+        flags = tuple(flag(reason) for reason in r["reasons"])
+        se = np.asarray(r["se"], dtype=float)
+        bse = {"classical": se} if not flags and np.all(np.isfinite(se)) else {}
+        return FitResult(
+            method=self.label, terms=data.terms, params=r["params"], bse=bse,
+            df_resid=None, converged=Reason.NOT_CONVERGED not in r["reasons"],
+            admissible=not flags, flags=flags, two_step=False,
+            extras={k: r[k] for k in _EXTRAS if k in r},
         )

@@ -65,13 +65,23 @@ class EMMoments:
         return not self.min_eigen >= _WARN_EIGEN
 
 
+def _pattern_inverse(sigma: np.ndarray, pats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded inverses of the observed blocks of each pattern, and the matrices
+    inverted (the missing rows and columns replaced by those of the identity)."""
+    both = pats[:, :, None] & pats[:, None, :]
+    a = np.where(both, sigma, np.eye(pats.shape[1]))
+    Wp = np.linalg.inv(a)
+    Wp[~both] = 0.0
+    return Wp, a
+
+
 def padded_inverse(sigma: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of each row's observed block of ``sigma``, zero-padded to P x P.
 
     Parameters
     ----------
-    sigma : ndarray (P, P) or (N, P, P)
-        One covariance matrix for all rows, or one per row.
+    sigma : ndarray (P, P)
+        Covariance matrix.
     mask : ndarray of bool (N, P)
         Observed cells.
 
@@ -79,19 +89,15 @@ def padded_inverse(sigma: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     -------
     W : ndarray (N, P, P)
         ``W[i]`` holds the inverse of ``sigma[O_i, O_i]`` in the rows and columns O_i,
-        zeros elsewhere (the missing rows and columns are replaced by those of the
-        identity before inverting, then zeroed).
+        zeros elsewhere (one inverse per distinct pattern).
     logdet : ndarray (N,)
         log-determinant of each observed block (NaN where it is not positive definite).
     """
-    N, P = mask.shape
-    both = mask[:, :, None] & mask[:, None, :]
-    eye = np.broadcast_to(np.eye(P), (N, P, P))
-    a = np.where(both, sigma, eye)
-    W = np.linalg.inv(a)
-    W[~both] = 0.0
-    sign, logdet = np.linalg.slogdet(a)
-    return W, np.where(sign > 0, logdet, np.nan)
+    pats, inv = np.unique(mask, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    Wp, a = _pattern_inverse(sigma, pats)
+    sign, ld = np.linalg.slogdet(a)
+    return Wp[inv], np.where(sign > 0, ld, np.nan)[inv]
 
 
 def _start(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,22 +111,22 @@ def _start(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, np.diag(var)
 
 
-def _em_step(x: np.ndarray, mask: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
-             n: int) -> tuple[np.ndarray, np.ndarray]:
-    """One E- and M-step (the empty rows are excluded by the caller)."""
-    W, _ = padded_inverse(sigma, mask)
+def _em_step(x: np.ndarray, mask: np.ndarray, pats: np.ndarray, inv: np.ndarray,
+             freq: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One E- and M-step over the rows (``pats``: distinct patterns, ``inv``: each row's
+    pattern, ``freq``: rows per pattern; no empty rows)."""
+    Wp, _ = _pattern_inverse(sigma, pats)
     r = np.where(mask, x - mu, 0.0)
-    # conditional means: mu_M + Sigma_MO Sigma_OO^-1 r_O; observed cells keep their value
-    cond = mu + np.einsum("ij,njk,nk->ni", sigma, W, r)
+    # conditional means mu_M + Sigma_MO Sigma_OO^-1 r_O; observed cells keep their value
+    cond = mu + np.einsum("njk,nk->nj", Wp[inv], r) @ sigma
     full = np.where(mask, x, cond)
     # conditional covariance Sigma_MM - Sigma_MO Sigma_OO^-1 Sigma_OM on the missing block
-    miss = ~mask
-    m2 = miss[:, :, None] & miss[:, None, :]
-    c = sigma - sigma @ W @ sigma
-    t1 = full.sum(axis=0)
-    t2 = full.T @ full + np.where(m2, c, 0.0).sum(axis=0)
-    mu_new = t1 / n
-    sig_new = t2 / n - np.outer(mu_new, mu_new)
+    miss = ~pats
+    c = sigma - sigma @ Wp @ sigma
+    c = np.where(miss[:, :, None] & miss[:, None, :], c, 0.0)
+    n = len(x)
+    mu_new = full.sum(axis=0) / n
+    sig_new = (full.T @ full + np.einsum("p,pij->ij", freq, c)) / n - np.outer(mu_new, mu_new)
     sig_new = (sig_new + sig_new.T) / 2
     if np.min(np.linalg.eigvalsh(sig_new)) < _RIDGE_EIGEN:
         sig_new[np.diag_indices_from(sig_new)] += np.max(np.diag(sig_new)) * 1e-8
@@ -149,19 +155,17 @@ def em_moments(x: np.ndarray, mask: np.ndarray, *, tol: float = EM_TOL,
     mask = np.asarray(mask, dtype=bool)
     keep = mask.any(axis=1)
     x, mask = x[keep], mask[keep]
-    n = int(keep.sum())
+    n_obs = int(keep.sum())
+    pats, inv, freq = np.unique(mask, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
     mu0, sig0 = _start(x, mask)
-    if mask.all():  # complete data: the E-step is the identity, one step is exact
-        mask = mask.copy()
     tri = np.tril_indices(x.shape[1])
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):
-        mu, sig = _em_step(x, mask, mu0, sig0, n)
+    n_iter, converged = 0, False
+    while n_iter < max_iter and not converged:
+        n_iter += 1
+        mu, sig = _em_step(x, mask, pats, inv, freq, mu0, sig0)
         delta = max(np.max(np.abs(mu - mu0)), np.max(np.abs(sig[tri] - sig0[tri])))
-        if delta < tol:
-            converged = True
-            break
+        converged = bool(delta < tol)
         mu0, sig0 = mu, sig
-    return EMMoments(mu=mu, sigma=sig, n_iter=it, converged=converged,
-                     min_eigen=float(np.min(np.linalg.eigvalsh(sig))), n_obs=n)
+    return EMMoments(mu=mu, sigma=sig, n_iter=n_iter, converged=converged,
+                     min_eigen=float(np.min(np.linalg.eigvalsh(sig))), n_obs=n_obs)

@@ -34,7 +34,6 @@ from micromacro_sim.models.parallel_fiml import (
     cross_hessian,
     gls,
     loglik,
-    mean_score,
     residual_stats,
     score_at,
 )

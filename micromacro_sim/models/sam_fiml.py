@@ -29,7 +29,10 @@ follows (``sam()``; the function names are lavaan's):
 ``sam(..., missing = "ml", information = "expected")``; on complete data it reproduces
 the complete-data method (:func:`~micromacro_sim.models.sam.sam_fit`) exactly.
 ``"observed"`` is lavaan's ``missing = "ml"`` default; on complete data its SEs differ
-from the complete-data ones (by about 1e-4 relative; the point estimates agree).
+from the complete-data ones (by 1e-4 to 2e-4 relative in the tests; the point
+estimates agree). With missing members the observed information of the joint model,
+evaluated away from its optimum, can be far from the expected one in small or low-ICC
+samples (NaN or several-fold SEs, in lavaan as here).
 
 Intercept (not reported by lavaan, whose joint model keeps the start values for the
 intercepts): b0 = mu_y - b_lv mean_k(mu_x_k) - b_z' mu_Z with the h1 (EM) means, the
@@ -44,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from micromacro_sim.core.status import Reason
-from micromacro_sim.models.h1_em import em_moments, padded_inverse
+from micromacro_sim.models.h1_em import EMMoments, em_moments, padded_inverse
 from micromacro_sim.models.sam_fiml_joint import joint_model, twostep_vcov
 from micromacro_sim.models.sam_fiml_lik import INFORMATION
 from micromacro_sim.models.sam_fiml_mm import (
@@ -64,19 +67,21 @@ def data_verdict(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
     (None, warning text or "").
 
     lavaan stops when a column (a member position, y or a Z) has a single observation
-    or no variance; the verdict is :attr:`Reason.TOO_FEW_MEMBERS`. Zero coverage (two
-    positions never observed in the same group) is only a warning in lavaan; it is
-    returned as the message (see :func:`sam_fit_missing`).
+    or no variance; the verdict is :attr:`Reason.SPARSE_POSITION` for a member position,
+    :attr:`Reason.TOO_FEW_MEMBERS` for y or a Z. Zero coverage (two positions never
+    observed in the same group) is only a warning in lavaan; it is returned as the
+    message (see :func:`sam_fit_missing`).
     """
-    cols = [np.where(mask[:, k], x[:, k], np.nan) for k in range(x.shape[1])]
-    cols += [y, *z.T]
-    for c in cols:
-        c = c[~np.isnan(c)]
-        if len(c) < 2 or not np.var(c) > 0:
-            return (Reason.TOO_FEW_MEMBERS,
-                    "a member position (or y, Z) is observed in fewer than 2 groups or "
-                    "has no variance (lavaan: some variables have only 1 observation or "
-                    "no finite variance)")
+    for k in range(x.shape[1]):
+        c = x[mask[:, k], k]
+        if len(c) < 2 or not np.ptp(c) > 0:
+            return (Reason.SPARSE_POSITION,
+                    f"member position {k + 1} is observed in fewer than 2 groups or has no "
+                    "variance (lavaan: some variables have only 1 observation or no finite "
+                    "variance)")
+    for c in (y, *z.T):
+        if not np.ptp(c) > 0:
+            return Reason.TOO_FEW_MEMBERS, "y or a Z has no variance"
     m = mask.astype(float)
     if np.any(m.T @ m == 0):
         return None, "two member positions are never observed in the same group"
@@ -89,23 +94,25 @@ def _nan_result(K: int, q: int, reason: Reason, message: str) -> dict:
     return {"params": np.full(k, nan), "se": np.full(k, nan), "veta": np.full((k, k), nan),
             "lambda": nan, "adjusted": False, "v": nan, "psi_mm": nan,
             "psi_mm_unbounded": nan, "v_unbounded": nan, "bounded": False, "psi_y": nan,
-            "vcov_struct": None, "nu": np.full(K, nan), "reasons": (reason,),
+            "vcov_struct": None, "nu": np.full(K, nan), "mu_h1": None, "sigma_h1": None,
+            "em_iter": (0, 0), "reasons": (reason,),
             "reason": reason, "message": message, "estimable": False}
 
 
 def _measurement(x: np.ndarray, mask: np.ndarray, bounds: str
-                 ) -> tuple[Measurement, Measurement, int]:
-    """Unbounded and (per ``bounds``) bounded FIML measurement fits; EM iterations of
-    the x-only moments behind the bounds."""
+                 ) -> tuple[Measurement, Measurement, EMMoments]:
+    """Unbounded and (per ``bounds``) bounded FIML measurement fits, and the EM moments
+    of the x columns alone (lavaan computes them for the measurement fit whatever the
+    bounds, and warns about them)."""
+    em_x = em_moments(x, mask)
     free = fit_measurement(x, mask, upper=None)
     if bounds == "none":
-        return free, free, 0
-    em_x = em_moments(x, mask)
+        return free, free, em_x
     upper = (float(em_x.sigma[0, 0]), float(np.max(np.diag(em_x.sigma))))
     inside = free.converged and 0 <= free.v <= upper[0] and 0 <= free.psi <= upper[1]
     if inside:
-        return free, free, em_x.n_iter
-    return free, fit_measurement(x, mask, upper=upper, start=free), em_x.n_iter
+        return free, free, em_x
+    return free, fit_measurement(x, mask, upper=upper, start=free), em_x
 
 
 def _croon(sig: np.ndarray, K: int, v: float, G: int) -> tuple[np.ndarray, float, bool]:
@@ -128,17 +135,16 @@ def _croon(sig: np.ndarray, K: int, v: float, G: int) -> tuple[np.ndarray, float
 
 
 def _verdicts(free: Measurement, meas: Measurement, lam: float, coverage: str,
-              em_ok: bool) -> tuple[Reason, ...]:
-    out = []
-    if not free.psi > 0 or not meas.psi > 0:
-        out.append(Reason.NEGATIVE_VARIANCE)
-    if not lam > 1:
-        out.append(Reason.NOT_POSITIVE_DEFINITE)
-    if coverage or not em_ok:
-        out.append(Reason.SAMPLE_COV_NOT_PD)
-    if not meas.converged:
-        out.append(Reason.NOT_CONVERGED)
-    return tuple(out)
+              ems: tuple[EMMoments, ...], se: np.ndarray) -> tuple[Reason, ...]:
+    """Every verdict of a fit, most important first."""
+    checks = (
+        (Reason.NEGATIVE_VARIANCE, not (free.psi > 0 and meas.psi > 0)),
+        (Reason.NOT_POSITIVE_DEFINITE, not lam > 1),
+        (Reason.SAMPLE_COV_NOT_PD, bool(coverage) or any(e.near_singular for e in ems)),
+        (Reason.NOT_CONVERGED, not (meas.converged and all(e.converged for e in ems))),
+        (Reason.NON_FINITE, not np.all(np.isfinite(se))),
+    )
+    return tuple(reason for reason, hit in checks if hit)
 
 
 def sam_fit_missing(x: np.ndarray, mask: np.ndarray, y: np.ndarray, z: np.ndarray, *,
@@ -167,11 +173,15 @@ def sam_fit_missing(x: np.ndarray, mask: np.ndarray, y: np.ndarray, z: np.ndarra
         ``v``, ``psi_mm``, ``psi_mm_unbounded``, ``v_unbounded``, ``bounded``, ``psi_y``,
         ``vcov_struct``) and ``nu`` (intercepts), ``mu_h1``, ``sigma_h1`` (EM moments of
         [x, y, Z]), ``em_iter``, ``message``, ``estimable``, ``reasons`` (every verdict)
-        and ``reason`` (the first, None when admissible): ``TOO_FEW_MEMBERS`` when
-        lavaan refuses the data (NaN estimates), ``NEGATIVE_VARIANCE``,
-        ``NOT_POSITIVE_DEFINITE`` (lambda <= 1), ``SAMPLE_COV_NOT_PD`` (zero coverage,
-        or lavaan's EM warnings: iteration limit or an eigenvalue below 1e-5),
-        ``NOT_CONVERGED`` (measurement step).
+        and ``reason`` (the first, None when admissible): ``SPARSE_POSITION`` (or
+        ``TOO_FEW_MEMBERS`` for a y or Z without variance) when lavaan refuses the
+        data (NaN estimates, see :func:`data_verdict`);
+        ``NEGATIVE_VARIANCE`` (unbounded or bounded factor variance <= 0, as the
+        complete-data method); ``NOT_POSITIVE_DEFINITE`` (lambda <= 1);
+        ``SAMPLE_COV_NOT_PD`` (zero coverage, or lavaan's EM warning of an eigenvalue
+        below 1e-5); ``NOT_CONVERGED`` (lavaan's EM warning of the iteration limit, or
+        the measurement step); ``NON_FINITE`` (a SE is not finite: the observed
+        information can be indefinite, lavaan then reports NaN).
     """
     if bounds not in BOUNDS:
         raise ValueError(f"bounds: expected one of {BOUNDS}, got {bounds!r}")
@@ -190,7 +200,7 @@ def sam_fit_missing(x: np.ndarray, mask: np.ndarray, y: np.ndarray, z: np.ndarra
     data = np.column_stack([np.where(mask, x, 0.0), y, z])
     dmask = np.column_stack([mask, np.ones((G, 1 + q), bool)])
     em = em_moments(data, dmask)
-    free, meas, em_x_iter = _measurement(x, mask, bounds)
+    free, meas, em_x = _measurement(x, mask, bounds)
     veta, lam, adjusted = _croon(em.sigma, K, meas.v, G)
     idx = [0, *range(2, 2 + q)]  # (lv, Z)
     phi = veta[np.ix_(idx, idx)]
@@ -201,16 +211,16 @@ def sam_fit_missing(x: np.ndarray, mask: np.ndarray, y: np.ndarray, z: np.ndarra
                                          information=information)
     sigma11 = np.linalg.inv(info_mm)[: K + 1, : K + 1]  # (nu, v); psi rows dropped
     vcov = twostep_vcov(data, dmask, model, K, sigma11, information=information)
-    b0, se = _intercept_and_se(em, model[1], dmask, coef, vcov, K)
-    em_ok = em.converged and not em.near_singular
-    reasons = _verdicts(free, meas, lam, message, em_ok)
+    with np.errstate(invalid="ignore"):  # the observed information may be indefinite
+        b0, se = _intercept_and_se(em, model[1], dmask, coef, vcov, K)
+    reasons = _verdicts(free, meas, lam, message, (em, em_x), se)
     n_cov = len(coef) + 1 + len(idx) * (len(idx) + 1) // 2
     return {
         "params": np.concatenate([[b0], coef[1:], coef[:1]]), "se": se, "veta": veta,
         "lambda": lam, "adjusted": adjusted, "v": meas.v, "psi_mm": meas.psi,
         "psi_mm_unbounded": free.psi, "v_unbounded": free.v,
         "bounded": bool(meas.active), "psi_y": psi_y, "vcov_struct": vcov[:n_cov, :n_cov],
-        "nu": meas.nu, "mu_h1": em.mu, "sigma_h1": em.sigma, "em_iter": (em.n_iter, em_x_iter),
+        "nu": meas.nu, "mu_h1": em.mu, "sigma_h1": em.sigma, "em_iter": (em.n_iter, em_x.n_iter),
         "message": message, "estimable": True, "reasons": reasons,
         "reason": reasons[0] if reasons else None,
     }

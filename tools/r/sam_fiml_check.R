@@ -59,13 +59,17 @@ extras <- function(out, method, xs) {
   veta <- out$VETA[[1]]
   nm <- rownames(veta)
   ij <- which(lower.tri(veta, diag = TRUE), arr.ind = TRUE)
-  h1 <- mm@SampleStats@missing.h1[[1]]$sigma
+  # the bounds lavaan put on the measurement fit (none without bounds)
+  ptm <- mm@ParTable
+  upper <- if (is.null(ptm$upper)) rep(NA_real_, length(ptm$lhs)) else ptm$upper
+  v_idx <- which(ptm$lhs == xs[1] & ptm$op == "~~" & ptm$rhs == xs[1])
+  psi_idx <- which(ptm$lhs == "lv" & ptm$op == "~~" & ptm$rhs == "lv")
   rbind(
     row(method, "mm", "v", "", v),
     row(method, "mm", "psi", "", psi),
     row(method, "mm", "nu", xs, nu),
-    row(method, "mm", "v_upper", "", diag(h1)[1]),
-    row(method, "mm", "psi_upper", "", max(diag(h1))),
+    row(method, "mm", "v_upper", "", upper[v_idx]),
+    row(method, "mm", "psi_upper", "", upper[psi_idx]),
     row(method, "lambda", "", "", out$lambda[[1]]),
     row(method, "veta", "~~", paste(nm[ij[, 1]], nm[ij[, 2]]), veta[ij]),
     row(method, "eeta", "~1", nm, as.numeric(out$EETA[[1]]))
