@@ -6,11 +6,15 @@ The seed study fitted glmmTMB's ``x ~ (1 | group) + diag(0 + item | group)`` wit
 Fisher scoring (kernels :mod:`micromacro_sim.models.hetvar` and
 :mod:`micromacro_sim.models.hetvar_batch`). The score is the conditional mode of the
 intercept, the deviation from mu, as glmmTMB's ``ranef()`` reports it. Groups of any size
-are allowed (positions 0..n_g-1). A variance at 0 is flagged inadmissible ("zero variance
+are allowed (positions 0..n_g-1), and so are absent members (with member ids a group holds
+any set of positions). A variance at 0 is flagged inadmissible ("zero variance
 (boundary)"); a gradient above the tolerance at the end is flagged "not converged".
 
 Fast engine (:meth:`BlupHetVar.scores_batch`): the same Fisher scoring on all replications
-at once, each replication stopping on its own.
+at once, each replication stopping on its own; replications with member ids are fitted on
+their positional layouts (:attr:`~micromacro_sim.generate.batch.Batch.positional`,
+:mod:`micromacro_sim.models.hetvar_masked`), so batches with absent members take the fast
+engine too.
 
 Reference: R ``glmmTMB::glmmTMB(x ~ (1 | group) + diag(0 + item | group))``,
 ``ranef(fit)$cond$group[, "(Intercept)"]``.
@@ -45,6 +49,7 @@ class BlupHetVar(TwoStepEstimator):
     name = "blup_hetvar"
     description = "OLS on random-intercept modes with a residual variance per member position"
     batch_designs = ("balanced", "unbalanced")
+    uses_member_positions = False  # member positions from Batch.positional
 
     def check_applicable(self, data: Dataset) -> None:
         super().check_applicable(data)

@@ -3,7 +3,10 @@ partner of :mod:`.hetvar`.
 
 :func:`hetvar_ml_batch` runs the Fisher scoring of :func:`~.hetvar.hetvar_ml` on all
 replications at once (same start, step cap, step halving, stopping, boundary and
-convergence rules), each replication stopping on its own.
+convergence rules), each replication stopping on its own. Groups holding positions
+0..n_g-1 (no member ids) use the prefix-structured statistics below; replications with
+member ids (absent members) go to :mod:`.hetvar_masked`, which works on their positional
+layouts.
 """
 
 from __future__ import annotations
