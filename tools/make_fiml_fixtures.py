@@ -16,8 +16,10 @@ completely at random or at random given Z or xi. Written per dataset:
     share of missing cells.
 
 ``tools/r/fiml_fixtures.R`` then adds ``<name>_lavaan.csv`` (estimates),
-``<name>_verdicts.csv`` (convergence, post.check, information, warnings, errors) and
-``<name>_scores.csv`` (lavPredict scores).
+``<name>_verdicts.csv`` (convergence, post.check, information, log-likelihood, warnings,
+errors) and ``<name>_scores.csv`` (lavPredict scores). The whole run takes about ten
+minutes, most of it lavaan's EM of the saturated moments in the ``sam_em`` fits (20000
+iterations on the sparse positions of the Poisson-sized datasets).
 
 Seeds: lavaan refuses a variable observed only once ("some variables have only 1
 observation"), which happens at the largest position of most Poisson-sized draws. A
@@ -39,9 +41,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from micromacro_sim.design.scenario import Scenario  # noqa: E402
-from micromacro_sim.generate.dataset import Dataset  # noqa: E402
-from micromacro_sim.generate.dgp import generate  # noqa: E402
+from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.generate.dgp import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "fiml"

@@ -7,7 +7,8 @@
 #                              second steps (methods zcond_lm, cfa_lm_regression,
 #                              cfa_lm_bartlett; rhs "(Intercept)", z1.., "fs");
 #   <dir>/<name>_verdicts.csv  method, fitted, converged, post_check, information,
-#                              warnings, error (every warning and error is caught);
+#                              logl (fitMeasures; NA where lavaan has none), warnings,
+#                              error (every warning and error is caught);
 #   <dir>/<name>_scores.csv    lavPredict() scores: zcond (regression), cfa_regression,
 #                              cfa_bartlett (NA when the fit failed).
 # Fits (models as in tools/r/fsr_fixtures.R and tools/r/sem_fixtures.R):
@@ -17,6 +18,9 @@
 #   cfa    lv =~ x1 + ... + xK (first loading 1), meanstructure = TRUE, missing = "fiml";
 #          regression and Bartlett scores
 #   sam    the sem model by sam(sam.method = "local", missing = "ml")
+#   sam_em the same with em.h1.iter.max = 20000, em.h1.tol = 1e-10: local SAM takes its
+#          moments from the EM estimate of the saturated model, which lavaan's defaults
+#          (500 iterations, tolerance 1e-5) leave unconverged on sparse member positions
 suppressMessages(library(lavaan))
 
 args <- commandArgs(trailingOnly = TRUE)
@@ -47,14 +51,16 @@ verdict <- function(method, res) {
   v <- res$value
   if (failed(v)) {
     return(data.frame(method = method, fitted = FALSE, converged = NA, post_check = NA,
-                      information = NA, warnings = squash(res$warnings),
+                      information = NA, logl = NA, warnings = squash(res$warnings),
                       error = squash(v$error)))
   }
   pc <- caught(lavInspect(v, "post.check"))
   post <- if (failed(pc$value)) NA else isTRUE(pc$value)
+  ll <- caught(fitMeasures(v, "logl"))
+  logl <- if (failed(ll$value)) NA else sprintf("%.17g", unname(ll$value))
   data.frame(method = method, fitted = TRUE, converged = lavInspect(v, "converged"),
              post_check = post, information = lavInspect(v, "options")$information[1],
-             warnings = squash(c(res$warnings, pc$warnings)), error = "")
+             logl = logl, warnings = squash(c(res$warnings, pc$warnings)), error = "")
 }
 
 estimates <- function(method, res) {
@@ -99,7 +105,9 @@ for (name in args[-1]) {
                        missing = "fiml")),
     cfa = caught(cfa(paste("lv =~", paste(xs, collapse = " + ")), data = d,
                      meanstructure = TRUE, missing = "fiml")),
-    sam = caught(sam(paste0(meas, struc), data = d, sam.method = "local", missing = "ml"))
+    sam = caught(sam(paste0(meas, struc), data = d, sam.method = "local", missing = "ml")),
+    sam_em = caught(sam(paste0(meas, struc), data = d, sam.method = "local", missing = "ml",
+                        em.h1.iter.max = 20000L, em.h1.tol = 1e-10))
   )
   fs <- list(zcond = scores(fits$zcond, "regression", G),
              cfa_regression = scores(fits$cfa, "regression", G),
