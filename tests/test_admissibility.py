@@ -9,6 +9,7 @@ from micromacro_sim.design.policy import Policy
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import admissibility
 from micromacro_sim.estimators.admissibility import Gate, draw, draw_many
+from micromacro_sim.generate.dgp import generate
 
 
 def _check(data):  # fails for about half the datasets
@@ -43,9 +44,40 @@ def test_batched_gate_equals_per_replication(toy_gate, mode, max_redraws):
         assert redraws.max() > 1 and not any(d.gate_reason for d in many)
 
 
-def test_gate_that_needs_balanced_groups_refuses_unbalanced_cells():
+def test_cfa_gates_run_on_unbalanced_cells_and_refuse_too_few_members():
     from micromacro_sim.core.errors import ConfigError
 
     sc = Scenario.from_params(dict(n_groups=10, group_size=[3, 5], icc=0.2, r_zxi=0.3))
-    with pytest.raises(ConfigError, match="^admissibility.gate"):
-        Policy(gate="cfa").check_scenarios((sc,))
+    Policy(gate="cfa").check_scenarios((sc,))  # full-information ML on the positions
+    two = Scenario.from_params(dict(n_groups=10, group_size=2, icc=0.2, r_zxi=0.3))
+    with pytest.raises(ConfigError, match="^admissibility.gate: 'cfa' needs group_size >= 3"):
+        Policy(gate="cfa").check_scenarios((two,))
+
+
+def test_cfa_gate_on_absent_members_is_the_fiml_fit():
+    from micromacro_sim.estimators.admissibility import gate_reason
+    from micromacro_sim.models.cfa import cfa_verdicts
+    from micromacro_sim.models.cfa_fiml import fit_cfa_fiml_batch
+
+    sc = Scenario.from_params(dict(n_groups=60, group_size=6, icc=0.1, r_zxi=0.3,
+                                   missing_mcar=0.2))
+    seen = set()
+    for seed in range(12):
+        d = generate(sc, np.random.default_rng(seed))
+        values, mask = d.wide_positions(0)
+        fits = fit_cfa_fiml_batch(np.where(mask, values, 0.0)[None], mask[None])
+        for gate in ("cfa", "lavaan_cfa"):
+            got = gate_reason(Policy(mode="flag", gate=gate), d)
+            assert got == cfa_verdicts(fits, gate)[0]
+            seen.add(bool(got))
+    assert seen == {True, False}  # some pass, some fail at ICC .1
+    # a position observed in one group: the CFA is not identified, the gate fails
+    sc = Scenario.from_params(dict(n_groups=30, group_size={"poisson": 8, "min": 2}, icc=0.2,
+                                   r_zxi=0.3))
+    for seed in range(40):
+        d = generate(sc, np.random.default_rng(seed))
+        if (d.wide_positions(0)[1].sum(axis=0) < 2).any():
+            assert "observed in 1 group" in gate_reason(Policy(gate="cfa"), d)
+            break
+    else:
+        raise AssertionError("no dataset with a position observed once")

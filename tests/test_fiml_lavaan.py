@@ -284,12 +284,18 @@ def test_factor_score_matches_lavaan(name, method):
     res = FactorScore(scores=method).fit(data)
     skip_not_applicable(res)
     v = verdict(name, "cfa")
-    if v["admissible"] and cfa_ml_above_lavaan(name):
+    if v["admissible"] and not res.admissible:
         # lavaan's admissible solution is a local optimum and the ML one is improper
         # (unif2_6_g30_icc10_r0: Var(lv) -0.39 at logl -288.387 against lavaan's 5.27
         # at -288.969; unif4_12_g200_icc05: -0.46 at -4599.157 against 0.074 at -4602.418)
-        assert not res.admissible, res.flags
+        assert cfa_ml_above_lavaan(name), res.flags
         return
+    if not v["converged"]:
+        # lavaan's optimizer fails (positions observed in a few groups, Poisson sizes):
+        # nothing of lavaan's to compare; ours is judged on its own (converged or not,
+        # proper or not, flagged accordingly)
+        assert res.ok == (res.converged and res.admissible)
+        pytest.skip("lavaan's CFA did not converge")
     assert res.admissible == v["admissible"], (res.flags, v)
     if not v["admissible"]:
         return

@@ -21,8 +21,9 @@ __all__ = ["GATE_REQUIREMENTS", "MODES", "GateRequirement", "Policy"]
 
 @dataclass(frozen=True)
 class GateRequirement:
-    """What a gate asks of every cell: balanced groups, and at least ``min_group_size``
-    members (a one-factor CFA needs 3 indicators)."""
+    """What a gate asks of every cell: balanced groups (no gate does since full-information
+    ML fits the CFA with absent members), and at least ``min_group_size`` members in a
+    balanced design (a one-factor CFA needs 3 indicators)."""
 
     needs_balanced: bool
     min_group_size: int = 1
@@ -30,8 +31,8 @@ class GateRequirement:
 
 GATE_REQUIREMENTS: dict[str, GateRequirement] = {
     "none": GateRequirement(False),
-    "cfa": GateRequirement(True, 3),
-    "lavaan_cfa": GateRequirement(True, 3),
+    "cfa": GateRequirement(False, 3),
+    "lavaan_cfa": GateRequirement(False, 3),
 }
 MODES = ("redraw", "flag")
 
@@ -89,8 +90,8 @@ class Policy:
         return {"policy": self.mode, "gate": self.gate, "max_redraws": self.max_redraws}
 
     def check_scenarios(self, scenarios: tuple[Scenario, ...]) -> None:
-        """Refuse a gate that cannot run on some cell (for example cfa with unbalanced groups,
-        missing members or fewer than 3 members per group)."""
+        """Refuse a gate that cannot run on some cell (for example cfa with fewer than 3
+        members per group in a balanced design)."""
         gate = GATE_REQUIREMENTS[self.gate]
         for sc in scenarios:
             if gate.needs_balanced and not sc.balanced:
@@ -100,7 +101,7 @@ class Policy:
                     f"admissibility.gate: {self.gate!r} needs balanced groups, but a cell has "
                     f"{what} (use gate: none)"
                 )
-            if gate.needs_balanced and sc.group_size.value < gate.min_group_size:
+            if sc.group_size.balanced and sc.group_size.value < gate.min_group_size:
                 raise ConfigError(
                     f"admissibility.gate: {self.gate!r} needs group_size >= "
                     f"{gate.min_group_size} (members are the CFA's indicators), but a cell has "

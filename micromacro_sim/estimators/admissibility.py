@@ -30,6 +30,8 @@ from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.generate.dgp import generate
 from micromacro_sim.generate.seeding import replication_rng
 from micromacro_sim.models.cfa import CFAMemo, cfa_verdicts, fit_cfa_batch
+from micromacro_sim.models.cfa_fiml import fit_cfa_fiml_batch
+from micromacro_sim.models.wide_layout import layout_problem
 
 #: A dataset generator: ``generator(scenario, rng) -> Dataset``.
 Generator = Callable[[Scenario, np.random.Generator], Dataset]
@@ -41,8 +43,22 @@ def _gate_none(data: Dataset) -> str:
     return ""
 
 
+def _fiml_verdict(data: Dataset, gate: str) -> str:
+    """A CFA gate's verdict on data with absent members or unequal groups: the CFA by
+    full-information ML on the member-position layout; a layout it does not apply to
+    (a position observed in fewer than 2 groups, fewer than 3 positions) fails."""
+    values, mask = data.wide_positions(0)
+    problem = layout_problem(values, mask)
+    if problem is not None:
+        return f"{gate}: {problem[1]}"
+    fits = fit_cfa_fiml_batch(np.where(mask, values, 0.0)[None], mask[None])
+    return str(cfa_verdicts(fits, gate)[0])
+
+
 def _gate_cfa(data: Dataset, memo: CFAMemo | None = None) -> str:
     """The seed's check on one dataset: the free-loading one-factor CFA is proper."""
+    if not data.complete:
+        return _fiml_verdict(data, "cfa")
     return str(_gate_cfa_batch(data.wide(0)[None], memo)[0])
 
 
@@ -53,6 +69,8 @@ def _gate_cfa_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
 
 def _gate_lavaan(data: Dataset, memo: CFAMemo | None = None) -> str:
     """lavaan's verdict on Clark's call (converged and post.check), one dataset."""
+    if not data.complete:
+        return _fiml_verdict(data, "lavaan_cfa")
     return str(_gate_lavaan_batch(data.wide(0)[None], memo)[0])
 
 
