@@ -9,7 +9,8 @@ with lavaan's to rounding, including where EM has not fully converged:
   zero covariances; a variance that is zero or not finite starts at 1;
 * E-step (``lav_mvnorm_missing_estep``): each row's missing values are replaced by their
   conditional means given its observed values, and the conditional covariance is added
-  to the cross-products;
+  to the cross-products (computed through the precision matrix, see :func:`_em_step`:
+  the same quantities, rounded differently);
 * M-step: mu = T1 / N, Sigma = T2 / N - mu mu' (N: rows with at least one observed
   value); when an eigenvalue of Sigma is below 1e-6, ``max(diag(Sigma)) * 1e-8`` is
   added to its diagonal;
@@ -111,22 +112,55 @@ def _start(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, np.diag(var)
 
 
-def _em_step(x: np.ndarray, mask: np.ndarray, pats: np.ndarray, inv: np.ndarray,
-             freq: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, ...]:
-    """One E- and M-step over the rows (``pats``: distinct patterns, ``inv``: each row's
-    pattern, ``freq``: rows per pattern; no empty rows)."""
-    Wp, _ = _pattern_inverse(sigma, pats)
+def _missing_index(mask: np.ndarray) -> np.ndarray:
+    """Each row's missing columns, padded to the largest count with the distinct
+    sentinel columns d, d + 1, ... (an identity block appended to the precision matrix,
+    so that padding leaves each row's own block and its inverse unchanged), (n, m_max)."""
+    miss = ~mask
+    n, d = mask.shape
+    m_max = int(miss.sum(axis=1).max(initial=0))
+    idx = np.empty((n, m_max), dtype=np.int64)
+    for i in range(n):
+        cols = np.flatnonzero(miss[i])
+        idx[i, :len(cols)] = cols
+        idx[i, len(cols):] = d + np.arange(len(cols), m_max)
+    return idx
+
+
+def _em_step(x: np.ndarray, mask: np.ndarray, idx: np.ndarray, mu: np.ndarray,
+             sigma: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One E- and M-step over the rows (no empty rows; ``idx`` from
+    :func:`_missing_index`).
+
+    The E-step through the precision matrix P = Sigma^-1: given the observed cells O, the
+    missing cells M have covariance (P_MM)^-1 and mean mu_M - (P_MM)^-1 P_MO r_O (the
+    same as Sigma_MM - Sigma_MO Sigma_OO^-1 Sigma_OM and mu_M + Sigma_MO Sigma_OO^-1 r_O,
+    with one d x d inverse per step and a small one per row instead of a d x d one per
+    pattern).
+    """
+    n, d = x.shape
+    m_max = idx.shape[1]
+    P = np.linalg.inv(sigma)
+    Pe = np.eye(d + m_max)
+    Pe[:d, :d] = (P + P.T) / 2
     r = np.where(mask, x - mu, 0.0)
-    # conditional means mu_M + Sigma_MO Sigma_OO^-1 r_O; observed cells keep their value
-    cond = mu + np.einsum("njk,nk->nj", Wp[inv], r) @ sigma
-    full = np.where(mask, x, cond)
-    # conditional covariance Sigma_MM - Sigma_MO Sigma_OO^-1 Sigma_OM on the missing block
-    miss = ~pats
-    c = sigma - sigma @ Wp @ sigma
-    c = np.where(miss[:, :, None] & miss[:, None, :], c, 0.0)
-    n = len(x)
+    Pr = np.zeros((n, d + m_max))
+    Pr[:, :d] = r @ P
+    full = np.zeros((n, d + m_max))
+    full[:, :d] = np.where(mask, x, 0.0)
+    csum = np.zeros((d + m_max, d + m_max))
+    if m_max:
+        C = np.linalg.inv(Pe[idx[:, :, None], idx[:, None, :]])
+        prm = np.take_along_axis(Pr, idx, axis=1)
+        mue = np.concatenate([mu, np.zeros(m_max)])
+        cond = mue[idx] - np.matmul(C, prm[:, :, None])[:, :, 0]
+        np.put_along_axis(full, idx, cond, axis=1)
+        D = d + m_max
+        lin = (idx[:, :, None] * D + idx[:, None, :]).ravel()
+        csum = np.bincount(lin, weights=C.ravel(), minlength=D * D).reshape(D, D)
+    full, csum = full[:, :d], csum[:d, :d]
     mu_new = full.sum(axis=0) / n
-    sig_new = (full.T @ full + np.einsum("p,pij->ij", freq, c)) / n - np.outer(mu_new, mu_new)
+    sig_new = (full.T @ full + csum) / n - np.outer(mu_new, mu_new)
     sig_new = (sig_new + sig_new.T) / 2
     if np.min(np.linalg.eigvalsh(sig_new)) < _RIDGE_EIGEN:
         sig_new[np.diag_indices_from(sig_new)] += np.max(np.diag(sig_new)) * 1e-8
@@ -156,14 +190,13 @@ def em_moments(x: np.ndarray, mask: np.ndarray, *, tol: float = EM_TOL,
     keep = mask.any(axis=1)
     x, mask = x[keep], mask[keep]
     n_obs = int(keep.sum())
-    pats, inv, freq = np.unique(mask, axis=0, return_inverse=True, return_counts=True)
-    inv = inv.reshape(-1)
+    idx = _missing_index(mask)
     mu0, sig0 = _start(x, mask)
     tri = np.tril_indices(x.shape[1])
     n_iter, converged = 0, False
     while n_iter < max_iter and not converged:
         n_iter += 1
-        mu, sig = _em_step(x, mask, pats, inv, freq, mu0, sig0)
+        mu, sig = _em_step(x, mask, idx, mu0, sig0)
         delta = max(np.max(np.abs(mu - mu0)), np.max(np.abs(sig[tri] - sig0[tri])))
         converged = bool(delta < tol)
         mu0, sig0 = mu, sig
