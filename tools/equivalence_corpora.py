@@ -1,12 +1,15 @@
 """The pinned corpora of ``tools/equivalence.py`` and the worker that tabulates them.
 
-Four corpora, each run with the package of one checkout:
+Six corpora, each run with the package of one checkout:
 
 * ``clark2020_row16``: the row-16 cell (``sigma2_nu: 9``) of ``configs/clark2020.yaml``;
 * ``fjk2018_balanced_g30``: the 12 balanced G = 30 cells of ``configs/fjk2018.yaml``
   (``n_groups: 30`` and ``group_size: 10``, the only balanced size of its grid), with the
   seed study's ten methods;
 * ``cv2007``: every cell of ``configs/cv2007.yaml``, with the seed study's ten methods;
+* ``missing_members`` and ``group_sizes``: every cell of ``configs/examples/missing.yaml``
+  (MCAR and MAR members) and ``configs/examples/group_sizes.yaml`` (Poisson and discrete
+  group sizes), with the seed study's ten methods (since 0.4.0);
 * ``crosscheck``: the datasets of ``tools/crosscheck_r.py`` (four designs, 25 each, drawn
   from their own seeds) fitted through ``micromacro_sim.fit(...)``.
 
@@ -78,6 +81,12 @@ RUN_CORPORA: dict[str, RunCorpus] = {
                                       {"n_groups": [30], "group_size": [10]}, 1000,
                                       methods_from=SEED_STUDY),
     "cv2007": RunCorpus("configs/cv2007.yaml", {}, 200, methods_from=SEED_STUDY),
+    # unequal groups and absent members (since 0.4.0): the example studies' cells with
+    # every method
+    "missing_members": RunCorpus("configs/examples/missing.yaml", {}, 200,
+                                 methods_from=SEED_STUDY),
+    "group_sizes": RunCorpus("configs/examples/group_sizes.yaml", {}, 200,
+                             methods_from=SEED_STUDY),
 }
 CROSSCHECK = "crosscheck"
 CORPORA = (*RUN_CORPORA, CROSSCHECK)
