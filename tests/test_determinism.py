@@ -89,7 +89,7 @@ def test_every_method_bitwise_equal_on_balanced_and_unbalanced(tmp_path):
         if ref is None:
             ref = est
             assert set(est["method"]) == set(available())
-            assert {"fast", "reference"} <= set(est["engine"])
+            assert "fast" in set(est["engine"])  # every method has a batch path here
         else:
             _assert_bitwise(ref, est)
 

@@ -63,13 +63,12 @@ def test_grid_exercises_every_verdict(batches):
     assert seen["sem"] == {"", "negative variance"}
 
 
-def test_unbalanced_has_no_fast_path():
-    batch = make_batch(dict(n_groups=30, group_size=[3, 8], icc=0.1, r_zxi=0.3), reps=3)
+def test_unbalanced_fast_path_is_the_fiml_fit_of_each_dataset():
+    batch = make_batch(dict(n_groups=30, group_size=[3, 8], icc=0.3, r_zxi=0.3), reps=3)
     for method, options in METHODS:
         est = get_estimator(method, **options)
-        assert not est.has_batch(False)
-        with pytest.raises(ValueError, match="no fast implementation"):
-            est.fit_batch(batch, "fast")
+        assert est.has_batch(False)
+        assert_same(est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference"))
 
 
 def cfa_gate_batch(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from conftest import make_data
 
 from micromacro_sim.estimators import get_estimator
 from micromacro_sim.generate.dataset import Dataset
-from micromacro_sim.models.hetvar import _Wide, hetvar_ml
+from micromacro_sim.models.hetvar import WideLayout, hetvar_ml
 from micromacro_sim.models.oneway import (
     _dneg2ll,
     _group_stats,
@@ -152,7 +152,7 @@ def test_hetvar_is_a_stationary_maximum(params):
     data = make_data(seed=2, **params)
     fit = hetvar_ml(data)
     assert fit.converged and not fit.boundary and fit.grad_max < 1e-6
-    wide = _Wide(data)
+    wide = WideLayout(data)
     # Central finite differences of the log-likelihood in (mu, log tau2, log s2_j): all
     # ~0 (FD error ~1e-6 with h = 1e-5 and |loglik| ~ 1e3).
     theta = np.concatenate([[fit.mu, np.log(fit.tau2)], np.log(fit.s2)])
@@ -178,7 +178,7 @@ def test_hetvar_pieces_reduce_to_the_homoscedastic_model():
     data = make_data(seed=4)
     ml = oneway_closed_form(data, reml=False)
     u = conditional_modes(data.xbar[:, 0], data.sizes, ml.mu, ml.tau2, ml.sigma2)
-    wide = _Wide(data)
+    wide = WideLayout(data)
     _, _, modes = wide.score_info(ml.mu, ml.tau2, np.full(wide.X.shape[1], ml.sigma2))
     np.testing.assert_allclose(modes, u, rtol=1e-12)
     x_n, xbar, sse = _group_stats(data.x[:, 0], data)
@@ -249,7 +249,7 @@ def test_blup_hetvar_matches_glmmtmb(name):
     assert e["loglik"] - r["loglik"] < 1e-6
     _check_second_step(res, r["lm"])
     # Our likelihood at glmmTMB's estimates reproduces glmmTMB's objective.
-    wide = _Wide(data)
+    wide = WideLayout(data)
     np.testing.assert_allclose(
         wide.loglik(r["mu"], r["tau2"], np.asarray(r["s2"])), r["loglik"], rtol=0, atol=1e-8
     )

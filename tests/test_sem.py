@@ -111,10 +111,14 @@ def test_cfa_heywood_case_is_flagged():
     assert np.all(np.isfinite(res.params))
 
 
-def test_factor_score_rejects_unbalanced_and_bad_option():
-    data, _ = load("unbalanced")
+def test_factor_score_on_unbalanced_data_and_bad_option():
+    data, _ = load("unbalanced")  # sizes 3 to 15: the largest positions are rare
     res = FactorScore().fit(data)
-    assert not res.ok and res.status.value == "not_applicable"
+    values, mask = data.wide_positions(0)
+    if (mask.sum(axis=0) < 2).any():  # lavaan refuses such data; so does the method
+        assert res.status.value == "not_applicable" and res.reason_code == "sparse_position"
+    else:
+        assert res.status.value in ("ok", "flagged")
     with pytest.raises(ValueError, match="scores"):
         FactorScore(scores="ML")
 

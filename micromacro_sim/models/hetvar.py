@@ -24,7 +24,7 @@ import numpy as np
 
 from micromacro_sim.generate.dataset import Dataset
 
-__all__ = ["BOUNDARY_TOL", "GRAD_TOL", "HetVarFit", "hetvar_ml"]
+__all__ = ["BOUNDARY_TOL", "GRAD_TOL", "HetVarFit", "WideLayout", "hetvar_ml", "moment_start"]
 
 #: Largest |gradient| of the log-likelihood in the log-variance parameters accepted as an
 #: optimum (the gradient is a sum over groups of O(1) terms, so this is very tight).
@@ -76,7 +76,7 @@ class HetVarFit:
     boundary: bool
 
 
-class _Wide:
+class WideLayout:
     """The first x as a G x J matrix with a mask of the positions each group has."""
 
     def __init__(self, data: Dataset, j: int = 0) -> None:
@@ -132,7 +132,7 @@ class _Wide:
         return grad, info * np.outer(theta, theta), m
 
 
-def _start(data: Dataset, wide: _Wide, j: int) -> tuple[float, np.ndarray]:
+def moment_start(data: Dataset, wide: WideLayout, j: int) -> tuple[float, np.ndarray]:
     """ANOVA moment start: tau2 (floored at 5% of s2) and a common s2 for every position."""
     x = data.x[:, j]
     G, N = data.n_groups, data.n_persons
@@ -146,7 +146,7 @@ def _start(data: Dataset, wide: _Wide, j: int) -> tuple[float, np.ndarray]:
     return max((msa - mse) / n0, 0.05 * d[0]), d
 
 
-def _fisher_step(wide: _Wide, mu: float, tau2: float, d: np.ndarray, free: np.ndarray):
+def _fisher_step(wide: WideLayout, mu: float, tau2: float, d: np.ndarray, free: np.ndarray):
     """The capped Fisher-scoring step on the free log parameters and its uncapped size;
     None where the information is not finite (a member variance has reached 0 with tau2
     at 0: a position observed in a single group, whose likelihood is unbounded there)."""
@@ -165,7 +165,7 @@ def _fisher_step(wide: _Wide, mu: float, tau2: float, d: np.ndarray, free: np.nd
     return step, big
 
 
-def _line_search(wide: _Wide, tau2: float, d: np.ndarray, ll: float, free: np.ndarray,
+def _line_search(wide: WideLayout, tau2: float, d: np.ndarray, ll: float, free: np.ndarray,
                  step: np.ndarray, big: float):
     """Halve the step until the likelihood does not fall (rounding allowance for tiny
     steps). Returns (tau2, d, mu, ll, scale) of the accepted point, or None."""
@@ -200,8 +200,8 @@ def hetvar_ml(
     tol : float
         Stop when the largest log-parameter step is below ``tol``.
     """
-    wide = _Wide(data, j)
-    tau2, d = _start(data, wide, j)
+    wide = WideLayout(data, j)
+    tau2, d = moment_start(data, wide, j)
     mu = wide.gls_mu(tau2, d)
     ll = wide.loglik(mu, tau2, d)
     free = np.ones(d.size + 1, dtype=bool)  # tau2 leaves the free set when it reaches 0

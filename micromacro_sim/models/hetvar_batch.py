@@ -52,7 +52,7 @@ class HetVarBatch:
 
 
 class _WideBatch:
-    """:class:`~.hetvar._Wide` of many replications, in sufficient statistics per group.
+    """:class:`~.hetvar.WideLayout` of many replications, in sufficient statistics per group.
 
     x is centred at each replication's grand mean (the model is location equivariant) and
     held as (R, G, J) with zeros where a group lacks a position. Group g has positions

@@ -39,8 +39,8 @@ from micromacro_sim.models.hetvar import (
     LL_NOISE,
     MAX_STEP,
     SMALL_STEP,
-    _start,
-    _Wide,
+    WideLayout,
+    moment_start,
 )
 from micromacro_sim.models.linalg import solve_stack
 
@@ -97,7 +97,7 @@ def _groupsum(a: np.ndarray) -> np.ndarray:
 
 
 class _MaskedWide:
-    """:class:`~.hetvar._Wide` of a stack of replications of equal width.
+    """:class:`~.hetvar.WideLayout` of a stack of replications of equal width.
 
     Sums over a group's positions use :func:`_rowsum`, sums over the groups of a position
     :func:`_groupsum`, whole-layout sums one flat sum per replication.
@@ -122,7 +122,7 @@ class _MaskedWide:
     def pieces(self, mu: np.ndarray, tau2: np.ndarray, d: np.ndarray,
                wac: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, ...]:
-        """w, residuals, a, b, c and w R of every replication (as ``_Wide.pieces``);
+        """w, residuals, a, b, c and w R of every replication (as ``WideLayout.pieces``);
         ``wac`` passes w, a, c already computed for ``tau2`` and ``d``."""
         if wac is None:
             w = self.M / d[:, None, :]
@@ -136,7 +136,7 @@ class _MaskedWide:
 
     def mu_loglik(self, tau2: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """GLS intercepts for given variances and the marginal log-likelihoods there
-        (``_Wide.gls_mu``, then ``_Wide.loglik``)."""
+        (``WideLayout.gls_mu``, then ``WideLayout.loglik``)."""
         w = self.M / d[:, None, :]
         a = _rowsum(w)
         c = 1.0 + tau2[:, None] * a
@@ -321,7 +321,7 @@ def _stack(batch: Batch, reps: np.ndarray, K: int) -> _MaskedWide:
 def _fit_class(batch: Batch, reps: np.ndarray, K: int, max_iter: int, tol: float) -> dict:
     """:func:`fit_masked` of replications of width ``K``."""
     full = _stack(batch, reps, K)
-    starts = [_start(batch.datasets[r], _Wide(batch.datasets[r]), 0) for r in reps]
+    starts = [moment_start(batch.datasets[r], WideLayout(batch.datasets[r]), 0) for r in reps]
     tau2 = np.array([t for t, _ in starts])
     d = np.stack([dd for _, dd in starts])
     mu, ll = full.mu_loglik(tau2, d)
