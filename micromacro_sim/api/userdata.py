@@ -19,9 +19,10 @@ group means and within-group sums never look at members.
 
 Missing members: member ids must be present and unique within a group (else a
 DataError naming the group). A group may lack some member labels (unbalanced data, or a
-member whose x is missing): methods that need every member in every group are then not
-applicable (reason ``members_misaligned``, naming the first incomplete group);
-blup_hetvar fits the members each group has, provided some group has every label.
+member whose x is missing): the wide-format methods then see a missing cell at that
+label's position and fit by full-information ML (not applicable, ``sparse_position``,
+where a label occurs in fewer than 2 groups for factor_score and sam); blup_hetvar fits
+the members each group has. No group needs every label.
 
 Group ids and member labels are labels, not numbers: :func:`label_codes` owns their
 identity and order, and :func:`read_table_file` reads them from a CSV as written.
