@@ -104,8 +104,9 @@ def test_html_is_self_contained_with_valid_images(html_report):
         for fig in ("Percent bias of", "Coverage of", "Zip plot of",
                     "Type I error and power of", "Nested-loop plot of"):
             assert f"{fig} {term}" in alts
-    assert "Distribution of the xi estimates" in alts
-    assert len(images) == len(alts) == 11
+        assert f"Estimates of {term} per replication" in alts
+    assert "Failed fits per scenario and method" not in alts  # nothing failed
+    assert len(images) == len(alts) == 12
     for b64 in images:
         _valid_png(base64.b64decode(b64))
     assert not re.search(r'src="(?!data:)', text)  # no external file referenced
@@ -114,16 +115,20 @@ def test_html_is_self_contained_with_valid_images(html_report):
 def test_html_holds_facts_and_key_tables(html_report, run_dir):
     text = html_report.read_text()
     for heading in ("Scenarios", "Percent bias", "Coverage per SE type",
-                    "Rejection rate per SE type", "Flagged fits", "Reliability and redraws"):
+                    "Rejection rate per SE type", "Failures and their handling",
+                    "Fit status counts", "Reliability and redraws"):
         assert re.search(rf'<h3 id="[a-z0-9-]+">{heading}</h3>', text)
     # a table of contents whose every link has its target
     assert '<nav class="toc"' in text
     targets = set(re.findall(r'id="([^"]+)"', text))
     links = re.findall(r'href="#([^"]+)"', text)
     assert len(links) >= 10 and set(links) <= targets
-    # no fit was flagged: the flags table is folded away, and says so
-    flags_part = text.split(">Flagged fits</h3>", 1)[1].split("<h3", 1)[0]
-    assert "<details>" in flags_part and "was proper" in flags_part
+    # no fit failed: the failure report says so in one line; the counts table is folded
+    failures = text.split(">Failures and their handling</h3>", 1)[1].split("<h3", 1)[0]
+    assert "No failures in 4 scenario x method cells" in failures
+    assert "policy: flag (gate none" in failures and "excluded" in failures
+    counts_part = text.split(">Fit status counts</h3>", 1)[1].split("<h3", 1)[0]
+    assert "<details>" in counts_part
     for fact in ("tiny-report", "<td>3</td>", "20 configured, 20 finished", "engine",
                  "numpy", "policy flag"):
         assert fact in text
@@ -137,7 +142,7 @@ def test_html_holds_facts_and_key_tables(html_report, run_dir):
     assert f"{r['cover_HC3']:.3f} ({r['cover_HC3_mcse']:.3f})" in text
     # zero flag and redraw rates are reported, not left out
     flags = _table(text, "inadmissible")
-    assert len(flags) == 4 and (flags["flag rate"] == "0.000").all()
+    assert len(flags) == 4 and (flags["share not ok"] == "0.000").all()
     assert (flags["reasons"] == "none").all()
     ds = _table(text, "redraw rate")
     assert len(ds) == 2 and (ds["redraw rate"] == "0.000").all()
@@ -155,7 +160,7 @@ def test_markdown_with_png_files(run_dir, tmp_path):
     assert path.name == "report.md"
     text = path.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 6  # the figures of xi
+    assert len(links) == 6  # the figures of xi: bias, estimates, coverage, zip, rejection, nested
     for link in links:
         png = path.parent / link
         assert png.is_file()
@@ -275,7 +280,7 @@ def test_report_loads_in_headless_chromium(html_report, tmp_path):
     check = json.loads(_html.unescape(m.group(1)))
     n_images = len(re.findall(r"<img ", text))
     assert check["errors"] == []
-    assert check["n"] == n_images == 11
+    assert check["n"] == n_images == 12
     assert all(w > 100 for w in check["natural"])  # every image decoded
     # shown at (nearly) the size it was drawn for: text stays readable
     assert all(s >= 0.85 * min(w, 1200) for s, w in zip(check["shown"], check["natural"],

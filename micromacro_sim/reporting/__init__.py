@@ -4,7 +4,8 @@
 - :mod:`.tidy`: the long summary table, the wide one with factors, and ``export``.
 - :mod:`.terminal`: width-aware terminal tables (shared by ``summarize`` and ``reproduce``).
 - :mod:`.mplus`: the Mplus MONTECARLO table with the Muthen & Muthen (2002) checks.
-- :mod:`.report_tables`, :mod:`.render` and :mod:`.report`: the HTML / Markdown report.
+- :mod:`.report_tables`, :mod:`.render` and :mod:`.report`: the HTML / Markdown report;
+  :mod:`.failures` its failure report, :mod:`.bias_stat` its mean or median bias.
 
 Figures are in :mod:`micromacro_sim.reporting.figures`.
 """

@@ -1,10 +1,14 @@
-"""A self-contained report of a run folder: facts, tables and figures by study question.
+"""A self-contained report of a run folder: facts, failures, figures, then the tables.
 
 :func:`write_report` reads any run folder (a reproduction or a user's own grid) and
 writes either one HTML file with the figures embedded as base64 PNGs, or a Markdown file
-with the PNGs in a ``figures`` folder beside it. When the run folder is the ``run``
-folder of a reproduction (its parent holds the reproduction's ``notes.txt`` and its
-comparison tables), the published values are drawn beside this run's.
+with the PNGs in a ``figures`` folder beside it. The report opens with the run's facts
+and the failure report (how often each method failed and how failures were handled,
+always shown; see :mod:`micromacro_sim.reporting.failures`), then the figures by study
+question, and ends with the tables, long ones folded behind a summary line. When the run
+folder is the ``run`` folder of a reproduction (its parent holds the reproduction's
+``notes.txt`` and its comparison tables), the published values are drawn beside this
+run's.
 :func:`add_parser` adds ``micromacro report RUN_DIR``.
 """
 
@@ -22,7 +26,9 @@ import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting import failures as fl
 from micromacro_sim.reporting import report_tables as rt
+from micromacro_sim.reporting.bias_stat import BIAS_STATS, check_stat
 from micromacro_sim.reporting.figures.common import require_matplotlib
 from micromacro_sim.reporting.render import render_html, render_markdown
 from micromacro_sim.reporting.report_figures import draw_figures, published_tables
@@ -55,8 +61,43 @@ def _partial_text(summary: RunSummary, manifest: dict[str, Any]) -> str:
             "figure covers only the finished ones; run the config again to resume.")
 
 
+def _failure_sections(summary: RunSummary, manifest: dict[str, Any], figs: list[str], *,
+                      include_flagged: bool) -> list[rt.Section]:
+    """The failure report: always present; one line when nothing failed."""
+    counts = fl.failure_counts(summary)
+    handling = fl.handling_text(manifest, include_flagged)
+    title = "Failures and their handling"
+    if not fl.has_failures(counts):
+        return [rt.Section(title, lines=(fl.headline(counts), handling), question=Q_FITS)]
+    table = fl.failure_table(counts)
+    secs = [rt.Section(
+        title, table,
+        "Per scenario and method with any failure: the share of replications (count in "
+        "parentheses) whose fit was not ok, split into flagged (not converged, or converged "
+        "to an inadmissible solution), not applicable and error, and by reason code. "
+        "Redrawn: share of the scenario's replications whose dataset was redrawn; redraws: "
+        "the extra datasets drawn (the same for every method of a scenario).",
+        ("failures",) if "failures" in figs else (), question=Q_FITS,
+        summary=f"{len(table)} scenario x method cells with a failure",
+        lines=(fl.headline(counts), fl.method_lines(counts), handling), inline=True)]
+    reasons = fl.reason_table(counts)
+    if not reasons.empty:
+        secs.append(rt.Section(
+            "Reason codes", reasons,
+            "Every reason code of the run: what it means, the status it gives a fit, and how "
+            "many fits it concerns (share of the fits of the methods it occurs in).",
+            question=Q_FITS, summary=f"{len(reasons)} reason codes", inline=True))
+    return secs
+
+
+def _stars(frame: pd.DataFrame) -> int:
+    return int(frame.apply(lambda c: c.astype(str).str.endswith(" *")).to_numpy().sum())
+
+
 def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
-              alpha: float, se_type: str, published: dict[str, pd.DataFrame]) -> list:
+              alpha: float, se_type: str, published: dict[str, pd.DataFrame],
+              manifest: dict[str, Any], estimates: pd.DataFrame, bias: str,
+              include_flagged: bool) -> list[rt.Section]:
     perf = summary.performance
     order = list(scen_all["scenario"])
     methods = list(dict.fromkeys(perf["method"]))
@@ -65,46 +106,64 @@ def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
     def keys(prefix: str) -> tuple[str, ...]:
         return tuple(k for k in figs if k.startswith(prefix))
 
-    zero = rt.flags_all_zero(summary)
-    secs = [
+    flags = rt.flags_table(summary, order, methods)
+    bad = int((flags["not ok"] != "0").sum())
+    ds = rt.datasets_table(summary, order)
+    cover, reject = rt.rate_table(perf, "cover", alpha), rt.rate_table(perf, "reject", alpha)
+    secs = _failure_sections(summary, manifest, figs, include_flagged=include_flagged)
+    secs += [
         S("Scenarios", rt.scenario_table(scen_all, summary.datasets.set_index("scenario")
                                          ["n_reps"]),
           "One row per cell of the grid with its derived values; finished: replications "
-          "done; key: the folder name of its shards."
-          + (f" {len(scen_all)} cells: the table is folded." if len(scen_all) > 16 else ""),
-          question=Q_DESIGN, collapsed=len(scen_all) > 16),
-        S("Flagged fits", rt.flags_table(summary, order, methods),
-          ("Every fit of every scenario and method was proper: no flagged, not converged, "
-           "inadmissible, not applicable or failed fit (the table of zeros is folded).")
-          if zero else "Every scenario and method, zero counts included. Flagged: not "
-          "converged or inadmissible (a replication can be both).",
-          question=Q_FITS, collapsed=zero),
-        S("Reliability and redraws", rt.datasets_table(summary, order),
+          "done; key: the folder name of its shards.", question=Q_DESIGN,
+          summary=f"{len(scen_all)} cells of the grid"),
+        S("Fit status counts", flags,
+          "Every scenario and method, zero counts included. Statuses are exclusive: not ok = "
+          "flagged (not converged, or converged and inadmissible) + not applicable + error.",
+          question=Q_FITS, collapsed=bad == 0,
+          summary=f"{len(flags)} scenario x method cells, {bad} with a fit not ok"),
+        S("Reliability and redraws", ds,
           "Per scenario, over generated datasets: redraws under the admissibility policy, "
           "coefficient alpha of the wide data (balanced designs) and ICC(1), ICC(2) from the "
           "ANOVA estimates, beside the true ICC and reliability of a group mean.",
-          question=Q_FITS),
-        S("Percent bias", rt.bias_table(perf),
-          "100 (mean estimate / true value - 1), mcse in parentheses; where the true value is "
-          "0 the bias is shown instead. K: smallest number of estimates over terms.",
-          keys("bias:") + keys("spread:"), question=Q_BIAS),
-        S("Coverage per SE type", rt.rate_table(perf, "cover", alpha),
+          question=Q_FITS, summary=f"{len(ds)} scenarios, "
+          f"{int((ds['redraws'] != '0').sum())} with redraws"),
+        S("Percent median bias" if bias == "median" else "Percent bias",
+          rt.bias_table(perf, bias, estimates, include_flagged=include_flagged),
+          _bias_note(bias), keys("bias:") + keys("est:"), question=Q_BIAS,
+          summary=f"{bias} bias of every term, {perf['scenario'].nunique()} scenarios x "
+          f"{len(methods)} methods"),
+        S("Coverage per SE type", cover,
           f"Share of {100 * (1 - alpha):g}% intervals that contain the true value, mcse in "
           "parentheses. band: nominal +/- 2 sqrt(p(1-p)/K); * marks a rate outside it.",
-          keys("cover:") + keys("zip:"), question=Q_COVER),
-        S("Rejection rate per SE type", rt.rate_table(perf, "reject", alpha),
+          keys("cover:") + keys("zip:"), question=Q_COVER,
+          summary=f"coverage per SE type, {_stars(cover)} rates outside the band (*)"),
+        S("Rejection rate per SE type", reject,
           f"Share of replications rejecting H0: term = 0 at alpha = {alpha:g}. A Type I error "
           "where the true value is 0 (band and * as for coverage); power elsewhere.",
-          keys("reject:"), question=Q_TESTS),
+          keys("reject:"), question=Q_TESTS,
+          summary=f"rejection per SE type, {_stars(reject)} Type I error rates outside the "
+          "band (*)"),
         S("Accuracy and precision", rt.accuracy_table(perf, se_type),
           "empSE: SD of the estimates; modSE: root mean squared model SE; relative error of "
-          "the model SE: 100 (modSE / empSE - 1).", keys("nested:"), question=Q_PRECISION),
+          "the model SE: 100 (modSE / empSE - 1).", keys("nested:"), question=Q_PRECISION,
+          summary="empirical and model SEs, RMSE per scenario, method and term"),
     ]
     for name, frame in published.items():
         secs.append(S(f"Published: {name}", frame.copy(),
                       "The reproduction's comparison table (from its CSV beside the run).",
-                      keys(f"published:{name}"), question=Q_PUBLISHED))
+                      keys(f"published:{name}"), question=Q_PUBLISHED,
+                      summary=f"published values beside this run's: {name}"))
     return secs
+
+
+def _bias_note(stat: str) -> str:
+    if stat == "median":
+        return ("100 (median estimate / true value - 1), mcse in parentheses (from the order "
+                "statistics of the estimates); where the true value is 0 the median bias is "
+                "shown instead. K: smallest number of estimates over terms.")
+    return ("100 (mean estimate / true value - 1), mcse in parentheses; where the true value is "
+            "0 the bias is shown instead. K: smallest number of estimates over terms.")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -113,7 +172,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt: str = "html",
                  alpha: float = 0.05, include_flagged: bool = False, se_type: str = "HC3",
-                 plots: bool = True, terms: list[str] | None = None) -> Path:
+                 plots: bool = True, terms: list[str] | None = None,
+                 bias: str = "mean") -> Path:
     """Write a report of a run folder.
 
     Parameters
@@ -135,6 +195,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         Draw the figures (needs matplotlib, the ``plots`` extra).
     terms : list of str, optional
         Terms that get figures (default every slope, i.e. every term but the intercept).
+    bias : {"mean", "median"}
+        Bias of the mean estimate (default) or of the median estimate, in the percent-bias
+        table and figures and the nested-loop plots.
 
     Returns
     -------
@@ -144,7 +207,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
     Raises
     ------
     ConfigError
-        ``fmt`` is unknown, or the folder holds no run or no finished replication.
+        ``fmt`` or ``bias`` is unknown, or the folder holds no run or no finished
+        replication.
     MicroMacroError
         ``plots`` is true and matplotlib is not installed.
     """
@@ -152,6 +216,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if se_type not in SE_TYPES:
         raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    check_stat(bias)
     folder = open_run_folder(run_dir)
     run_dir, manifest, scen_all = folder.path, folder.manifest, folder.scenarios
     out = check_output_dir(out_dir if out_dir is not None else run_dir / "report")
@@ -165,7 +230,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
     with _report_folder(out) as out:
         return _write(summary, manifest, scen_all, estimates, run_dir, out, fmt=fmt,
                       alpha=alpha, include_flagged=include_flagged, se_type=se_type,
-                      plots=plots, terms=terms)
+                      plots=plots, terms=terms, bias=bias)
 
 
 @contextlib.contextmanager
@@ -201,7 +266,7 @@ def _alive(pid: int) -> bool:
 def _write(summary: Any, manifest: dict[str, Any], scen_all: pd.DataFrame,
            estimates: pd.DataFrame, run_dir: Path, out: Path, *, fmt: str, alpha: float,
            include_flagged: bool, se_type: str, plots: bool,
-           terms: list[str] | None) -> Path:
+           terms: list[str] | None, bias: str = "mean") -> Path:
     """Render the report of an opened, summarized run into ``out``."""
     title = f"micromacro run report: {manifest.get('name', run_dir.name)}"
     banner = _partial_text(summary, manifest) if summary.partial else ""
@@ -216,7 +281,8 @@ def _write(summary: Any, manifest: dict[str, Any], scen_all: pd.DataFrame,
 
     def render(figs: dict[str, rt.Figure]) -> Path:
         sections = _sections(summary, scen_all, list(figs), alpha=alpha, se_type=se_type,
-                             published=published)
+                             published=published, manifest=manifest, estimates=estimates,
+                             bias=bias, include_flagged=include_flagged)
         if fmt == "html":
             path = out / "report.html"
             _write_atomic(path, render_html(title, facts, banner, sections, figs, intro))
@@ -229,7 +295,7 @@ def _write(summary: Any, manifest: dict[str, Any], scen_all: pd.DataFrame,
     if not plots:
         return render({})
     kw = {"alpha": alpha, "include_flagged": include_flagged, "se_type": se_type,
-          "published": published, "terms": terms}
+          "published": published, "terms": terms, "bias": bias}
     if fmt == "html":  # figures drawn in a hidden folder named by this process, then embedded
         tmp = out / f".figures-{os.getpid()}"
         try:
@@ -243,7 +309,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.run_dir, args.output, fmt=args.format, alpha=args.alpha,
                         include_flagged=args.include_flagged, se_type=args.se_type,
                         plots=not args.no_plots,
-                        terms=[t.strip() for t in args.terms.split(",")] if args.terms else None)
+                        terms=[t.strip() for t in args.terms.split(",")] if args.terms else None,
+                        bias=args.bias)
     print(f"wrote {path}")
     return 0
 
@@ -276,5 +343,8 @@ def add_parser(subparsers: Any, *,
                    help="robust SE type shown beside the classical one in the accuracy table")
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     p.add_argument("--terms", help="terms that get figures, comma-separated (default: slopes)")
+    p.add_argument("--bias", choices=list(BIAS_STATS), default="mean",
+                   help="bias of the mean estimate (default) or of the median estimate, in the "
+                        "percent-bias table and figures")
     p.set_defaults(func=func or _cmd_report)
     return p

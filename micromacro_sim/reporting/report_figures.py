@@ -7,14 +7,15 @@ from pathlib import Path
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.reporting.bias_stat import check_stat
 from micromacro_sim.reporting.report_tables import Figure
 from micromacro_sim.summaries.summarize import RunSummary
 
-__all__ = ["MAX_SPREAD_CELLS", "draw_figures", "published_tables"]
+__all__ = ["EST_CELLS", "draw_figures", "published_tables"]
 
-#: Above this many cells the per-cell distribution panels are left out (the nested-loop
-#: plot shows every cell instead).
-MAX_SPREAD_CELLS = 16
+#: The per-replication estimate figure shows at most this many cells (those whose tails
+#: reach farthest; the nested-loop plot shows every cell).
+EST_CELLS = 8
 
 
 def published_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -38,80 +39,125 @@ def published_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFrame,
-                 folder: Path, *, alpha: float, include_flagged: bool, se_type: str,
-                 published: dict[str, pd.DataFrame],
-                 terms: list[str] | None = None) -> dict[str, Figure]:
-    """Draw every report figure into ``folder``; key -> :class:`Figure` in display order.
-
-    Keys: ``bias:<term>``, ``spread:xi``, ``cover:<term>``, ``zip:<term>``,
-    ``reject:<term>``, ``nested:<term>`` and ``published:<table>``.
-    """
-    from micromacro_sim.reporting.figures import bias, common, nested_loop, rates, spread, zip_plot
-    from micromacro_sim.reporting.figures import published as pubfig
-
-    common.require_matplotlib()
-    perf = summary.performance
-    # the intercept's rates are in the tables; the figures show the slopes
+def _terms(perf: pd.DataFrame, terms: list[str] | None) -> list[str]:
+    """The terms that get figures: ``terms`` checked, or every slope."""
     known = list(dict.fromkeys(perf["term"]))
     if terms is not None:
         bad = [t for t in terms if t not in known]
         if bad:
             raise ConfigError(f"terms: unknown term {bad[0]!r} (available: {', '.join(known)})")
-    else:
-        terms = [t for t in known if t != "intercept"] or known
-    n_cells = perf["scenario"].nunique()
+        return terms
+    # the intercept's rates are in the tables; the figures show the slopes
+    return [t for t in known if t != "intercept"] or known
+
+
+def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFrame,
+                 folder: Path, *, alpha: float, include_flagged: bool, se_type: str,
+                 published: dict[str, pd.DataFrame],
+                 terms: list[str] | None = None, bias: str = "mean") -> dict[str, Figure]:
+    """Draw every report figure into ``folder``; key -> :class:`Figure` in display order.
+
+    Keys: ``failures`` (when a fit failed), ``bias:<term>``, ``est:<term>``,
+    ``cover:<term>``, ``zip:<term>``, ``reject:<term>``, ``nested:<term>`` and
+    ``published:<table>``. ``bias`` is the statistic of the bias figures and of the
+    nested-loop plots' bias panel: ``mean`` or ``median``.
+    """
+    from micromacro_sim.reporting.figures import common, failure_map, nested_loop
+    from micromacro_sim.reporting.figures import published as pubfig
+
+    common.require_matplotlib()
+    check_stat(bias)
+    perf = summary.performance
+    terms = _terms(perf, terms)
     has_se = f"cover_{se_type}" in perf.columns or "cover_classical" in perf.columns
     figs: dict[str, Figure] = {}
-
-    def add(key: str, title: str, path: Path, caption: str) -> None:
-        figs[key] = Figure(title, path, caption)
-
-    for t in terms:
-        add(f"bias:{t}", f"Percent bias of {t}",
-            bias.plot_percent_bias(summary, folder / f"percent_bias_{t}.png", term=t),
-            f"Percent bias of {t} per method, +/- 2 MCSE, faceted by two design factors; rows "
-            "are the remaining factors' levels.")
-    if "xi" in terms and n_cells <= MAX_SPREAD_CELLS:
-        add("spread:xi", "Distribution of the xi estimates",
-            spread.plot_estimates(estimates, scen, folder / "xi_estimates.png", term="xi",
-                                  methods=list(dict.fromkeys(perf["method"])),
-                                  include_flagged=include_flagged),
-            "Estimates of the xi coefficient per method, one panel per cell; dashed line: "
-            "true value.")
+    heat = failure_map.plot_failure_heatmap(summary, folder / "failures.png",
+                                            methods=list(dict.fromkeys(perf["method"])))
+    if heat is not None:
+        figs["failures"] = Figure(
+            "Failed fits per scenario and method", heat,
+            "Share of replications whose fit was not ok (flagged, not applicable or an "
+            "error) per scenario and method; scenarios without any failure are left out.")
+    figs.update(_bias_figures(summary, estimates, folder, terms, bias, include_flagged))
     if has_se:
-        for t in terms:
-            add(f"cover:{t}", f"Coverage of {t}",
-                rates.plot_coverage(summary, folder / f"coverage_{t}.png", term=t, alpha=alpha),
-                f"Coverage of the {100 * (1 - alpha):g}% intervals of {t} per cell and SE "
-                "type; grey: nominal level +/- 2 sqrt(p(1-p)/K), the range a correct method "
-                "falls in 95% of the time.")
-        for t in terms:
-            add(f"zip:{t}", f"Zip plot of {t}",
-                zip_plot.plot_zip(estimates, summary, folder / f"zip_{t}.png", term=t,
-                                  se_type=se_type, alpha=alpha,
-                                  include_flagged=include_flagged),
-                f"Zip plot (Morris, White & Crowther 2019) of the {se_type} intervals of {t} in "
-                "the cells with the lowest coverage (every cell when there are four or fewer).")
-        for t in terms:
-            add(f"reject:{t}", f"Type I error and power of {t}",
-                rates.plot_rejection(summary, folder / f"rejection_{t}.png", term=t,
-                                     alpha=alpha),
-                f"Rejection of H0: {t} = 0 at alpha = {alpha:g}: Type I error where the true "
-                "value is 0 (grey: acceptance band) and power elsewhere (dashed: .80), in "
-                "separate panels.")
+        figs.update(_rate_figures(summary, estimates, folder, terms, alpha=alpha,
+                                  se_type=se_type, include_flagged=include_flagged))
     for t in terms:
-        measures = ("bias", "rmse", "cover", "reject") if has_se else ("bias", "rmse")
-        add(f"nested:{t}", f"Nested-loop plot of {t}",
+        measures = ("median_bias" if bias == "median" else "bias", "rmse",
+                    *(("cover", "reject") if has_se else ()))
+        figs[f"nested:{t}"] = Figure(
+            f"Nested-loop plot of {t}",
             nested_loop.plot_nested_loop(summary, folder / f"nested_loop_{t}.png", term=t,
                                          measures=measures, se_type=se_type, alpha=alpha),
-            f"Nested-loop plot of {t}: bias, RMSE, coverage and rejection ({se_type} SE) over "
-            "every cell, with the design factors as steps beneath.")
+            f"Nested-loop plot of {t}: {bias} bias, RMSE, coverage and rejection ({se_type} SE) "
+            "over every cell, with the design factors as steps beneath.")
     for name, frame in published.items():
         labels = [c for c in ("cell", "method", "term", "statistic") if c in frame.columns]
-        add(f"published:{name}", f"Published values: {name}",
+        figs[f"published:{name}"] = Figure(
+            f"Published values: {name}",
             pubfig.plot_published(frame, folder / f"published_{name}.png",
                                   label_columns=labels, xlabel=name.replace("_", " ")),
             f"{name}: this run (+/- 2 MCSE) beside the published value (+/- 2 of its MCSE "
             "where known).")
+    return figs
+
+
+def _bias_figures(summary: RunSummary, estimates: pd.DataFrame, folder: Path,
+                  terms: list[str], stat: str, include_flagged: bool) -> dict[str, Figure]:
+    """Percent bias and the per-replication estimates of every term."""
+    from micromacro_sim.reporting.figures import bias
+    from micromacro_sim.reporting.figures import estimates as estfig
+
+    figs: dict[str, Figure] = {}
+    for t in terms:
+        figs[f"bias:{t}"] = Figure(
+            f"Percent {stat} bias of {t}" if stat == "median" else f"Percent bias of {t}",
+            bias.plot_percent_bias(summary, folder / f"percent_bias_{t}.png", term=t,
+                                   stat=stat, estimates=estimates),
+            f"Percent {stat} bias of {t} per method, +/- 2 MCSE, faceted by two design factors; "
+            "rows are the remaining factors' levels. Values far beyond the others' are "
+            "triangles at the axis edge, their value written beside.")
+    for t in terms:
+        cells = estfig.estimate_cells(estimates, summary, t, EST_CELLS,
+                                      include_flagged=include_flagged)
+        if not cells:
+            continue
+        figs[f"est:{t}"] = Figure(
+            f"Estimates of {t} per replication",
+            estfig.plot_estimate_strips(estimates, summary, folder / f"estimates_{t}.png",
+                                        term=t, cells=cells, include_flagged=include_flagged),
+            f"Every replication's estimate of {t} per method and cell (at most {EST_CELLS} "
+            "cells: those whose tails reach farthest), with the true value dashed: the tails "
+            "behind a mean bias.")
+    return figs
+
+
+def _rate_figures(summary: RunSummary, estimates: pd.DataFrame, folder: Path,
+                  terms: list[str], *, alpha: float, se_type: str,
+                  include_flagged: bool) -> dict[str, Figure]:
+    """Coverage, zip plots and rejection of every term."""
+    from micromacro_sim.reporting.figures import rates, zip_plot
+
+    figs: dict[str, Figure] = {}
+    for t in terms:
+        figs[f"cover:{t}"] = Figure(
+            f"Coverage of {t}",
+            rates.plot_coverage(summary, folder / f"coverage_{t}.png", term=t, alpha=alpha),
+            f"Coverage of the {100 * (1 - alpha):g}% intervals of {t} per cell and SE "
+            "type; grey: nominal level +/- 2 sqrt(p(1-p)/K), the range a correct method "
+            "falls in 95% of the time.")
+    for t in terms:
+        figs[f"zip:{t}"] = Figure(
+            f"Zip plot of {t}",
+            zip_plot.plot_zip(estimates, summary, folder / f"zip_{t}.png", term=t,
+                              se_type=se_type, alpha=alpha, include_flagged=include_flagged),
+            f"Zip plot (Morris, White & Crowther 2019) of the {se_type} intervals of {t} in "
+            "the cells with the lowest coverage (every cell when there are four or fewer).")
+    for t in terms:
+        figs[f"reject:{t}"] = Figure(
+            f"Type I error and power of {t}",
+            rates.plot_rejection(summary, folder / f"rejection_{t}.png", term=t, alpha=alpha),
+            f"Rejection of H0: {t} = 0 at alpha = {alpha:g}: Type I error where the true "
+            "value is 0 (grey: acceptance band) and power elsewhere (dashed: .80), in "
+            "separate panels.")
     return figs

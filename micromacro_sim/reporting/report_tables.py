@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting.bias_stat import bias_columns
+from micromacro_sim.reporting.failures import failure_counts
 from micromacro_sim.summaries.summarize import RunSummary
 
 __all__ = ["Figure", "Section", "accuracy_table", "bias_table", "datasets_table", "facts",
@@ -57,7 +59,29 @@ class Figure:
 class Section:
     """One titled part of the report, under a study ``question``.
 
-    ``collapsed``: the table is folded away (shown on demand) and ``note`` says why.
+    The figures of a section are shown under its question; its table goes to the tables
+    at the end of the report (folded when long), unless ``inline``, when it follows the
+    figures. A section without figures drawn and not ``inline`` has only its table.
+
+    Attributes
+    ----------
+    title : str
+    frame : DataFrame, optional
+        The table (text cells).
+    note : str
+        What the table shows.
+    figures : tuple of str
+        Keys of the figures drawn for this section.
+    question : str
+        The study question the section answers.
+    collapsed : bool
+        Fold the table even when it is short.
+    summary : str
+        The summary line of a folded table (what it holds).
+    lines : tuple of str
+        Paragraphs shown before the figures.
+    inline : bool
+        Show the table in the section, after the figures.
     """
 
     title: str
@@ -66,6 +90,9 @@ class Section:
     figures: tuple[str, ...] = ()  # keys of the figures drawn in this section
     question: str = ""
     collapsed: bool = False
+    summary: str = ""
+    lines: tuple[str, ...] = ()
+    inline: bool = False
 
 
 # ---------------------------------------------------------------------------- content
@@ -141,7 +168,11 @@ def scenario_table(scen: pd.DataFrame, done: pd.Series) -> pd.DataFrame:
     return out.rename(columns={"scenario": "key"})
 
 
-def bias_table(perf: pd.DataFrame) -> pd.DataFrame:
+def bias_table(perf: pd.DataFrame, stat: str = "mean", estimates: pd.DataFrame | None = None,
+               *, include_flagged: bool = False) -> pd.DataFrame:
+    """Percent bias (or bias where the true value is 0) of every term, per scenario and
+    method, of the mean (default) or median estimate, with its MCSE."""
+    perf = bias_columns(perf, stat, estimates, include_flagged=include_flagged)
     terms = list(dict.fromkeys(perf["term"]))
     rows = []
     for (_, label, method), g in perf.groupby(["scenario", "cell", "method"], sort=False):
@@ -153,10 +184,11 @@ def bias_table(perf: pd.DataFrame) -> pd.DataFrame:
                 row[term] = ""
                 continue
             r = t.iloc[0]
-            if np.isfinite(r.get("pct_bias", np.nan)):
-                row[term] = _with_mcse(r["pct_bias"], r["pct_bias_mcse"], 2)
+            if np.isfinite(r.get("shown_pct_bias", np.nan)):
+                row[term] = _with_mcse(r["shown_pct_bias"], r["shown_pct_bias_mcse"], 2)
             else:  # true value 0: bias, not percent
-                row[term] = "bias " + _with_mcse(r.get("bias"), r.get("bias_mcse"), 4)
+                row[term] = "bias " + _with_mcse(r.get("shown_bias"), r.get("shown_bias_mcse"),
+                                                 4)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -219,18 +251,24 @@ def _in_order(frame: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFr
 
 
 def flags_table(summary: RunSummary, order: list[str], methods: list[str]) -> pd.DataFrame:
+    """Fit status counts per scenario and method, zero counts included (exclusive: every
+    fit is ok, flagged, not applicable or an error)."""
     mrank = {m: i for i, m in enumerate(methods)}
-    f = _in_order(summary.flags.assign(_m=summary.flags["method"].map(mrank)), order, ["_m"])
-    labels = summary.datasets.set_index("scenario")["cell"]
+    c = failure_counts(summary)
+    f = _in_order(c.assign(_m=c["method"].map(mrank)), order, ["_m"])
     return pd.DataFrame({
-        "scenario": f["scenario"].map(labels).fillna(f["scenario"]),
+        "scenario": f["cell"],
         "method": f["method"],
         "replications": f["n_reps"].astype(str),
-        "flagged": f["n_flagged"].astype(str),
-        "flag rate": f["flag_rate"].map(lambda v: _num(v, 3)),
-        "not converged": f["n_not_converged"].astype(str),
-        "inadmissible": f["n_inadmissible"].astype(str),
-        "reasons": f["reasons"].replace("", "none"),
+        "not ok": f["failed"].astype(str),
+        "share not ok": (f["failed"] / f["n_reps"]).map(lambda v: _num(v, 3)),
+        "flagged": f["flagged"].astype(str),
+        "not converged": f["not_converged"].astype(str),
+        "inadmissible": f["inadmissible"].astype(str),
+        "not applicable": f["not_applicable"].astype(str),
+        "error": f["error"].astype(str),
+        "reasons": f["reasons"].map(lambda r: "; ".join(f"{k} ({n})" for k, n in r.items())
+                                    or "none"),
     })
 
 
@@ -253,8 +291,6 @@ def datasets_table(summary: RunSummary, order: list[str]) -> pd.DataFrame:
         "ICC(1) (mean)": d["icc1_mean"].map(lambda v: _num(v, 3)),
         "ICC(2) (mean)": d["icc2_mean"].map(lambda v: _num(v, 3)),
     })
-
-
 
 
 def flags_all_zero(summary: Any) -> bool:

@@ -4,6 +4,10 @@ All cells of the grid lie along one axis, sorted by the design factors (the firs
 varying slowest). Each measure is a panel with a step line per method; beneath, each
 design factor is drawn as a step line of its levels, so the reader sees which factor
 moves a measure. Works for any number of cells.
+
+Panels of bias, RMSE and empirical SE have robust axes: a few cells where a method blows
+up do not stretch them; values beyond the cut are triangles at the edge with their value
+(:mod:`micromacro_sim.reporting.figures.offscale`).
 """
 
 from __future__ import annotations
@@ -24,26 +28,61 @@ from micromacro_sim.reporting.figures.common import (
     rows_for,
     save,
 )
+from micromacro_sim.reporting.figures.offscale import FENCE, draw_offscale, robust_limits
 from micromacro_sim.summaries.factors import factor_levels
 
-__all__ = ["NESTED_MEASURES", "plot_nested_loop"]
+__all__ = ["NESTED_MEASURES", "ROBUST_MEASURES", "plot_nested_loop"]
 
 #: Measures a nested-loop panel can show: name -> (column pattern, axis label).
 NESTED_MEASURES = {
     "bias": ("bias", "bias"), "pct_bias": ("pct_bias", "percent bias"),
+    "median_bias": ("median_bias", "median bias"),
     "rmse": ("rmse", "RMSE"), "empse": ("empse", "empirical SE"),
     "cover": ("cover_{t}", "coverage ({t})"), "reject": ("reject_{t}", "rejection ({t})"),
 }
 
+STYLES = ("-", "--", "-.", ":")
+
+#: Measures whose panels get robust axes (rates are bounded by 0 and 1).
+ROBUST_MEASURES = frozenset({"bias", "pct_bias", "median_bias", "rmse", "empse"})
+
 
 def _reference(ax: Any, measure: str, alpha: float) -> None:
-    if measure in ("bias", "pct_bias"):
+    if measure in ("bias", "pct_bias", "median_bias"):
         ax.axhline(0, color="0.3", lw=0.9)
     elif measure == "cover":
         ax.axhline(1 - alpha, color="0.3", lw=0.9)
     elif measure == "reject":
         ax.axhline(alpha, color="0.3", lw=0.9)
         ax.axhline(0.8, color="0.3", lw=0.9, ls="--")
+
+
+def _measure_panel(ax: Any, perf: Any, methods: list[str], keys: list[str], measure: str,
+                   col: str, cmap: list[Any], alpha: float) -> tuple[list[Any], int]:
+    """One measure's step line per method over the cells; robust axis for bias-like ones.
+
+    Returns the line handles and the number of values marked off the scale.
+    """
+    _reference(ax, measure, alpha)
+    ys = []
+    for m in methods:
+        sub = perf[perf["method"] == m].set_index("scenario")[col]
+        ys.append(np.array([sub.get(k, np.nan) for k in keys], dtype=float))
+    limits = robust_limits(ys) if measure in ROBUST_MEASURES else None
+    edges = np.arange(len(keys) + 1) + 0.5
+    handles, n_off = [], 0
+    for j, (m, y) in enumerate(zip(methods, ys, strict=True)):
+        shown = y if limits is None else np.clip(y, limits.low, limits.high)
+        handles.append(ax.stairs(shown, edges, baseline=None, color=cmap[j], lw=1.2,
+                                 ls=STYLES[j % len(STYLES)], label=m))
+        n_off += draw_offscale(ax, np.arange(len(keys)) + 1.0, y, limits, axis="y",
+                               color=cmap[j], suffix="%" if measure == "pct_bias" else "",
+                               gid=f"offscale:{m}")
+    if limits is not None:
+        ax.set_ylim(limits.low, limits.high)
+    ax.tick_params(labelsize=7.5)
+    ax.grid(axis="y", color="0.93", lw=0.8)
+    return handles, n_off
 
 
 def _factor_panel(ax: Any, levels: list, keys: list[str]) -> None:
@@ -105,29 +144,17 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
                              figsize=(MAX_WIDTH, sum(heights) + 1.0),
                              gridspec_kw={"height_ratios": heights})
     axes = axes[:, 0]
-    x_edges = np.arange(len(keys) + 1) + 0.5
-    pos = {k: i for i, k in enumerate(keys)}
-    cmap, styles = colors(plt, len(methods)), ("-", "--", "-.", ":")
+    cmap = colors(plt, len(methods))
     breaks = ([i + 0.5 for i in range(1, len(keys))
                if levels[0][2][keys[i]] != levels[0][2][keys[i - 1]]] if levels else [])
     handles: list[Any] = []
+    n_off = 0
     for ax, (measure, col, label) in zip(axes, cols, strict=False):
-        _reference(ax, measure, alpha)
-        handles = []
-        for j, m in enumerate(methods):
-            sub = perf[perf["method"] == m].set_index("scenario")[col]
-            y = np.full(len(keys), np.nan)
-            for k, v in sub.items():
-                if k in pos:
-                    y[pos[k]] = v
-            h = ax.stairs(y, x_edges, baseline=None, color=cmap[j], lw=1.2, ls=styles[j % 4],
-                          label=m)
-            handles.append(h)
+        handles, off = _measure_panel(ax, perf, methods, keys, measure, col, cmap, alpha)
+        n_off += off
         for b in breaks:
             ax.axvline(b, color="0.85", lw=0.8, zorder=0)
         ax.set_ylabel(label, fontsize=8)
-        ax.tick_params(labelsize=7.5)
-        ax.grid(axis="y", color="0.93", lw=0.8)
     if levels:
         _factor_panel(axes[-1], levels, keys)
     axes[-1].set_xlim(0.5, len(keys) + 0.5)
@@ -140,7 +167,10 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
            f"Nested-loop plot of term {term} (Ruecker & Schwarzer 2014): every cell along the "
            "x axis; beneath, each design factor's level as a step (lowest to highest level, "
            "listed left). Reference lines: 0 (bias), nominal coverage, alpha and .80 "
-           "(rejection: Type I error where the true value is 0, power elsewhere).")
+           "(rejection: Type I error where the true value is 0, power elsewhere)"
+           + (f". Off the scale: {n_off} value(s) farther from 0 than {FENCE:g} times the "
+              "methods' typical size in their panel, drawn as triangles at the edge with the "
+              "value written beside." if n_off else "."))
     # room on the left for the factor names
     fig.subplots_adjust(left=max(fig.subplotpars.left, 0.2 if levels else 0.08))
     return save(fig, plt, path)
