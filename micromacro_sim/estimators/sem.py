@@ -49,7 +49,7 @@ class SEM(Estimator):
     """
 
     name = "sem"
-    description = "single-step SEM on the wide data (ML, closed form)"
+    description = "single-step SEM on the wide data (ML: closed form; FIML with absent members)"
     max_x = 1
     batch_designs = ("balanced", "unbalanced")
     uses_member_positions = False  # member positions from Batch.positional
