@@ -41,3 +41,27 @@ def test_gate_fills_the_chunk_memo_with_every_draw():
     assert fits.converged.all() and fits.admissible.all()
     # without a memo nothing is kept anywhere in the process
     assert not hasattr(cfa, "_CACHE")
+
+
+def test_fiml_fits_of_the_gate_serve_factor_score():
+    from micromacro_sim.estimators.factor_score import FactorScore
+    from micromacro_sim.generate.batch import Batch
+    from micromacro_sim.models.cfa_fiml import fit_cfa_fiml_batch
+
+    sc = Scenario.from_params(dict(n_groups=40, group_size=6, icc=0.2, r_zxi=0.3,
+                                   missing_mcar=0.2))
+    memo = cfa.CFAMemo()
+    draws = draw_many(sc, 3, range(10), Policy(mode="redraw", gate="cfa"), memo=memo)
+    attempts = sum(d.redraws + 1 for d in draws)
+    assert len(memo) == attempts  # the gate's FIML fits, one per draw
+    with_memo = FactorScore().fit_batch(Batch.from_datasets([d.data for d in draws], memo))
+    assert len(memo) == attempts  # factor_score fitted nothing new
+    fresh = FactorScore().fit_batch(Batch.from_datasets([d.data for d in draws]))
+    np.testing.assert_array_equal(with_memo.params, fresh.params)
+    # remembered rows are the fresh fit's, field by field
+    d = draws[0].data
+    v, m = d.wide_positions(0)
+    a = fit_cfa_fiml_batch(np.where(m, v, 0.0)[None], m[None])
+    b = memo.fit_fiml(np.where(m, v, 0.0)[None], m[None], fit_cfa_fiml_batch)
+    for f in cfa._FIELDS:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)

@@ -43,7 +43,7 @@ def _gate_none(data: Dataset) -> str:
     return ""
 
 
-def _fiml_verdict(data: Dataset, gate: str) -> str:
+def _fiml_verdict(data: Dataset, gate: str, memo: CFAMemo | None = None) -> str:
     """A CFA gate's verdict on data with absent members or unequal groups: the CFA by
     full-information ML on the member-position layout; a layout it does not apply to
     (a position observed in fewer than 2 groups, fewer than 3 positions) fails."""
@@ -51,14 +51,16 @@ def _fiml_verdict(data: Dataset, gate: str) -> str:
     problem = layout_problem(values, mask)
     if problem is not None:
         return f"{gate}: {problem[1]}"
-    fits = fit_cfa_fiml_batch(np.where(mask, values, 0.0)[None], mask[None])
+    x = np.where(mask, values, 0.0)[None]
+    fits = (fit_cfa_fiml_batch(x, mask[None]) if memo is None
+            else memo.fit_fiml(x, mask[None], fit_cfa_fiml_batch))
     return str(cfa_verdicts(fits, gate)[0])
 
 
 def _gate_cfa(data: Dataset, memo: CFAMemo | None = None) -> str:
     """The seed's check on one dataset: the free-loading one-factor CFA is proper."""
     if not data.complete:
-        return _fiml_verdict(data, "cfa")
+        return _fiml_verdict(data, "cfa", memo)
     return str(_gate_cfa_batch(data.wide(0)[None], memo)[0])
 
 
@@ -70,7 +72,7 @@ def _gate_cfa_batch(x: np.ndarray, memo: CFAMemo | None = None) -> np.ndarray:
 def _gate_lavaan(data: Dataset, memo: CFAMemo | None = None) -> str:
     """lavaan's verdict on Clark's call (converged and post.check), one dataset."""
     if not data.complete:
-        return _fiml_verdict(data, "lavaan_cfa")
+        return _fiml_verdict(data, "lavaan_cfa", memo)
     return str(_gate_lavaan_batch(data.wide(0)[None], memo)[0])
 
 

@@ -115,9 +115,10 @@ class FactorScore(TwoStepEstimator):
         todo = np.flatnonzero(~fallback)
         for K, idx in width_classes(widths[todo]):
             rows = todo[idx]
-            fits = fit_cfa_fiml_batch(x[rows, :, :K], mask[rows, :, :K])
-            values[rows] = cfa_fiml_scores(fits, x[rows, :, :K], mask[rows, :, :K],
-                                           method=self.params["scores"])
+            xs, ms = x[rows, :, :K], mask[rows, :, :K]
+            fits = (fit_cfa_fiml_batch(xs, ms) if batch.memo is None
+                    else batch.memo.fit_fiml(xs, ms, fit_cfa_fiml_batch))
+            values[rows] = cfa_fiml_scores(fits, xs, ms, method=self.params["scores"])
             conv[rows], adm[rows] = fits.converged, fits.admissible
             for i, r in enumerate(rows):
                 flags[r] = tuple(fits.flags[i])

@@ -20,6 +20,7 @@ Reference: R ``lavaan::cfa(..., meanstructure=TRUE)`` and ``lavPredict()``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,9 +206,27 @@ class CFAMemo:
 
     def __init__(self) -> None:
         self._rows: dict[bytes, tuple] = {}
+        self._fiml_rows: dict[bytes, tuple] = {}
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._fiml_rows)
+
+    def fit_fiml(self, x: np.ndarray, mask: np.ndarray,
+                 fitter: Callable[[np.ndarray, np.ndarray], CFABatch]) -> CFABatch:
+        """``fitter(x, mask)`` (the full-information ML fit of
+        :mod:`~micromacro_sim.models.cfa_fiml`, passed in by the caller) of the datasets
+        not seen yet; the others from the memo. ``x``, ``mask``: (R, G, K) at one width."""
+        X = np.ascontiguousarray(np.where(mask, x, 0.0), dtype=float)
+        M = np.ascontiguousarray(mask, dtype=bool)
+        keys = [_digest(X[r]) + _digest(M[r].view(np.uint8)) for r in range(len(X))]
+        missing = [r for r, k in enumerate(keys) if k not in self._fiml_rows]
+        if missing:
+            fresh = fitter(X[missing], M[missing])
+            for i, r in enumerate(missing):
+                self._fiml_rows[keys[r]] = tuple(getattr(fresh, f)[i] for f in _FIELDS)
+            if len(missing) == len(X):
+                return fresh
+        return _stack([self._fiml_rows[k] for k in keys])
 
     def fit_batch(self, wide: np.ndarray) -> CFABatch:
         """:func:`fit_cfa_batch` of ``wide`` (R, G, n), fitting only the unseen datasets."""
@@ -222,14 +241,18 @@ class CFAMemo:
                 self._rows[keys[r]] = tuple(getattr(fresh, f)[i] for f in _FIELDS)
             if len(missing) == len(X):
                 return fresh
-        rows = [self._rows[k] for k in keys]
-        cols = {f: np.array([row[i] for row in rows]) for i, f in enumerate(_FIELDS)
-                if f not in _OBJECT_FIELDS}
-        for f in _OBJECT_FIELDS:
-            cols[f] = no_flags(len(rows))
-            for r, row in enumerate(rows):
-                cols[f][r] = row[_FIELDS.index(f)]
-        return CFABatch(**cols)
+        return _stack([self._rows[k] for k in keys])
+
+
+def _stack(rows: list[tuple]) -> CFABatch:
+    """A :class:`CFABatch` of remembered rows."""
+    cols = {f: np.array([row[i] for row in rows]) for i, f in enumerate(_FIELDS)
+            if f not in _OBJECT_FIELDS}
+    for f in _OBJECT_FIELDS:
+        cols[f] = no_flags(len(rows))
+        for r, row in enumerate(rows):
+            cols[f][r] = row[_FIELDS.index(f)]
+    return CFABatch(**cols)
 
 
 def fit_cfa_batch(wide: np.ndarray, memo: CFAMemo | None = None) -> CFABatch:
