@@ -4,7 +4,7 @@ of the package's generator, the complete-data ML optimum, the batch arithmetic a
 O(K) likelihood.
 
 The lavaan numbers are committed under ``tests/fixtures/cfa_fiml/`` (``lavaan_fits.csv``,
-``lavaan_scores.csv``); ``python tests/test_cfa_fiml.py`` rebuilds them with
+``lavaan_scores.csv``); ``python tools/make_cfa_fiml_fixtures.py`` rebuilds them with
 ``tools/r/cfa_fiml_check.R`` (needs Rscript with lavaan). The datasets are not stored: the
 tests redraw them and check the checksum ``sum_x``.
 """
