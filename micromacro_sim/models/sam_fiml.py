@@ -55,6 +55,7 @@ from micromacro_sim.models.sam_fiml_mm import (
     fit_measurement,
     measurement_information,
 )
+from micromacro_sim.models.wide_layout import layout_problem
 
 __all__ = ["data_verdict", "sam_fit_missing"]
 
@@ -72,13 +73,10 @@ def data_verdict(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
     observed in the same group) is only a warning in lavaan; it is returned as the
     message (see :func:`sam_fit_missing`).
     """
-    for k in range(x.shape[1]):
-        c = x[mask[:, k], k]
-        if len(c) < 2 or not np.ptp(c) > 0:
-            return (Reason.SPARSE_POSITION,
-                    f"member position {k + 1} is observed in fewer than 2 groups or has no "
-                    "variance (lavaan: some variables have only 1 observation or no finite "
-                    "variance)")
+    problem = layout_problem(x, mask, min_positions=2)
+    if problem is not None:
+        return (problem[0], f"{problem[1]} (lavaan: some variables have only 1 observation "
+                            "or no finite variance)")
     for c in (y, *z.T):
         if not np.ptp(c) > 0:
             return Reason.TOO_FEW_MEMBERS, "y or a Z has no variance"
