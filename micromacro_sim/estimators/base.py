@@ -91,6 +91,13 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
     #: so a batch with member ids then goes through the reference path). False for a
     #: method that uses only group means and sums; True, the safe default, otherwise.
     uses_member_positions: ClassVar[bool] = True
+    #: What its slopes estimate (docs/estimands.md): ``"x"`` per unit of the group's true
+    #: mean of x (the default: every method that works from x), ``"latent"`` per unit of
+    #: xi (the oracle), ``"marker"`` per unit of the first member position's true score.
+    scale: ClassVar[str] = "x"
+    #: Origin of its intercept: ``"x_zero"`` (where x is 0), ``"latent_mean"`` (a latent
+    #: variable with mean 0) or ``"score_mean"`` (scores that are deviations from the mean).
+    origin: ClassVar[str] = "x_zero"
 
     def __init__(self, *, label: str | None = None, **options: Any) -> None:
         self.label = label or self.name

@@ -83,6 +83,7 @@ class Blup(TwoStepEstimator):
                                        "against statsmodels MixedLM"),
     }
     batch_designs = ("balanced", "unbalanced")
+    origin = "score_mean"  # conditional modes: deviations from the fitted mean
     uses_member_positions = False  # group means and sums only
 
     def check_applicable(self, data: Dataset) -> None:

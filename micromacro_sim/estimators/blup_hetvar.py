@@ -49,6 +49,7 @@ class BlupHetVar(TwoStepEstimator):
     name = "blup_hetvar"
     description = "OLS on random-intercept modes with a residual variance per member position"
     batch_designs = ("balanced", "unbalanced")
+    origin = "score_mean"  # conditional modes: deviations from the fitted mean
     uses_member_positions = False  # member positions from Batch.positional
 
     def check_applicable(self, data: Dataset) -> None:

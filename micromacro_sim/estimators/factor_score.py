@@ -69,6 +69,8 @@ class FactorScore(TwoStepEstimator):
     }
     max_x = 1
     batch_designs = ("balanced", "unbalanced")
+    scale = "marker"  # the first loading is fixed at 1
+    origin = "score_mean"  # lavPredict scores: the latent mean is 0
     uses_member_positions = False  # member positions from Batch.positional
 
     def check_applicable(self, data: Dataset) -> None:

@@ -52,6 +52,7 @@ class SEM(Estimator):
     description = "single-step SEM on the wide data (ML: closed form; FIML with absent members)"
     max_x = 1
     batch_designs = ("balanced", "unbalanced")
+    origin = "latent_mean"  # lavaan fixes the latent mean at 0
     uses_member_positions = False  # member positions from Batch.positional
 
     def check_applicable(self, data: Dataset) -> None:

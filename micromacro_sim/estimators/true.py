@@ -19,6 +19,8 @@ class TrueScore(TwoStepEstimator):
     needs_truth = True
     max_x = None
     batch_designs = ("balanced", "unbalanced")
+    scale = "latent"  # the true xi
+    origin = "latent_mean"
     uses_member_positions = False  # group means and sums only
 
     def scores(self, data: Dataset) -> Scores:
