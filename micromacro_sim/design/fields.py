@@ -174,7 +174,7 @@ class MissingMar:
 
     ``w_g`` is the standardized first Z (``on: z``) or the standardized first latent mean
     (``on: xi``); the intercept ``a`` is solved so that the expected missing rate is
-    ``rate`` (see :func:`micromacro_sim.generate.missing.mar_intercept`).
+    ``rate`` (see :func:`micromacro_sim.design.measurement.mar_intercept`).
     """
 
     on: str
@@ -298,8 +298,10 @@ class Derived:
 #: Derived values shown in the scenarios table (each is a :class:`Scenario` attribute).
 DERIVED: tuple[Derived, ...] = (
     Derived("balanced", "group_size", "every group has the same size in every replication"),
-    Derived("reliability", "icc", "reliability of a group mean, "
-            "var_xi / (var_xi + sigma2_nu E[1/n])"),
+    Derived("reliability", "icc", "reliability of the observed group mean, Var(T) / "
+            "Var(xbar) (T the group's true mean of x): var_xi / (var_xi + sigma2_nu E[1/n]) "
+            "for continuous parallel members, with categories, loadings and missing "
+            "members accounted for"),
 )
 
 

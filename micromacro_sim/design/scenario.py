@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from micromacro_sim.design import estimands
 from micromacro_sim.design.fieldchecks import correlation
 from micromacro_sim.design.fields import (
     DERIVED,
@@ -93,8 +94,11 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
 
     @property
     def reliability(self) -> float:
-        """Reliability of a group mean, lambda = var_xi / (var_xi + sigma2_nu E[1/n])."""
-        return self.var_xi / (self.var_xi + self.sigma2_nu * self.group_size.mean_inverse())
+        """Reliability of the first construct's observed group mean, Var(T) / Var(xbar)
+        (T the group's true mean of x): ``var_xi / (var_xi + sigma2_nu E[1/n])`` for
+        continuous parallel members, otherwise accounting for categories, loadings,
+        member variances and missing members (:func:`.estimands.reliability`)."""
+        return estimands.reliability(self)
 
     @property
     def correlation(self) -> np.ndarray:
@@ -136,12 +140,16 @@ class Scenario(_ScenarioFields):  # type: ignore[misc,valid-type]
         row = self.describe()
         return {t: true_value(row, t) for t in self.terms}
 
-    def unadjusted_limit(self) -> dict[str, float]:
-        """Large-G limit of the OLS of y on [1, Z, xbar] (SPEC section 5, any Var/sizes).
+    def unadjusted_limit(self) -> dict[str, float] | None:
+        """Large-G limit of the OLS of y on [1, Z, xbar] (SPEC section 5, any sizes).
 
-        Population regression with Var(xbar) = var_xi + sigma2_nu E[1/n_g] (for every
-        construct; the measurement factors of docs/generator.md are not taken into account).
+        Continuous parallel members: the population regression with
+        Var(xbar) = var_xi + sigma2_nu E[1/n_g]. Other measurement (categories, loadings,
+        member variances, missing members): :func:`.estimands.unadjusted_limit` (None where it
+        has no closed form).
         """
+        if not estimands.default_measurement(self):
+            return estimands.unadjusted_limit(self)
         cov = self.covariance.copy()
         q = self.n_z
         cov_obs = cov.copy()

@@ -15,37 +15,11 @@ groups therefore never changes.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from micromacro_sim.design.fleishman import Fleishman
+from micromacro_sim.design.measurement import expected_rate, mar_intercept
 
 __all__ = ["expected_rate", "mar_intercept", "observed_mask"]
-
-#: Gauss-Hermite (probabilists') nodes for expectations over a standard normal.
-_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(120)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
-
-
-def _logistic(t: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * t))
-
-
-def expected_rate(intercept: float, strength: float, poly: Fleishman) -> float:
-    """E[logistic(intercept + strength * poly(U))], U standard normal (quadrature)."""
-    w = poly.apply(_NODES)
-    return float(_WEIGHTS @ _logistic(intercept + strength * w))
-
-
-@lru_cache(maxsize=256)
-def mar_intercept(rate: float, strength: float, poly: Fleishman) -> float:
-    """The intercept ``a`` with ``E[logistic(a + s w)] = rate`` (w = poly(U))."""
-    from scipy.optimize import brentq
-
-    lo, hi = -50.0 - abs(strength) * 20, 50.0 + abs(strength) * 20
-    return float(brentq(lambda a: expected_rate(a, strength, poly) - rate, lo, hi,
-                        xtol=1e-14, rtol=1e-14, maxiter=500))
 
 
 def observed_mask(u: np.ndarray, missing_prob: np.ndarray, sizes: np.ndarray) -> np.ndarray:

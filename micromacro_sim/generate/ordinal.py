@@ -14,19 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from micromacro_sim.design.measurement import threshold_values
+
 __all__ = ["categorize", "threshold_values"]
-
-
-def threshold_values(spec: str | tuple[float, ...], k: int) -> np.ndarray:
-    """The k - 1 thresholds of a ``thresholds`` field value."""
-    from scipy.stats import norm
-
-    if spec == "symmetric":
-        return norm.ppf(np.arange(1, k) / k)
-    if spec == "skewed":
-        w = np.arange(1, k + 1, dtype=float)
-        return norm.ppf(np.cumsum(w)[:-1] / w.sum())
-    return np.asarray(spec, dtype=float)
 
 
 def categorize(standardized: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
