@@ -67,7 +67,8 @@ class Estimands:
     beta0 : float
         E[y] - b_z'E[Z], the intercept at a score of mean 0.
     source : str
-        ``closed form`` or ``quadrature``.
+        How the x and marker scales' values were obtained: ``closed form`` or
+        ``quadrature`` (the latent scale's are the ``coefficients``).
     """
 
     terms: tuple[str, ...]
@@ -87,6 +88,11 @@ class Estimands:
         p = self.score_mean[scale].size
         return float(self.beta0 - coef[len(coef) - p:] @ self.score_mean[scale])
 
+    def source_of(self, scale: str) -> str:
+        """How the estimands of ``scale`` were obtained: the latent scale's are the
+        generator's coefficients."""
+        return "coefficients" if scale == "latent" else self.source
+
     def rows(self) -> list[dict[str, object]]:
         """One row per term, scale and origin (origins for the intercept only)."""
         out: list[dict[str, object]] = []
@@ -96,7 +102,7 @@ class Estimands:
                 for origin in origins:
                     out.append({"term": term, "scale": scale, "origin": origin,
                                 "theta": self.value(term, scale, origin or "latent_mean"),
-                                "source": self.source})
+                                "source": self.source_of(scale)})
         return out
 
 
@@ -116,7 +122,8 @@ def estimands(sc) -> Estimands:  # noqa: ANN001 - a Scenario
     zero = np.zeros(p)
     if mm.linear:
         load, _, cls = mm.classes
-        lbar, l0 = float(mm.weights @ load), float(load[cls[0]])
+        l0 = float(load[cls[0]])
+        lbar = l0 if len(set(load)) == 1 else float(mm.weights @ load)
         coef = {"latent": latent, "x": _rescaled(b, q, lbar), "marker": _rescaled(b, q, l0)}
         return Estimands(sc.terms, coef, {"latent": zero, "x": zero, "marker": zero},
                          float(sc.beta0), "closed form")
