@@ -16,7 +16,6 @@ import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_TYPES
-from micromacro_sim.design.fields import true_value
 from micromacro_sim.run.atomic import write_atomic
 from micromacro_sim.run.manifest import SUMMARY_RECORD
 from micromacro_sim.run.paths import check_output_dir
@@ -27,6 +26,7 @@ from micromacro_sim.run.storage import (
     write_json_atomic,
 )
 from micromacro_sim.summaries.factors import typed_scenarios
+from micromacro_sim.summaries.truth import run_truth
 
 __all__ = ["EXPORT_FORMATS", "MEASURES", "SE_MEASURES", "export_estimates", "long_summary",
            "write_summary_tables"]
@@ -147,7 +147,8 @@ def export_estimates(run_dir: str | Path, fmt: str = "csv",
     Path
         The file written. Columns: ``scenario, label``, the scenario's fields in typed
         form (:func:`~.factors.typed_scenarios`), then the estimates columns, with
-        ``true_value`` (the term's true coefficient) after ``estimate``.
+        ``true_value`` (the term's estimand for the row's method: docs/estimands.md),
+        ``scale`` and ``origin`` (the intercept's) after ``estimate``.
 
     Raises
     ------
@@ -164,21 +165,17 @@ def export_estimates(run_dir: str | Path, fmt: str = "csv",
     est = read_table(run_dir, "estimates", keys)
     if est.empty:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} has no finished replications yet")
-    rows = scen.set_index("scenario")
-    truth = {(k, t): _truth(rows.loc[k], t)
-             for k, t in est[["scenario", "term"]].drop_duplicates().itertuples(index=False)}
-    est.insert(list(est.columns).index("estimate") + 1, "true_value",
-               [truth[kt] for kt in zip(est["scenario"], est["term"], strict=True)])
+    truth = run_truth(folder.manifest, scen)
+    cells = est[["scenario", "method", "term"]].drop_duplicates().itertuples(index=False)
+    found = {kmt: truth.estimand(*kmt) for kmt in cells}
+    at = list(est.columns).index("estimate") + 1
+    keys = list(zip(est["scenario"], est["method"], est["term"], strict=True))
+    for i, (name, part) in enumerate((("true_value", "theta"), ("scale", "scale"),
+                                      ("origin", "origin"))):
+        est.insert(at + i, name, [getattr(found[kmt], part) for kmt in keys])
     typed = typed_scenarios(scen)
     frame = typed.merge(est, on="scenario", how="inner", validate="one_to_many")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         return write_frame_atomic(path, frame)
     return _write_csv(path, frame)
-
-
-def _truth(row: pd.Series, term: str) -> float:
-    try:
-        return true_value(row, term)
-    except KeyError:  # no field holds this term's true value
-        return float("nan")
