@@ -59,7 +59,7 @@ def test_oracle_n_groups_within_its_interval():
     truth = next(G for G in range(10, 200) if oracle_power(G) >= 0.80)
     assert truth == 40
     (sol,) = solve_power(parse_config(ROW16), methods=["true"], target="power=0.80",
-                         search_range="10:200")
+                         search_range="10:200", se_type="classical")  # the analytic t test
     assert sol.lo <= truth <= sol.hi
     assert sol.hi - sol.lo < 15
     est, mcse, reps = sol.confirmation
@@ -165,7 +165,7 @@ def test_answers_agree_with_a_direct_grid(method):
     answer: power at the lower end is not above the target, at the upper end not below,
     and at the answer within 3 MCSE of it."""
     cfg = parse_config(ROW16)
-    (sol,) = solve_power(cfg, methods=[method], search_range="10:300")
+    (sol,) = solve_power(cfg, methods=[method], search_range="10:300", se_type="classical")
     spec = next(m for m in cfg.methods if m.label == method)
 
     def direct(G: int) -> tuple[float, float]:

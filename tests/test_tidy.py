@@ -153,7 +153,7 @@ def test_selection_and_formats(run_dir, summarized):
     assert "cover HC3" in perf and "%bias" not in perf and " z " not in perf
     s = summarize_run(run_dir)
     r = s.performance[s.performance["term"] == "xi"].iloc[0]
-    assert f"{r['cover_classical']:.3f}" in perf
+    assert f"{r['cover']:.3f}" in perf  # the bare name: the method's default SE type
     assert number_format("cover_HC3") == number_format("reject") == ".3f"
     bad = _cli("summarize", str(run_dir), "--methods", "nope")
     assert bad.returncode == 2 and "available: unadjusted" in bad.stderr
@@ -204,7 +204,7 @@ def test_default_summary_slopes_mcse_for_bias_and_coverage_and_a_legend(run_dir,
     mcse = re.compile(r"-?\d+\.\d+ \(\d+\.\d+\)")  # a value and its MCSE
     header = next(ln for ln in table.splitlines() if "%bias" in ln)
     first = table.splitlines()[table.splitlines().index(header) + 2]
-    assert len(mcse.findall(first)) == 3  # %bias, cover, cover HC3; not mean, empse, rmse
+    assert len(mcse.findall(first)) == 2  # %bias, cover; not mean, empse, rmse
     bare = format_summary(s, width=200, mcse=False)
     assert "(x): Monte Carlo SE" not in bare and not mcse.search(bare)
     every = format_summary(s, width=200, terms=["intercept", "xi"], mcse=True)

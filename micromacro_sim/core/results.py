@@ -28,12 +28,15 @@ from micromacro_sim.core.status import (
 )
 
 __all__ = [
+    "DEFAULT_SE",
+    "MODEL_SE",
     "SE_COLUMNS",
     "SE_TYPES",
     "BatchResult",
     "BatchScores",
     "FitResult",
     "Scores",
+    "se_label",
 ]
 
 #: Standard-error types every two-step method reports ("classical" is the OLS one).
@@ -41,6 +44,19 @@ SE_TYPES: tuple[str, ...] = ("classical", "HC0", "HC1", "HC2", "HC3")
 
 #: Column of the estimates table holding each SE type.
 SE_COLUMNS: dict[str, str] = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES[1:]}}
+
+#: What a bare measure name (``cover``, ``reject``, ``modse``) uses: each method's own
+#: default SE type (:attr:`~micromacro_sim.estimators.base.Estimator.default_se`).
+DEFAULT_SE = "default"
+
+#: How outputs name the ``classical`` slot of a one-step method: its model-based SE.
+MODEL_SE = "model"
+
+
+def se_label(se_type: str, two_step: bool) -> str:
+    """The name outputs give an SE type: ``model`` for a one-step method's ``classical``
+    slot (the model's own SE), the type itself otherwise."""
+    return MODEL_SE if se_type == "classical" and not two_step else se_type
 
 
 def _frozen_array(a: Any) -> np.ndarray:

@@ -19,21 +19,23 @@ bitwise the same whatever the execution (n_jobs, backend, chunk size, resume). E
 run replays the rule from ``min`` on the data the folder already holds, so a run with
 tighter targets extends the same streams and equals a fresh run with those targets, and
 a looser target on a folder with more replications uses only the first ones it needs.
+
+A bare ``modelse``, ``cover`` or ``reject`` uses each method's default SE type
+(:attr:`~micromacro_sim.estimators.base.Estimator.default_se`), ``cover_HC3`` and the like
+one type for every method. The manifest records, per target, the type each method used
+(``adaptive.se_types``), and a resumed folder keeps it: a folder written before the record
+existed meant ``classical`` by a bare name, and keeps that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.measures import Measure, check_target, parse_measure
-
-if TYPE_CHECKING:
-
-    pass
 
 __all__ = ["ADAPTIVE_KEYS", "Adaptive", "parse_adaptive"]
 

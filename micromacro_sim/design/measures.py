@@ -15,6 +15,11 @@ modelse   Var(se^2) / (4 modSE^2)                fourth-moment interval for Var(
 cover     p (1 - p)                              Wilson interval for p
 reject    p (1 - p)  (``power`` is an alias)     Wilson interval for p
 ========  =====================================  =========================================
+
+modelse, cover and reject use a model SE: a bare name means each method's default SE type
+(:attr:`~micromacro_sim.estimators.base.Estimator.default_se`: the model SE of a one-step
+method, HC3 for the two-step methods, HC2 for croon); ``cover_HC3`` and the like pick one
+type for every method (:func:`method_se_type` resolves a measure per method).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from micromacro_sim.core.errors import ConfigError
-from micromacro_sim.core.results import SE_COLUMNS, SE_TYPES
+from micromacro_sim.core.results import DEFAULT_SE, SE_COLUMNS, SE_TYPES
 
 __all__ = [
     "MEASURES",
@@ -34,7 +39,9 @@ __all__ = [
     "Measure",
     "RATE_MEASURES",
     "check_target",
+    "check_se_type",
     "indicators",
+    "method_se_type",
     "parse_measure",
     "replications_needed",
     "se_column",
@@ -55,15 +62,17 @@ MIN_TARGET_MCSE = 1e-12
 
 @dataclass(frozen=True)
 class Measure:
-    """A measure and the model SE it uses (``cover_HC3`` is cover with HC3 SEs)."""
+    """A measure and the model SE it uses (``cover_HC3`` is cover with HC3 SEs; a bare
+    ``cover`` has ``se_type`` :data:`~micromacro_sim.core.results.DEFAULT_SE`: each
+    method's default type)."""
 
     name: str
-    se_type: str = "classical"
+    se_type: str = DEFAULT_SE
 
     @property
     def label(self) -> str:
         """The measure as written on the command line (``cover``, ``cover_HC3``)."""
-        if self.name in _USES_SE and self.se_type != "classical":
+        if self.name in _USES_SE and self.se_type != DEFAULT_SE:
             return f"{self.name}_{self.se_type}"
         return self.name
 
@@ -72,9 +81,43 @@ class Measure:
         """Whether the measure is a proportion of replications."""
         return self.name in RATE_MEASURES
 
+    @property
+    def uses_se(self) -> bool:
+        """Whether the measure uses a model SE (modelse, cover, reject)."""
+        return self.name in _USES_SE
 
-def parse_measure(text: str, field: str, se_type: str = "classical") -> Measure:
-    """Parse ``bias``, ``power``, ``cover_HC3``...; unknown names raise ConfigError."""
+    def se_for(self, default: str) -> str:
+        """The SE type for a method whose default type is ``default``."""
+        return default if self.se_type == DEFAULT_SE else self.se_type
+
+
+def check_se_type(se_type: str | None, field: str = "se-type") -> str:
+    """``None`` or ``"default"`` (each method's default type) or an SE type, as the SE
+    type of bare measure names; anything else is a one-line ConfigError."""
+    if se_type is None or se_type == DEFAULT_SE:
+        return DEFAULT_SE
+    if se_type not in SE_TYPES:
+        raise ConfigError(f"{field}: expected {DEFAULT_SE} or one of {', '.join(SE_TYPES)}, "
+                          f"got {se_type!r}")
+    return se_type
+
+
+def method_se_type(declared: Any, two_step: bool) -> str:
+    """A method's default SE type: its declared ``default_se`` when that is an SE type,
+    else ``classical`` (its model SE) for a one-step method and ``HC3`` for a two-step
+    one."""
+    if isinstance(declared, str) and declared in SE_TYPES:
+        return declared
+    return "HC3" if two_step else "classical"
+
+
+def parse_measure(text: str, field: str, se_type: str | None = DEFAULT_SE) -> Measure:
+    """Parse ``bias``, ``power``, ``cover_HC3``...; unknown names raise ConfigError.
+
+    ``se_type`` is the SE type of a bare modelse, cover or reject (default: each method's
+    own, :data:`~micromacro_sim.core.results.DEFAULT_SE`).
+    """
+    se_type = check_se_type(se_type)
     raw = str(text).strip()
     base, _, suffix = raw.partition("_")
     base = _ALIASES.get(base.lower(), base.lower())
@@ -86,6 +129,8 @@ def parse_measure(text: str, field: str, se_type: str = "classical") -> Measure:
             raise ConfigError(f"{field}: unknown measure {raw!r} (SE types: "
                               f"{', '.join(SE_TYPES)}, only after modelse, cover, reject)")
         se_type = suffix
+    if base not in _USES_SE:
+        se_type = DEFAULT_SE
     return Measure(base, se_type)
 
 

@@ -98,6 +98,11 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
     #: Origin of its intercept: ``"x_zero"`` (where x is 0), ``"latent_mean"`` (a latent
     #: variable with mean 0) or ``"score_mean"`` (scores that are deviations from the mean).
     origin: ClassVar[str] = "x_zero"
+    #: SE type behind the bare measures (``cover``, ``reject``, ``modse``) of summaries,
+    #: reports, ``plan``, ``power`` and adaptive targets: one of
+    #: :data:`~micromacro_sim.core.results.SE_TYPES`. A one-step method keeps
+    #: ``"classical"``, the slot of its model-based SE (outputs call it ``model``).
+    default_se: ClassVar[str] = "classical"
 
     def __init__(self, *, label: str | None = None, **options: Any) -> None:
         self.label = label or self.name
@@ -264,6 +269,8 @@ class TwoStepEstimator(Estimator):
     """
 
     two_step = True
+    #: The second step's OLS reports classical and HC0-HC3 SEs; HC3 is the default.
+    default_se = "HC3"
 
     @abstractmethod
     def scores(self, data: Dataset) -> Scores:

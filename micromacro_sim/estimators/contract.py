@@ -9,10 +9,13 @@ saying what is wrong.
 Checks
 ------
 constructor
-    The constructor only stores options: defaults as declared, unknown options refused
-    with ``ValueError("unknown option ...")``, ``label`` taken.
+    The class declares a known ``default_se`` (one of
+    :data:`~micromacro_sim.core.results.SE_TYPES`); the constructor only stores options:
+    defaults as declared, unknown options refused with ``ValueError("unknown option
+    ...")``, ``label`` taken.
 fits_row16
-    On the seed study's row 16 dataset the fit is proper (ok), well formed, repeatable.
+    On the seed study's row 16 dataset the fit is proper (ok), well formed, repeatable,
+    with finite SEs of its ``default_se`` type.
 unbalanced
     On unbalanced groups the fit is ok, or not_applicable when ``needs_balanced``.
 never_raises
@@ -49,8 +52,8 @@ from micromacro_sim.generate.dgp import generate
 from micromacro_sim.generate.seeding import replication_rng
 
 __all__ = ["CHECKS", "DESIGNS", "EST_TOL", "SE_TOL", "CheckResult", "ContractFailure",
-           "assert_same", "batch_cases", "check_bits_stable", "check_fast_equals_reference",
-           "make_batch", "make_data", "run_contract"]
+           "assert_same", "batch_cases", "check_bits_stable", "check_default_se",
+           "check_fast_equals_reference", "make_batch", "make_data", "run_contract"]
 
 #: Fast and reference paths solve the same equations to about 1e-12; the contract is
 #: estimates within 1e-6 and SEs within 1e-5 (absolute), identical verdicts.
@@ -159,9 +162,18 @@ def check_result(res: Any, data: Dataset, label: str) -> None:
         _require(res.reason and res.reason_code, "a flagged fit must carry a reason code")
 
 
+def check_default_se(cls: type[Estimator]) -> None:
+    """``default_se`` names an SE type (the one behind a bare ``cover``, ``reject``)."""
+    declared = getattr(cls, "default_se", None)
+    _require(isinstance(declared, str) and declared in SE_TYPES,
+             f"default_se is {declared!r}, expected one of {', '.join(SE_TYPES)} (a one-step "
+             "method keeps 'classical', the slot of its model SE)")
+
+
 def check_constructor(cls: type[Estimator]) -> None:
-    """The constructor only validates and stores options."""
+    """A known ``default_se``; the constructor only validates and stores options."""
     _require(cls.name or cls.__name__, "no name")
+    check_default_se(cls)
     est = cls()
     _require(est.params == {k: o.default for k, o in cls.options.items()},
              f"params {est.params} are not the declared defaults")
@@ -181,6 +193,10 @@ def check_fits_row16(cls: type[Estimator]) -> None:
     res = est.fit(data)
     check_result(res, data, "contract-label")
     _require(res.ok, f"not ok on row 16: {res.reason}")
+    if cls.default_se in SE_TYPES:  # a bad one fails the constructor check
+        se = res.se(cls.default_se)
+        _require(np.all(np.isfinite(se) & (se > 0)),
+                 f"default_se is {cls.default_se!r}, but an ok fit has no such SEs")
     again = est.fit(data)
     _require(np.array_equal(res.params, again.params, equal_nan=True), "refit differs")
 

@@ -46,6 +46,7 @@ class Croon(TwoStepEstimator):
 
     name = "croon"
     description = "Croon & van Veldhoven adjusted group means, OLS (CV's SE: HC2)"
+    default_se = "HC2"  # Croon & van Veldhoven's corrected SE is the HC2 sandwich
     max_x = None
     batch_designs = ("balanced", "unbalanced")
     uses_member_positions = False  # group means and sums only

@@ -43,16 +43,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="pilot replications per cell (default 200)")
     p.add_argument("--target-mcse", default="bias=0.005,cover=0.005",
                    help="measure=MCSE pairs, comma-separated: bias, empse, mse, modelse, "
-                        "cover, reject|power (cover_HC3 etc. for another SE type); "
+                        "cover, reject|power (bare: each method's default SE type; "
+                        "cover_HC3 etc. for one type); "
                         "default bias=0.005,cover=0.005")
     p.add_argument("--worst-case", action="store_true",
                    help="plan rates at p = .5 (0.25 / MCSE^2) whatever the pilot shows")
     p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the intervals (default .95)")
-    p.add_argument("--se-type", default="classical",
-                   choices=["classical", "HC0", "HC1", "HC2", "HC3"],
-                   help="SE type of modelse, cover and reject (default classical)")
+    p.add_argument("--se-type", default=None,
+                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   help="SE type of a bare modelse, cover and reject (default: each "
+                        "method's own: the model SE of one-step methods, HC3 for two-step "
+                        "methods, HC2 for croon)")
     p.add_argument("--term", help="plan for these terms only, comma-separated (default all)")
     p.add_argument("--n-jobs", type=int, help="parallel workers (overrides the config)")
     p.add_argument("--engine", help="auto (default), fast or reference")

@@ -110,8 +110,9 @@ def cmd_power(args: argparse.Namespace) -> int:
                        block=args.block, confirm=args.confirm, se_type=args.se_type)
     seconds = time.perf_counter() - t0
     for sol in sols:
+        se = f", {sol.se_type} SE" if sol.se_type else ""
         print(f"{sol.method} ({args.term}, target {target.measure} "
-              f"{'>=' if target.kind == 'rate' else '|.| <='} {target.value:g}):")
+              f"{'>=' if target.kind == 'rate' else '|.| <='} {target.value:g}{se}):")
         print(_pooled(sol).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if sol.confirmation:
             est, mcse, reps = sol.confirmation
@@ -160,9 +161,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--range", help="LO:HI search range (default 10:500 groups, 2:100 members)")
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the answer's interval (default .95)")
-    p.add_argument("--se-type", default="classical",
-                   choices=["classical", "HC0", "HC1", "HC2", "HC3"],
-                   help="SE type of the tests and intervals (default classical)")
+    p.add_argument("--se-type", default=None,
+                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   help="SE type of the tests and intervals (default: each method's own: "
+                        "the model SE of one-step methods, HC3 for two-step methods, HC2 "
+                        "for croon)")
     p.add_argument("--steps", type=int, default=10, help="bisection steps (default 10)")
     p.add_argument("--block", type=int, default=100,
                    help="replications of the first bisection block (default 100)")

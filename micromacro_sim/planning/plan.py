@@ -5,7 +5,8 @@ a temporary folder, with the config's own seed: the pilot's replications are the
 ones of the full study), then for every cell x method x term x target measure computes
 the replications that reach the target Monte Carlo SE (Morris, White & Crowther 2019,
 Table 6; Siepe et al. 2024), with an interval reflecting the pilot's own uncertainty
-(:mod:`micromacro_sim.design.measures`). The largest requirement binds.
+(:mod:`micromacro_sim.design.measures`). The largest requirement binds. A bare modelse,
+cover or reject uses each method's default SE type (column ``se_type`` of the plan).
 """
 
 from __future__ import annotations
@@ -29,19 +30,23 @@ from micromacro_sim.design.measures import (
     replications_needed,
     se_column,
 )
+from micromacro_sim.run.adaptive import default_se_types
 
 __all__ = ["PLAN_COLUMNS", "PlanResult", "parse_targets", "plan"]
 
 #: Columns of the plan table.
 PLAN_COLUMNS = [
-    "scenario", "label", "method", "term", "measure", "target_mcse", "pilot_reps",
+    "scenario", "label", "method", "term", "measure", "se_type", "target_mcse", "pilot_reps",
     "pilot_estimate", "pilot_mcse", "reps_needed", "reps_lo", "reps_hi", "binding",
 ]
 
 
 def parse_targets(spec: str | Mapping[str, float], field: str = "target-mcse",
-                  se_type: str = "classical") -> dict[Measure, float]:
+                  se_type: str | None = None) -> dict[Measure, float]:
     """``bias=0.005,cover=0.005`` (or a mapping) -> {Measure: target MCSE}.
+
+    ``se_type`` is the SE type of a bare modelse, cover and reject (None: each method's
+    default type).
 
     Raises
     ------
@@ -105,7 +110,7 @@ class PlanResult:
     def format(self) -> str:
         """A readable table and the recommendation."""
         t = self.table.copy()
-        show = ["label", "method", "term", "measure", "target_mcse", "pilot_estimate",
+        show = ["label", "method", "term", "measure", "se_type", "target_mcse", "pilot_estimate",
                 "pilot_mcse", "reps_needed", "reps_lo", "reps_hi"]
         text = t[show].to_string(index=False, float_format=lambda v: f"{v:.4g}")
         b = self.binding
@@ -153,6 +158,7 @@ def plan_table(config: RunConfig, estimates: pd.DataFrame, targets: dict[Measure
                worst_case: bool = False, terms: list[str] | None = None) -> pd.DataFrame:
     """The plan rows from a pilot's estimates table (proper fits only, as summaries)."""
     scen = {sc.key: sc for sc in config.scenarios}
+    defaults = default_se_types(config.methods)
     rows = []
     est = estimates[estimates["status"] == "ok"] if "status" in estimates else estimates
     if terms:
@@ -161,15 +167,17 @@ def plan_table(config: RunConfig, estimates: pd.DataFrame, targets: dict[Measure
         sc = scen[key]
         theta = sc.true_params[term]
         for m, target in targets.items():
+            se = m.se_for(defaults.get(method, "classical"))
             need = replications_needed(
-                m, g["estimate"].to_numpy(), g[se_column(m.se_type)].to_numpy(),
+                m, g["estimate"].to_numpy(), g[se_column(se)].to_numpy(),
                 g["df_resid"].to_numpy(), theta, target, alpha=alpha, level=level,
                 worst_case=worst_case)
             if need is None:
                 continue
             rows.append({
                 "scenario": key, "label": sc.label(), "method": method, "term": term,
-                "measure": m.label, "target_mcse": target, "pilot_reps": need.k,
+                "measure": m.label, "se_type": se if m.uses_se else "",
+                "target_mcse": target, "pilot_reps": need.k,
                 "pilot_estimate": need.estimate, "pilot_mcse": need.pilot_mcse,
                 "reps_needed": _ceil(need.n), "reps_lo": _ceil(need.lo),
                 "reps_hi": _ceil(need.hi),
@@ -196,7 +204,7 @@ def _ceil(v: float) -> int:
 def plan(config: RunConfig, *, pilot: int = 200,
          target_mcse: str | Mapping[str, float] = "bias=0.005,cover=0.005",
          alpha: float = 0.05, level: float = 0.95, worst_case: bool = False,
-         se_type: str = "classical", terms: list[str] | None = None) -> PlanResult:
+         se_type: str | None = None, terms: list[str] | None = None) -> PlanResult:
     """Replications per cell for target Monte Carlo SEs, from a pilot run.
 
     Parameters
@@ -207,16 +215,18 @@ def plan(config: RunConfig, *, pilot: int = 200,
         Pilot replications per cell (>= 10).
     target_mcse : str or mapping
         ``{"bias": 0.005, "cover": 0.005}`` or ``"bias=0.005,cover=0.005"``. Measures:
-        bias, empse, mse, modelse, cover, reject (or power); ``cover_HC3`` etc. pick an
-        SE type.
+        bias, empse, mse, modelse, cover, reject (or power); a bare modelse, cover or
+        reject uses each method's default SE type, ``cover_HC3`` etc. pick one.
     alpha : float
         Nominal level of coverage and rejection.
     level : float
         Confidence level of the intervals for the replications needed.
     worst_case : bool
         Plan rates (cover, reject) for p = .5, i.e. 0.25 / MCSE^2.
-    se_type : str
-        Default SE type of modelse, cover and reject.
+    se_type : str, optional
+        SE type of a bare modelse, cover and reject for every method (default: each
+        method's own, ``Estimator.default_se``: the model SE of a one-step method, HC3
+        for two-step methods, HC2 for croon).
     terms : list of str, optional
         Plan for these terms only (default: every term).
 

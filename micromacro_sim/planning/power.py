@@ -16,7 +16,9 @@ manner of SimDesign's ``SimSolve`` (Chalmers 2024):
 
 Every evaluated design value is its own scenario (its key derives from its parameters),
 and each block continues that scenario's replication streams, so the same config and
-seed give the same answer.
+seed give the same answer. Power and coverage use each method's default SE type (the
+model SE of a one-step method, HC3 for two-step methods, HC2 for croon) unless an SE
+type is given; :attr:`Solution.se_type` and the evaluations say which.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import numpy as np
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError, did_you_mean
+from micromacro_sim.core.results import DEFAULT_SE
 from micromacro_sim.design.config import MethodSpec, RunConfig
-from micromacro_sim.design.measures import indicators, se_column
+from micromacro_sim.design.measures import check_se_type, indicators, se_column
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import registry
 from micromacro_sim.planning.curve import CurveFit, fit_curve
+from micromacro_sim.run.adaptive import default_se_types
 
 __all__ = ["SOLVABLE", "PowerTarget", "Solution", "parse_range", "parse_target", "solve_power"]
 
@@ -44,19 +48,28 @@ _SHORT = {"n_groups": "G", "group_size": "n"}
 @dataclass(frozen=True)
 class PowerTarget:
     """The target: ``power`` (or ``reject``) and ``cover`` at least ``value``; ``bias``:
-    absolute bias at most ``value``."""
+    absolute bias at most ``value``. ``se_type`` is the SE type of the tests and
+    intervals (``default``: each method's own)."""
 
     measure: str
     value: float
-    se_type: str = "classical"
+    se_type: str = DEFAULT_SE
 
     @property
     def kind(self) -> str:
         return "bias" if self.measure == "bias" else "rate"
 
+    def se_for(self, spec: MethodSpec) -> str:
+        """The SE type of the tests and intervals of method ``spec``."""
+        if self.se_type != DEFAULT_SE:
+            return self.se_type
+        return default_se_types([spec])[spec.label]
 
-def parse_target(text: str, se_type: str = "classical") -> PowerTarget:
-    """``power=0.80``, ``cover=0.93``, ``bias=0.01`` -> PowerTarget."""
+
+def parse_target(text: str, se_type: str | None = None) -> PowerTarget:
+    """``power=0.80``, ``cover=0.93``, ``bias=0.01`` -> PowerTarget (``se_type``: that
+    of the tests and intervals, None for each method's default)."""
+    se_type = check_se_type(se_type)
     name, eq, value = str(text).partition("=")
     name = name.strip().lower()
     name = {"reject": "power", "coverage": "cover"}.get(name, name)
@@ -106,15 +119,18 @@ class Solution:
         is not reached within the range; ``lo`` None: already reached at its start).
     confirmation : tuple (estimate, mcse, replications)
         The measure at ``answer`` from the confirmation block.
+    se_type : str
+        SE type of the tests and intervals ("" for a bias target).
     evaluations : DataFrame
         Every block run: design value, stage, replications, the block's and the pooled
-        estimate, the pooled MCSE and the fitted curve.
+        estimate, the pooled MCSE, the SE type and the fitted curve.
     """
 
     method: str
     solve: str
     target: PowerTarget
     range: tuple[int, int]
+    se_type: str = ""
     answer: int | None = None
     lo: int | None = None
     hi: int | None = None
@@ -144,6 +160,7 @@ class _Evaluator:
                  target: PowerTarget, alpha: float):
         self.config, self.spec, self.solve, self.term = config, spec, solve, term
         self.target, self.alpha = target, alpha
+        self.se_type = target.se_for(spec) if target.kind == "rate" else ""
         self.base = config.scenarios[0].to_params()
         self.pooled: dict[int, np.ndarray] = {}  # x -> [n, s1, s2]
         self.rows: list[dict] = []
@@ -163,7 +180,7 @@ class _Evaluator:
         e = g["estimate"].to_numpy()
         if self.target.measure == "bias":
             return (e - theta)[np.isfinite(e)]
-        cover, reject = indicators(e, g[se_column(self.target.se_type)].to_numpy(),
+        cover, reject = indicators(e, g[se_column(self.se_type)].to_numpy(),
                                    g["df_resid"].to_numpy(), theta, self.alpha)
         return (cover if self.target.measure == "cover" else reject).astype(float)
 
@@ -194,7 +211,7 @@ class _Evaluator:
             "block_estimate": float(u.mean()) if u.size else float("nan"),
             "pooled_reps": int(pooled[0]),
             "pooled_estimate": float(pooled[1] / pooled[0]) if pooled[0] else float("nan"),
-            "pooled_mcse": se_pool, "label": sc.label(),
+            "pooled_mcse": se_pool, "se_type": self.se_type, "label": sc.label(),
         })
         return self.margin(block)
 
@@ -239,7 +256,7 @@ def _solve_one(config: RunConfig, spec: MethodSpec, solve: str, term: str,
                target: PowerTarget, rng: tuple[int, int], alpha: float, level: float,
                steps: int, block: int, confirm: int) -> Solution:
     ev = _Evaluator(config, spec, solve, term, target, alpha)
-    sol = Solution(spec.label, solve, target, rng)
+    sol = Solution(spec.label, solve, target, rng, ev.se_type)
     lo, hi = rng
     m_hi, se_hi = ev.run(hi, 2 * block, "bracket")
     m_lo, se_lo = ev.run(lo, 2 * block, "bracket")
@@ -314,7 +331,7 @@ def solve_power(config: RunConfig, *, solve: str = "n_groups",
                 term: str = "xi", alpha: float = 0.05,
                 search_range: str | tuple[int, int] | None = None, level: float = 0.95,
                 steps: int = 10, block: int = 100, confirm: int = 1000,
-                se_type: str = "classical") -> list[Solution]:
+                se_type: str | None = None) -> list[Solution]:
     """The smallest design value at which each method reaches the target.
 
     Parameters
@@ -338,8 +355,9 @@ def solve_power(config: RunConfig, *, solve: str = "n_groups",
     steps, block, confirm : int
         Bisection steps, the first block's replications (doubling every third step),
         and the confirmation block's replications.
-    se_type : str
-        SE type of the tests and intervals.
+    se_type : str, optional
+        SE type of the tests and intervals for every method (default: each method's
+        own, ``Estimator.default_se``; ignored when ``target`` is a PowerTarget).
 
     Returns
     -------

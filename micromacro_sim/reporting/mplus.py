@@ -13,6 +13,10 @@ between .91 and .98, and power for the focal parameter is at least .80. Paramete
 is ``(Average - Population) / Population``; SE bias is ``(S.E. Average - Std. Dev.) /
 Std. Dev.``. Parameter bias is not defined where the population value is 0, and power
 only applies where it is not.
+
+By default (``se_type`` None) S.E. Average, coverage and % Sig Coeff use each method's
+default SE type (the model SE of a one-step method, HC3 for the two-step methods, HC2 for
+croon); an SE type uses that one for every method.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
-from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting.se_types import check_se_type, se_list
 from micromacro_sim.reporting.summary_text import select_rows
 from micromacro_sim.reporting.terminal import render_table, wrap_text
 
@@ -36,15 +40,15 @@ CRITERIA = {"param_bias": 0.10, "se_bias": 0.10, "se_bias_focal": 0.05,
 FLAG_LABELS = {"flag_param_bias": "param bias >= 10%", "flag_se_bias": "SE bias >= 10%",
                "flag_se_bias_focal": "focal SE bias >= 5%",
                "flag_cover": "cover outside .91-.98", "flag_power": "power < .80"}
-_COLUMNS = {  # Mplus heading -> (summary column, its MCSE column); {t}: SE type
+_COLUMNS = {  # Mplus heading -> (summary column, its MCSE column); {t}: "_<SE type>" or ""
     "Population": ("theta", None), "Average": ("mean", "bias_mcse"),
-    "Std. Dev.": ("empse", "empse_mcse"), "S.E. Average": ("meanse_{t}", "meanse_{t}_mcse"),
-    "M.S.E.": ("mse", "mse_mcse"), "95% Cover": ("cover_{t}", "cover_{t}_mcse"),
-    "% Sig Coeff": ("reject_{t}", "reject_{t}_mcse"),
+    "Std. Dev.": ("empse", "empse_mcse"), "S.E. Average": ("meanse{t}", "meanse{t}_mcse"),
+    "M.S.E.": ("mse", "mse_mcse"), "95% Cover": ("cover{t}", "cover{t}_mcse"),
+    "% Sig Coeff": ("reject{t}", "reject{t}_mcse"),
 }
 
 
-def mplus_table(summary, *, se_type: str = "classical", focal: str | None = None,
+def mplus_table(summary, *, se_type: str | None = None, focal: str | None = None,
                 methods: Sequence[str] | None = None,
                 terms: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per scenario x method x term with the Mplus columns, MCSEs and checks.
@@ -52,8 +56,9 @@ def mplus_table(summary, *, se_type: str = "classical", focal: str | None = None
     Parameters
     ----------
     summary : RunSummary
-    se_type : str
-        SE type behind S.E. Average, coverage and % Sig Coeff (default classical).
+    se_type : str, optional
+        SE type behind S.E. Average, coverage and % Sig Coeff (default: each method's
+        default type, the summary's bare columns).
     focal : str, optional
         Term whose power is assessed (default: the last term of the model).
     methods, terms : sequence of str, optional
@@ -66,8 +71,8 @@ def mplus_table(summary, *, se_type: str = "classical", focal: str | None = None
         ``<column> MCSE``, ``param_bias``, ``se_bias`` (proportions), and boolean
         ``flag_*`` columns (:data:`FLAG_LABELS`; True where a check fails).
     """
-    if se_type not in SE_TYPES:
-        raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    se_type = check_se_type(se_type)
+    suffix = "" if se_type is None else f"_{se_type}"
     perf = select_rows(summary.performance, methods, terms)
     all_terms = list(dict.fromkeys(summary.performance["term"]))
     focal = focal or all_terms[-1]
@@ -75,10 +80,10 @@ def mplus_table(summary, *, se_type: str = "classical", focal: str | None = None
         raise ConfigError(f"focal: unknown term {focal!r} (available: {', '.join(all_terms)})")
     out = perf[["scenario", "label", "method", "term"]].copy()
     for head, (col, se) in _COLUMNS.items():
-        col = col.format(t=se_type)
+        col = col.format(t=suffix)
         out[head] = perf[col].astype(float) if col in perf.columns else np.nan
         if se is not None:
-            se = se.format(t=se_type)
+            se = se.format(t=suffix)
             out[f"{head} MCSE"] = perf[se].astype(float) if se in perf.columns else np.nan
     pop, avg = out["Population"], out["Average"]
     sd, sebar = out["Std. Dev."], out["S.E. Average"]
@@ -101,7 +106,7 @@ def _checks(row: pd.Series) -> str:
     return "; ".join(failed) if failed else "ok"
 
 
-def format_mplus(summary, *, se_type: str = "classical", focal: str | None = None,
+def format_mplus(summary, *, se_type: str | None = None, focal: str | None = None,
                  methods: Sequence[str] | None = None, terms: Sequence[str] | None = None,
                  width: int | None = None) -> str:
     """The Mplus-style table as text: one block per scenario and method, MCSE rows below.
@@ -112,8 +117,11 @@ def format_mplus(summary, *, se_type: str = "classical", focal: str | None = Non
     focal = focal or list(dict.fromkeys(summary.performance["term"]))[-1]
     labels = dict(zip(summary.datasets["scenario"], summary.datasets["cell"], strict=True))
     heads = list(_COLUMNS)
+    se_type = check_se_type(se_type)
+    which = (f"{se_type} SEs" if se_type is not None else
+             f"each method's default SEs: {se_list(summary.performance)}")
     lines = [wrap_text(
-        f"MODEL RESULTS (Monte Carlo, {se_type} SEs; focal term {focal}). Each parameter's "
+        f"MODEL RESULTS (Monte Carlo, {which}; focal term {focal}). Each parameter's "
         "second row holds the Monte Carlo SEs. Checks after Muthen & Muthen (2002): "
         "parameter and SE bias below 10%, SE bias of the focal term below 5%, coverage in "
         ".91-.98, power of the focal term at least .80.", width)]

@@ -32,6 +32,7 @@ from micromacro_sim.reporting.bias_stat import BIAS_STATS, check_stat
 from micromacro_sim.reporting.figures.common import require_matplotlib
 from micromacro_sim.reporting.render import render_html, render_markdown
 from micromacro_sim.reporting.report_figures import draw_figures, published_tables
+from micromacro_sim.reporting.se_types import check_se_type, se_list
 from micromacro_sim.run.atomic import write_text
 from micromacro_sim.run.paths import check_output_dir
 from micromacro_sim.run.reading import open_run_folder, output_inside_run
@@ -95,7 +96,7 @@ def _stars(frame: pd.DataFrame) -> int:
 
 
 def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
-              alpha: float, se_type: str, published: dict[str, pd.DataFrame],
+              alpha: float, se_type: str | None, published: dict[str, pd.DataFrame],
               manifest: dict[str, Any], estimates: pd.DataFrame, bias: str,
               include_flagged: bool) -> list[rt.Section]:
     perf = summary.performance
@@ -109,7 +110,10 @@ def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
     flags = rt.flags_table(summary, order, methods)
     bad = int((flags["not ok"] != "0").sum())
     ds = rt.datasets_table(summary, order)
-    cover, reject = rt.rate_table(perf, "cover", alpha), rt.rate_table(perf, "reject", alpha)
+    cover = rt.rate_table(perf, "cover", alpha, se_type)
+    reject = rt.rate_table(perf, "reject", alpha, se_type)
+    default = (f" default SE: each method's own ({se_list(perf)}; model: a one-step "
+               "method's model-based SE)." if se_type is None else "")
     secs = _failure_sections(summary, manifest, figs, include_flagged=include_flagged)
     secs += [
         S("Scenarios", rt.scenario_table(scen_all, summary.datasets.set_index("scenario")
@@ -135,18 +139,22 @@ def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
           f"{len(methods)} methods"),
         S("Coverage per SE type", cover,
           f"Share of {100 * (1 - alpha):g}% intervals that contain the true value, mcse in "
-          "parentheses. band: nominal +/- 2 sqrt(p(1-p)/K); * marks a rate outside it.",
+          "parentheses. band: nominal +/- 2 sqrt(p(1-p)/K); * marks a rate outside it."
+          + default,
           keys("cover:") + keys("zip:"), question=Q_COVER,
           summary=f"coverage per SE type, {_stars(cover)} rates outside the band (*)"),
         S("Rejection rate per SE type", reject,
           f"Share of replications rejecting H0: term = 0 at alpha = {alpha:g}. A Type I error "
-          "where the true value is 0 (band and * as for coverage); power elsewhere.",
+          "where the true value is 0 (band and * as for coverage); power elsewhere." + default,
           keys("reject:"), question=Q_TESTS,
           summary=f"rejection per SE type, {_stars(reject)} Type I error rates outside the "
           "band (*)"),
         S("Accuracy and precision", rt.accuracy_table(perf, se_type),
           "empSE: SD of the estimates; modSE: root mean squared model SE; relative error of "
-          "the model SE: 100 (modSE / empSE - 1).", keys("nested:"), question=Q_PRECISION,
+          "the model SE: 100 (modSE / empSE - 1)."
+          + (" SE: the SE type of modSE, each method's default (model: a one-step method's "
+             "model-based SE)." if se_type is None else ""),
+          keys("nested:"), question=Q_PRECISION,
           summary="empirical and model SEs, RMSE per scenario, method and term"),
     ]
     for name, frame in published.items():
@@ -171,7 +179,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt: str = "html",
-                 alpha: float = 0.05, include_flagged: bool = False, se_type: str = "HC3",
+                 alpha: float = 0.05, include_flagged: bool = False,
+                 se_type: str | None = None,
                  plots: bool = True, terms: list[str] | None = None,
                  bias: str = "mean") -> Path:
     """Write a report of a run folder.
@@ -189,8 +198,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
         Nominal level of intervals and tests.
     include_flagged : bool
         Also summarize flagged fits that have estimates (as ``micromacro summarize``).
-    se_type : str
-        Robust SE type shown beside the classical one (tables, nested-loop and zip plots).
+    se_type : str, optional
+        None (default, or ``"default"``): every method with its default SE type
+        (``Estimator.default_se``: the model SE of a one-step method, HC3 for two-step
+        methods, HC2 for croon) in the tables, the zip and nested-loop plots and a first
+        column of the coverage and rejection panels. An SE type: every method with that
+        type, shown beside the classical one in the accuracy table.
     plots : bool
         Draw the figures (needs matplotlib, the ``plots`` extra).
     terms : list of str, optional
@@ -214,8 +227,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, fmt:
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if se_type not in SE_TYPES:
-        raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    se_type = check_se_type(se_type)
     check_stat(bias)
     folder = open_run_folder(run_dir)
     run_dir, manifest, scen_all = folder.path, folder.manifest, folder.scenarios
@@ -265,7 +277,7 @@ def _alive(pid: int) -> bool:
 
 def _write(summary: Any, manifest: dict[str, Any], scen_all: pd.DataFrame,
            estimates: pd.DataFrame, run_dir: Path, out: Path, *, fmt: str, alpha: float,
-           include_flagged: bool, se_type: str, plots: bool,
+           include_flagged: bool, se_type: str | None, plots: bool,
            terms: list[str] | None, bias: str = "mean") -> Path:
     """Render the report of an opened, summarized run into ``out``."""
     title = f"micromacro run report: {manifest.get('name', run_dir.name)}"
@@ -339,8 +351,10 @@ def add_parser(subparsers: Any, *,
     p.add_argument("--alpha", type=float, default=0.05, help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
                    help="also use flagged fits that have estimates")
-    p.add_argument("--se-type", default="HC3", choices=[t for t in SE_TYPES if t != "classical"],
-                   help="robust SE type shown beside the classical one in the accuracy table")
+    p.add_argument("--se-type", default=None, choices=["default", *SE_TYPES],
+                   help="SE type of coverage, rejection and model SE for every method "
+                        "(default: each method's own: the model SE of one-step methods, HC3 "
+                        "for two-step methods, HC2 for croon)")
     p.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
     p.add_argument("--terms", help="terms that get figures, comma-separated (default: slopes)")
     p.add_argument("--bias", choices=list(BIAS_STATS), default="mean",

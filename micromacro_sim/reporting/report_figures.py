@@ -7,8 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
+from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.reporting.bias_stat import check_stat
 from micromacro_sim.reporting.report_tables import Figure
+from micromacro_sim.reporting.se_types import measure_column, se_note
 from micromacro_sim.summaries.summarize import RunSummary
 
 __all__ = ["EST_CELLS", "draw_figures", "published_tables"]
@@ -52,7 +54,7 @@ def _terms(perf: pd.DataFrame, terms: list[str] | None) -> list[str]:
 
 
 def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFrame,
-                 folder: Path, *, alpha: float, include_flagged: bool, se_type: str,
+                 folder: Path, *, alpha: float, include_flagged: bool, se_type: str | None,
                  published: dict[str, pd.DataFrame],
                  terms: list[str] | None = None, bias: str = "mean") -> dict[str, Figure]:
     """Draw every report figure into ``folder``; key -> :class:`Figure` in display order.
@@ -60,7 +62,9 @@ def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFram
     Keys: ``failures`` (when a fit failed), ``bias:<term>``, ``est:<term>``,
     ``cover:<term>``, ``zip:<term>``, ``reject:<term>``, ``nested:<term>`` and
     ``published:<table>``. ``bias`` is the statistic of the bias figures and of the
-    nested-loop plots' bias panel: ``mean`` or ``median``.
+    nested-loop plots' bias panel: ``mean`` or ``median``. ``se_type`` None shows every
+    method with its default SE type (zip and nested-loop plots; a first column of the
+    coverage and rejection panels); an SE type shows every method with that one.
     """
     from micromacro_sim.reporting.figures import common, failure_map, nested_loop
     from micromacro_sim.reporting.figures import published as pubfig
@@ -69,7 +73,7 @@ def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFram
     check_stat(bias)
     perf = summary.performance
     terms = _terms(perf, terms)
-    has_se = f"cover_{se_type}" in perf.columns or "cover_classical" in perf.columns
+    has_se = measure_column("cover", se_type) in perf.columns or "cover_classical" in perf.columns
     figs: dict[str, Figure] = {}
     heat = failure_map.plot_failure_heatmap(summary, folder / "failures.png",
                                             methods=list(dict.fromkeys(perf["method"])))
@@ -89,8 +93,9 @@ def draw_figures(summary: RunSummary, estimates: pd.DataFrame, scen: pd.DataFram
             f"Nested-loop plot of {t}",
             nested_loop.plot_nested_loop(summary, folder / f"nested_loop_{t}.png", term=t,
                                          measures=measures, se_type=se_type, alpha=alpha),
-            f"Nested-loop plot of {t}: {bias} bias, RMSE, coverage and rejection ({se_type} SE) "
-            "over every cell, with the design factors as steps beneath.")
+            f"Nested-loop plot of {t}: {bias} bias, RMSE, coverage and rejection "
+            f"({se_note(perf, se_type)}) over every cell, with the design factors as steps "
+            "beneath.")
     for name, frame in published.items():
         labels = [c for c in ("cell", "method", "term", "statistic") if c in frame.columns]
         figs[f"published:{name}"] = Figure(
@@ -133,31 +138,38 @@ def _bias_figures(summary: RunSummary, estimates: pd.DataFrame, folder: Path,
 
 
 def _rate_figures(summary: RunSummary, estimates: pd.DataFrame, folder: Path,
-                  terms: list[str], *, alpha: float, se_type: str,
+                  terms: list[str], *, alpha: float, se_type: str | None,
                   include_flagged: bool) -> dict[str, Figure]:
     """Coverage, zip plots and rejection of every term."""
     from micromacro_sim.reporting.figures import rates, zip_plot
 
     figs: dict[str, Figure] = {}
+    # default: a first column of each method's default SE type, then every SE type
+    panels = None if se_type is None else SE_TYPES
+    first = ("; first column: each method's default SE type, named in the legend"
+             if se_type is None else "")
     for t in terms:
         figs[f"cover:{t}"] = Figure(
             f"Coverage of {t}",
-            rates.plot_coverage(summary, folder / f"coverage_{t}.png", term=t, alpha=alpha),
+            rates.plot_coverage(summary, folder / f"coverage_{t}.png", term=t, alpha=alpha,
+                                se_types=panels),
             f"Coverage of the {100 * (1 - alpha):g}% intervals of {t} per cell and SE "
             "type; grey: nominal level +/- 2 sqrt(p(1-p)/K), the range a correct method "
-            "falls in 95% of the time.")
+            f"falls in 95% of the time{first}.")
     for t in terms:
         figs[f"zip:{t}"] = Figure(
             f"Zip plot of {t}",
             zip_plot.plot_zip(estimates, summary, folder / f"zip_{t}.png", term=t,
                               se_type=se_type, alpha=alpha, include_flagged=include_flagged),
-            f"Zip plot (Morris, White & Crowther 2019) of the {se_type} intervals of {t} in "
-            "the cells with the lowest coverage (every cell when there are four or fewer).")
+            f"Zip plot (Morris, White & Crowther 2019) of the intervals of {t} "
+            f"({se_note(summary.performance, se_type)}) in the cells with the lowest "
+            "coverage (every cell when there are four or fewer).")
     for t in terms:
         figs[f"reject:{t}"] = Figure(
             f"Type I error and power of {t}",
-            rates.plot_rejection(summary, folder / f"rejection_{t}.png", term=t, alpha=alpha),
+            rates.plot_rejection(summary, folder / f"rejection_{t}.png", term=t, alpha=alpha,
+                                 se_types=panels),
             f"Rejection of H0: {t} = 0 at alpha = {alpha:g}: Type I error where the true "
             "value is 0 (grey: acceptance band) and power elsewhere (dashed: .80), in "
-            "separate panels.")
+            f"separate panels{first}.")
     return figs

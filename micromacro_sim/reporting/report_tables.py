@@ -12,6 +12,7 @@ import pandas as pd
 from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.reporting.bias_stat import bias_columns
 from micromacro_sim.reporting.failures import failure_counts
+from micromacro_sim.reporting.se_types import method_se_labels
 from micromacro_sim.summaries.summarize import RunSummary
 
 __all__ = ["Figure", "Section", "accuracy_table", "bias_table", "datasets_table", "facts",
@@ -193,7 +194,10 @@ def bias_table(perf: pd.DataFrame, stat: str = "mean", estimates: pd.DataFrame |
     return pd.DataFrame(rows)
 
 
-def accuracy_table(perf: pd.DataFrame, se_focus: str) -> pd.DataFrame:
+def accuracy_table(perf: pd.DataFrame, se_focus: str | None = None) -> pd.DataFrame:
+    """Point estimates, empirical SE and RMSE, and the model SE with its relative error:
+    of each method's default SE type (``se_focus`` None; column ``SE`` names it), else
+    classical and ``se_focus``."""
     out = pd.DataFrame({
         "scenario": perf["cell"],
         "method": perf["method"],
@@ -208,6 +212,14 @@ def accuracy_table(perf: pd.DataFrame, se_focus: str) -> pd.DataFrame:
         "RMSE (mcse)": [_with_mcse(a, b, 4) for a, b in zip(perf["rmse"], perf["rmse_mcse"],
                                                              strict=True)],
     })
+    if se_focus is None:
+        out["SE"] = perf["method"].map(method_se_labels(perf))
+        out["modSE"] = perf["modse"].map(lambda v: _num(v, 4)) if "modse" in perf else ""
+        out["rel. error % (mcse)"] = (
+            [_with_mcse(a, b, 1) for a, b in zip(perf["relerr"], perf["relerr_mcse"],
+                                                 strict=True)]
+            if "relerr" in perf else "")
+        return out
     for t in dict.fromkeys(("classical", se_focus)):
         if f"modse_{t}" in perf.columns:
             out[f"modSE {t}"] = perf[f"modse_{t}"].map(lambda v: _num(v, 4))
@@ -218,9 +230,15 @@ def accuracy_table(perf: pd.DataFrame, se_focus: str) -> pd.DataFrame:
     return out
 
 
-def rate_table(perf: pd.DataFrame, measure: str, alpha: float) -> pd.DataFrame:
+def rate_table(perf: pd.DataFrame, measure: str, alpha: float,
+               se_type: str | None = None) -> pd.DataFrame:
+    """Coverage or rejection (``measure``) per row of ``perf`` and SE type, with the
+    acceptance band; a * marks a rate outside it. With ``se_type`` None the columns
+    ``default SE`` (each method's default type) and ``default`` (its rate) come first."""
     nominal = 1 - alpha if measure == "cover" else alpha
     types = [t for t in SE_TYPES if f"{measure}_{t}" in perf.columns]
+    default = se_type is None and measure in perf.columns
+    labels = method_se_labels(perf) if default else {}
     rows = []
     for _, r in perf.iterrows():
         target = measure == "cover" or r["theta"] == 0
@@ -230,16 +248,25 @@ def rate_table(perf: pd.DataFrame, measure: str, alpha: float) -> pd.DataFrame:
                "true": f"{r['theta']:g}", "K": str(k)}
         if measure == "reject":
             row["rate is"] = "Type I error" if target else "power"
+        inside = target and np.isfinite(half)
+        if default:
+            row["default SE"] = labels.get(r["method"], "")
+            row["default"] = _rate_text(r, measure, nominal, half if inside else None)
         row["band"] = (f"{max(0.0, nominal - half):.3f} to {min(1.0, nominal + half):.3f}"
-                       if target and np.isfinite(half) else "")
+                       if inside else "")
         for t in types:
-            v, se = r.get(f"{measure}_{t}"), r.get(f"{measure}_{t}_mcse")
-            txt = _with_mcse(v, se, 3)
-            if txt and target and np.isfinite(half) and abs(float(v) - nominal) > half:
-                txt += " *"
-            row[t] = txt
+            row[t] = _rate_text(r, f"{measure}_{t}", nominal, half if inside else None)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _rate_text(r: pd.Series, col: str, nominal: float, half: float | None) -> str:
+    """A rate with its MCSE, `` *`` when outside ``nominal +/- half`` (None: no band)."""
+    v = r.get(col)
+    txt = _with_mcse(v, r.get(f"{col}_mcse"), 3)
+    if txt and half is not None and abs(float(v) - nominal) > half:
+        txt += " *"
+    return txt
 
 
 def _in_order(frame: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:

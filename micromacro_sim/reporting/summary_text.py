@@ -2,7 +2,10 @@
 
 Rows and columns are chosen by the caller (``--methods``, ``--terms``, ``--measures``);
 scenarios are shown by their label (words every label shares dropped), flags by their
-reason text, numbers in the formats of :func:`~.terminal.number_format`.
+reason text, numbers in the formats of :func:`~.terminal.number_format`. The SE-based
+measures (``modse``, ``cover``, ``reject``, ...) are each method's default SE type, named
+in the column ``SE`` (``model``: a one-step method's model-based SE); ``se_type`` adds
+that type's values beside them (``cover HC3``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
-from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.reporting.se_types import check_se_type, method_se_labels
 from micromacro_sim.reporting.terminal import render_table, wrap_text
 from micromacro_sim.summaries.tidy import MEASURES, SE_MEASURES
 
-__all__ = ["DEFAULT_MCSE", "DEFAULT_MEASURES", "KNOWN_MEASURES", "LEGEND", "format_summary",
-           "legend", "select_rows"]
+__all__ = ["DEFAULT_MCSE", "DEFAULT_MEASURES", "KNOWN_MEASURES", "LEGEND", "SE_LEGEND",
+           "format_summary", "legend", "select_rows"]
 
 #: Measures printed when ``--measures`` is not given.
 DEFAULT_MEASURES = ("k", "theta", "mean", "pct_bias", "empse", "modse", "cover", "reject",
@@ -35,6 +38,9 @@ LEGEND = {
     "reject": "reject share of tests rejecting 0 (power; Type I error where true is 0)",
     "rmse": "rmse root mean squared error",
 }
+#: The legend's words for the ``SE`` column (shown with any SE-based measure).
+SE_LEGEND = ("SE the SE type of modse, cover and reject: each method's default (model: a "
+             "one-step method's model-based SE)")
 _HEADER = {"theta": "true", "pct_bias": "%bias", "n_flagged": "flagged", "k": "K"}
 
 
@@ -62,15 +68,18 @@ def select_rows(perf: pd.DataFrame, methods: Sequence[str] | None = None,
     return perf[perf["method"].isin(m) & perf["term"].isin(t)]
 
 
-def _measure_columns(perf: pd.DataFrame, measures: Sequence[str], se_type: str,
+def _measure_columns(perf: pd.DataFrame, measures: Sequence[str], se_type: str | None,
                      mcse: Sequence[str]) -> dict[str, pd.Series]:
+    """Printed column -> values: a bare SE-based measure is the method's default type
+    (``SE`` names it); ``se_type`` adds ``<measure> <type>`` beside it."""
     cols: dict[str, pd.Series] = {}
+    if any(m in SE_MEASURES for m in measures) and "se_type" in perf.columns:
+        cols["SE"] = perf["method"].map(method_se_labels(perf))
     for m in measures:
         if m in SE_MEASURES:
-            for t in dict.fromkeys(("classical", se_type)):
-                col = f"{m}_{t}"
+            pairs = [(m, m)] + ([(f"{m}_{se_type}", f"{m} {se_type}")] if se_type else [])
+            for col, label in pairs:
                 if col in perf.columns:
-                    label = m if t == "classical" else f"{m} {t}"
                     cols[label] = _with_mcse(perf, col, f"{col}_mcse", label, m in mcse)
         elif m in perf.columns:
             se = MEASURES.get(m)
@@ -87,7 +96,10 @@ def _mcse_measures(mcse: bool | None) -> tuple[str, ...]:
 
 def legend(measures: Sequence[str] | None, mcse: bool | None, slopes_only: bool) -> str:
     """One line saying what the printed columns mean."""
-    shown = [LEGEND[m] for m in (measures or DEFAULT_MEASURES) if m in LEGEND]
+    measures = measures or DEFAULT_MEASURES
+    shown = [LEGEND[m] for m in measures if m in LEGEND]
+    if any(m in SE_MEASURES for m in measures):
+        shown.append(SE_LEGEND)
     parts = ["; ".join(shown)]
     if _mcse_measures(mcse):
         parts.append("(x): Monte Carlo SE")
@@ -109,11 +121,11 @@ def _with_mcse(perf: pd.DataFrame, col: str, se: str | None, label: str,
 
 def performance_frame(summary, *, measures: Sequence[str] | None = None,
                       methods: Sequence[str] | None = None,
-                      terms: Sequence[str] | None = None, se_type: str = "HC3",
+                      terms: Sequence[str] | None = None, se_type: str | None = None,
                       mcse: bool | None = False) -> pd.DataFrame:
-    """The performance table as printed: scenario, method, term and the chosen measures."""
-    if se_type not in SE_TYPES:
-        raise ConfigError(f"se_type: expected one of {', '.join(SE_TYPES)}, got {se_type!r}")
+    """The performance table as printed: scenario, method, term and the chosen measures
+    (SE-based ones of each method's default SE type, and of ``se_type`` beside them)."""
+    se_type = check_se_type(se_type)
     measures = list(measures) if measures else list(DEFAULT_MEASURES)
     bad = [m for m in measures if m not in KNOWN_MEASURES]
     if bad:
@@ -129,7 +141,8 @@ def performance_frame(summary, *, measures: Sequence[str] | None = None,
     return frame.reset_index(drop=True)
 
 
-def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | None = None,
+def format_summary(summary, *, se_type: str | None = None,
+                   measures: Sequence[str] | None = None,
                    methods: Sequence[str] | None = None, terms: Sequence[str] | None = None,
                    mcse: bool | None = None, width: int | None = None) -> str:
     """The printed summary: performance, reliability and flagged fits, fitted to ``width``.
@@ -137,8 +150,9 @@ def format_summary(summary, *, se_type: str = "HC3", measures: Sequence[str] | N
     Parameters
     ----------
     summary : RunSummary
-    se_type : str
-        Robust SE type shown beside the classical one.
+    se_type : str, optional
+        An SE type whose values are shown beside each method's default ones (default:
+        none; the column ``SE`` names each method's default type).
     measures, methods, terms : sequence of str, optional
         What to show (default :data:`DEFAULT_MEASURES`, every method, every term but the
         intercept).

@@ -3,27 +3,83 @@
 The settings (``replications: {target_mcse: ..., min, max, block}``) are parsed in
 :mod:`micromacro_sim.design.adaptive`, whose docstring states the rule. Here each round's
 estimates are assessed (:func:`assess`), the next count chosen (:func:`next_count`) and
-the rounds driven (:func:`run_rounds`).
+the rounds driven (:func:`run_rounds`). The SE type of every target that uses one is
+fixed per method before the first round (:func:`target_se_types`): the folder's record
+when it has one, so that a resumed run replays the rule it started with.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.design.adaptive import ALPHA, SLACK, Adaptive
-from micromacro_sim.design.config import RunConfig
-from micromacro_sim.design.measures import replications_needed, se_column
+from micromacro_sim.design.config import MethodSpec, RunConfig
+from micromacro_sim.design.measures import method_se_type, replications_needed, se_column
 from micromacro_sim.design.scenario import Scenario
-from micromacro_sim.run.storage import read_table
+from micromacro_sim.run.storage import load_manifest, read_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CellOutcome", "Rounds", "assess", "next_count", "run_rounds"]
+__all__ = ["SE_RECORD", "CellOutcome", "Rounds", "assess", "default_se_types", "next_count",
+           "run_rounds", "target_se_types"]
+
+#: Key of the manifest's ``adaptive`` record that holds, per target measure (its config
+#: label) and method label, the SE type the rule used.
+SE_RECORD = "se_types"
+
+#: Target label -> method label -> SE type.
+SeTypes = dict[str, dict[str, str]]
+
+
+def default_se_types(methods: Sequence[MethodSpec]) -> dict[str, str]:
+    """Method label -> its default SE type (the estimator's ``default_se``)."""
+    from micromacro_sim.estimators import method_class
+
+    out = {}
+    for spec in methods:
+        cls = method_class(spec.method)
+        out[spec.label] = method_se_type(getattr(cls, "default_se", None), cls.two_step)
+    return out
+
+
+def target_se_types(adaptive: Adaptive, methods: Sequence[MethodSpec],
+                    previous: Mapping[str, Any] | None) -> SeTypes:
+    """The SE type of every target that uses one, per method.
+
+    Parameters
+    ----------
+    adaptive : Adaptive
+    methods : sequence of MethodSpec
+    previous : mapping, optional
+        The folder's ``adaptive`` record (None: a fresh folder). Types it records are
+        kept; a record without :data:`SE_RECORD` (written before it existed) means
+        ``classical`` for a bare name, as it did then. Pairs it lacks get the method's
+        default (:func:`default_se_types`).
+    """
+    defaults = default_se_types(methods)
+    kept: Any = {}
+    legacy = False
+    if isinstance(previous, Mapping):
+        kept = previous.get(SE_RECORD)
+        legacy = not isinstance(kept, Mapping)
+    out: SeTypes = {}
+    for m, _ in adaptive.targets:
+        if not m.uses_se:
+            continue
+        row = kept.get(m.label) if isinstance(kept, Mapping) else None
+        row = row if isinstance(row, Mapping) else {}
+        out[m.label] = {
+            label: row[label] if row.get(label) in SE_TYPES
+            else m.se_for("classical" if legacy else default)
+            for label, default in defaults.items()}
+    return out
+
 
 @dataclass(frozen=True)
 class CellOutcome:
@@ -56,9 +112,11 @@ class CellOutcome:
                 "binding": self.binding, "mcse": mcse, "target": self.target}
 
 
-def assess(adaptive: Adaptive, scenario: Scenario, est: pd.DataFrame, n: int) -> CellOutcome:
+def assess(adaptive: Adaptive, scenario: Scenario, est: pd.DataFrame, n: int,
+           se_types: Mapping[str, Mapping[str, str]]) -> CellOutcome:
     """The MCSE of every target measure, method and term over the cell's first ``n``
-    replications (proper fits only); a measure with fewer than four usable fits fails."""
+    replications (proper fits only); a measure with fewer than four usable fits fails.
+    ``se_types`` (:func:`target_se_types`) gives the SE type of each target per method."""
     rows = est[(est["replication"] < n) & (est["status"] == "ok")]
     worst = (-1.0, "", math.inf, math.nan)
     needed = float(n)
@@ -66,8 +124,9 @@ def assess(adaptive: Adaptive, scenario: Scenario, est: pd.DataFrame, n: int) ->
     for (method, term), g in rows.groupby(["method", "term"], sort=False):
         theta = scenario.true_params[term]
         for m, target in adaptive.targets:
+            se = se_types.get(m.label, {}).get(method) or m.se_for("classical")
             need = replications_needed(m, g["estimate"].to_numpy(),
-                                       g[se_column(m.se_type)].to_numpy(),
+                                       g[se_column(se)].to_numpy(),
                                        g["df_resid"].to_numpy(), theta, target, alpha=ALPHA)
             if need is None:
                 mcse, want = math.inf, float(n + adaptive.block)
@@ -106,15 +165,17 @@ class Rounds:
     tasks: int = 0
     replications: int = 0
     stopped: bool = False
+    se_types: SeTypes = field(default_factory=dict)
 
     def manifest_entry(self, adaptive: Adaptive) -> dict[str, Any]:
-        """The manifest's ``adaptive`` record."""
+        """The manifest's ``adaptive`` record: the settings, the SE type of every target
+        per method (:data:`SE_RECORD`) and each cell's state."""
         cells: dict[str, Any] = {}
         for key, n in self.counts.items():
             o = self.outcomes.get(key)
             cells[key] = (o.to_json(True) if o is not None else
                           {"replications": n, "met": False, "finished": False})
-        return {**adaptive.to_config(), "cells": cells}
+        return {**adaptive.to_config(), SE_RECORD: self.se_types, "cells": cells}
 
 
 def run_rounds(config: RunConfig, run_dir: Path,
@@ -140,7 +201,10 @@ def run_rounds(config: RunConfig, run_dir: Path,
     adaptive = config.adaptive
     assert adaptive is not None
     scen = {sc.key: sc for sc in config.scenarios}
-    state = Rounds(outcomes={}, counts={k: adaptive.min for k in scen})
+    # the manifest this run wrote carries the SE record of an earlier run of the folder
+    previous = (load_manifest(run_dir) or {}).get("adaptive")
+    state = Rounds(outcomes={}, counts={k: adaptive.min for k in scen},
+                   se_types=target_se_types(adaptive, config.methods, previous))
     left = max_tasks
     while True:
         pending = [k for k in scen if k not in state.outcomes]
@@ -163,7 +227,7 @@ def run_rounds(config: RunConfig, run_dir: Path,
         for key in pending:
             if key not in groups:  # nothing finished (cannot happen after a full round)
                 raise RuntimeError(f"adaptive: no estimates for scenario {key}")
-            o = assess(adaptive, scen[key], groups[key], state.counts[key])
+            o = assess(adaptive, scen[key], groups[key], state.counts[key], state.se_types)
             if o.met or o.replications >= adaptive.max:
                 state.outcomes[key] = o
             else:

@@ -111,6 +111,16 @@ def previous_manifest(config: RunConfig, run_dir: Path, overwrite: bool
     return old, notes
 
 
+def _adaptive_carry(config: RunConfig, old: dict[str, Any] | None) -> dict[str, Any]:
+    """What an adaptive run keeps of the folder's earlier adaptive record: the SE type
+    each target used per method (null when that record predates it), so that
+    :func:`~micromacro_sim.run.adaptive.run_rounds` replays the rule it started with."""
+    before = (old or {}).get("adaptive")
+    if config.adaptive is None or not isinstance(before, dict):
+        return {}
+    return {"adaptive": {"se_types": before.get("se_types")}}
+
+
 def new_manifest(config: RunConfig, old: dict[str, Any] | None) -> dict[str, Any]:
     """The manifest to write for this run of ``config``."""
     keys = [sc.key for sc in config.scenarios]
@@ -132,6 +142,7 @@ def new_manifest(config: RunConfig, old: dict[str, Any] | None) -> dict[str, Any
         "created": old.get("created") if old else now(),
         "runs": (old.get("runs", []) if old else []),
         "shards": {},
+        **_adaptive_carry(config, old),
     }
 
 

@@ -3,6 +3,12 @@
 :func:`performance` turns one estimator's replications of one term into every measure
 of SPEC section 4; :func:`summarize_run` applies it per scenario x method x term of a
 run folder and adds reliability, failure and redraw summaries.
+
+The SE-based measures come per SE type (``cover_HC3``) and once more under their bare
+name (``cover``, ``reject``, ``modse``, ...) for the method's default SE type
+(:attr:`~micromacro_sim.estimators.base.Estimator.default_se`, named in column
+``se_type``): the model SE of a one-step method, HC3 for the two-step methods, HC2 for
+croon. So every method has coverage and rejection under the same column names.
 """
 
 from __future__ import annotations
@@ -21,9 +27,15 @@ from micromacro_sim.design.fields import true_value
 from micromacro_sim.run.manifest import ledger_digest
 from micromacro_sim.run.reading import open_run_folder
 from micromacro_sim.run.storage import read_table
+from micromacro_sim.summaries.default_se import (
+    DEFAULT_SE_MEASURES,
+    default_se_types,
+    with_default_se,
+)
 from micromacro_sim.summaries.factors import cell_labels, design_factors
 
-__all__ = ["RunSummary", "performance", "summarize_run"]
+__all__ = ["DEFAULT_SE_MEASURES", "RunSummary", "default_se_types", "performance",
+           "summarize_run"]
 
 
 def performance(
@@ -263,7 +275,8 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     cells = cell_labels(scen.loc[keys].reset_index())
     factors = design_factors(scen.loc[keys].reset_index())
     names = [c for c in factors.columns if c != "scenario"]
-    perf_df = _performance_table(est, scen, alpha, include_flagged, rank, mrank)
+    perf_df = _performance_table(est, scen, alpha, include_flagged, rank, mrank,
+                                 default_se_types(manifest, est))
     perf_df = perf_df.merge(factors, on="scenario", how="left")
     perf_df.insert(2, "cell", perf_df["scenario"].map(cells))
     lead = ["scenario", "label", "cell", *names]
@@ -310,8 +323,10 @@ def _adaptive_columns(dsum: pd.DataFrame, cells: dict) -> pd.DataFrame:
 
 
 def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, alpha: float,
-                       include_flagged: bool, rank: dict, mrank: dict) -> pd.DataFrame:
-    """One row of :func:`performance` measures per scenario x method x term."""
+                       include_flagged: bool, rank: dict, mrank: dict,
+                       se_types: dict[str, str]) -> pd.DataFrame:
+    """One row of :func:`performance` measures per scenario x method x term, with the
+    bare measures of the method's default SE type (``se_types``)."""
     rows = []
     for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
         used = g if include_flagged else g[g["ok"]]
@@ -328,7 +343,7 @@ def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, alpha: float,
             "n_reps": len(g),
             "n_flagged": int((~g["ok"]).sum()),
             "n_no_estimate": int((~np.isfinite(g["estimate"])).sum()),
-            **perf,
+            **with_default_se(perf, se_types.get(method, "classical")),
         })
     perf_df = pd.DataFrame(rows)
     perf_df["_m"] = perf_df["method"].map(mrank)

@@ -33,6 +33,7 @@ from micromacro_sim.reporting.figures.common import (
     require_matplotlib,
     rows_for,
     save,
+    tag,
 )
 from micromacro_sim.reporting.figures.offscale import (
     Limits,
@@ -165,9 +166,10 @@ def _panel(plt: Any, ax: Any, perf: pd.DataFrame, methods: list[str], keys: list
         y = np.array([ypos[rest_text(k)] + offs[j] for k in sub["scenario"]], dtype=float)
         v = sub[col].to_numpy(dtype=float)
         e = Z_MCSE * sub[mcse].to_numpy(dtype=float)
-        handles.append(ax.errorbar(clip_to(v, limits), y, xerr=np.where(np.isfinite(e), e, 0.0),
-                                   fmt=marks[j], ms=3.5, color=cmap[j], lw=0, elinewidth=1,
-                                   capsize=0, zorder=3, label=m))
+        handles.append(tag(ax.errorbar(clip_to(v, limits), y,
+                                       xerr=np.where(np.isfinite(e), e, 0.0), fmt=marks[j],
+                                       ms=3.5, color=cmap[j], lw=0, elinewidth=1, capsize=0,
+                                       zorder=3, label=m), m))
         n_off += draw_offscale(ax, y, v, limits, axis="x", color=cmap[j], suffix=suffix,
                                gid=f"offscale:{m}")
     return handles, n_off

@@ -20,7 +20,7 @@ from micromacro_sim.core.errors import MicroMacroError
 from micromacro_sim.summaries.factors import factor_levels
 
 __all__ = ["DPI", "MAX_WIDTH", "Z_MCSE", "acceptance_band", "cell_order", "colors",
-           "finish", "method_markers", "require_matplotlib", "save"]
+           "finish", "method_markers", "require_matplotlib", "save", "tag"]
 
 Z_MCSE = 2.0  # error bars: +/- 2 MCSE
 DPI = 110
@@ -149,3 +149,14 @@ def rows_for(perf: pd.DataFrame, term: str, methods: list[str] | None) -> pd.Dat
     if methods is not None:
         sub = sub[sub["method"].isin(methods)]
     return sub
+
+
+def tag(artist: Any, method: str) -> Any:
+    """Mark ``artist`` (or every child of a container) as drawn for ``method``
+    (``gid`` ``method:<name>``), so that a figure can be checked method by method."""
+    children = artist.get_children() if hasattr(artist, "get_children") and not hasattr(
+        artist, "set_gid") else [artist]
+    for child in children:
+        if child is not None:
+            child.set_gid(f"method:{method}")
+    return artist

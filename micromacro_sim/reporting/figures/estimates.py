@@ -26,6 +26,7 @@ from micromacro_sim.reporting.figures.common import (
     colors,
     require_matplotlib,
     save,
+    tag,
     wrap,
 )
 from micromacro_sim.reporting.figures.offscale import typical_extent
@@ -112,7 +113,7 @@ def _theta(summary: Any, term: str) -> dict[str, float]:
 
 
 def _strip(ax: Any, errs: list[np.ndarray], cmap: list[Any], theta: float, heavy: bool,
-           rng: np.random.Generator) -> None:
+           rng: np.random.Generator, methods: list[str]) -> None:
     """Points and quartile boxes of one cell; the true value as a dashed line."""
     shift = 0.0 if heavy else theta
     data = [e + shift for e in errs]
@@ -129,8 +130,8 @@ def _strip(ax: Any, errs: list[np.ndarray], cmap: list[Any], theta: float, heavy
                     color="0.4", transform=ax.get_xaxis_transform())
             continue
         size = 6 if d.size <= 200 else 3
-        ax.scatter(i + rng.uniform(-0.22, 0.22, d.size), d, s=size, color=cmap[i], alpha=0.45,
-                   lw=0, zorder=3, rasterized=d.size > 2000)
+        tag(ax.scatter(i + rng.uniform(-0.22, 0.22, d.size), d, s=size, color=cmap[i],
+                       alpha=0.45, lw=0, zorder=3, rasterized=d.size > 2000), methods[i])
     ax.axhline(shift, color="crimson", lw=1, ls="--", zorder=1)
     if heavy:
         lin = _nice(bulk_scale(errs))
@@ -188,7 +189,7 @@ def plot_estimate_strips(estimates: pd.DataFrame, summary: Any, path: str | Path
     cmap, names, rng = colors(plt, len(methods)), cell_names(summary), np.random.default_rng(0)
     rotate = max(len(m) for m in methods) * 0.075 > 0.8 * _PANEL_W / len(methods)
     for ax, key in zip(axes.flat, cells, strict=False):
-        _strip(ax, errs[key], cmap, theta[key], heavy, rng)
+        _strip(ax, errs[key], cmap, theta[key], heavy, rng, methods)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=35 if rotate else 0,
                            ha="right" if rotate else "center", fontsize=7.5)

@@ -20,6 +20,7 @@ from micromacro_sim.reporting.figures.common import (
     cell_order,
     require_matplotlib,
     save,
+    tag,
     wrap,
 )
 
@@ -88,9 +89,9 @@ def plot_failure_heatmap(summary: Any, path: str | Path, *,
     for i in range(len(keys)):
         for j in range(len(methods)):
             v = shares[i, j]
-            ax.text(j, i, _tile_text(v), ha="center", va="center", fontsize=small,
-                    color="white" if np.isfinite(v) and v > 0.45 else
-                    ("0.55" if not v > 0 else "black"))
+            tag(ax.text(j, i, _tile_text(v), ha="center", va="center", fontsize=small,
+                        color="white" if np.isfinite(v) and v > 0.45 else
+                        ("0.55" if not v > 0 else "black")), methods[j])
     ax.set_xticks(range(len(methods)))
     rotate = max(len(m) for m in methods) > 10
     ax.set_xticklabels(methods, fontsize=8, rotation=35 if rotate else 0,

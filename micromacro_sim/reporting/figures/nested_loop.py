@@ -7,7 +7,8 @@ moves a measure. Works for any number of cells.
 
 Panels of bias, RMSE and empirical SE have robust axes: a few cells where a method blows
 up do not stretch them; values beyond the cut are triangles at the edge with their value
-(:mod:`micromacro_sim.reporting.figures.offscale`).
+(:mod:`micromacro_sim.reporting.figures.offscale`). Coverage and rejection use each
+method's default SE type (named in the legend) unless an SE type is given.
 """
 
 from __future__ import annotations
@@ -27,19 +28,23 @@ from micromacro_sim.reporting.figures.common import (
     require_matplotlib,
     rows_for,
     save,
+    tag,
 )
 from micromacro_sim.reporting.figures.offscale import FENCE, draw_offscale, robust_limits
+from micromacro_sim.reporting.se_types import legend_labels, measure_column
 from micromacro_sim.summaries.factors import factor_levels
 
 __all__ = ["NESTED_MEASURES", "ROBUST_MEASURES", "plot_nested_loop"]
 
-#: Measures a nested-loop panel can show: name -> (column pattern, axis label).
+#: Measures a nested-loop panel can show: name -> (column pattern, axis label); ``{t}``
+#: is the SE type (the bare column, each method's default type, when none is given).
 NESTED_MEASURES = {
     "bias": ("bias", "bias"), "pct_bias": ("pct_bias", "percent bias"),
     "median_bias": ("median_bias", "median bias"),
     "rmse": ("rmse", "RMSE"), "empse": ("empse", "empirical SE"),
     "cover": ("cover_{t}", "coverage ({t})"), "reject": ("reject_{t}", "rejection ({t})"),
 }
+_USES_SE = ("cover", "reject")
 
 STYLES = ("-", "--", "-.", ":")
 
@@ -73,8 +78,8 @@ def _measure_panel(ax: Any, perf: Any, methods: list[str], keys: list[str], meas
     handles, n_off = [], 0
     for j, (m, y) in enumerate(zip(methods, ys, strict=True)):
         shown = y if limits is None else np.clip(y, limits.low, limits.high)
-        handles.append(ax.stairs(shown, edges, baseline=None, color=cmap[j], lw=1.2,
-                                 ls=STYLES[j % len(STYLES)], label=m))
+        handles.append(tag(ax.stairs(shown, edges, baseline=None, color=cmap[j], lw=1.2,
+                                     ls=STYLES[j % len(STYLES)], label=m), m))
         n_off += draw_offscale(ax, np.arange(len(keys)) + 1.0, y, limits, axis="y",
                                color=cmap[j], suffix="%" if measure == "pct_bias" else "",
                                gid=f"offscale:{m}")
@@ -102,7 +107,7 @@ def _factor_panel(ax: Any, levels: list, keys: list[str]) -> None:
 
 def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
                      measures: Sequence[str] = ("bias", "rmse", "cover", "reject"),
-                     se_type: str = "classical", alpha: float = 0.05,
+                     se_type: str | None = None, alpha: float = 0.05,
                      methods: Sequence[str] | None = None) -> Path:
     """Nested-loop plot of ``measures`` of ``term`` across every cell.
 
@@ -114,8 +119,9 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
     term : str
     measures : sequence of str
         Panels, from :data:`NESTED_MEASURES` (default bias, RMSE, coverage, rejection).
-    se_type : str
-        SE type of coverage and rejection.
+    se_type : str, optional
+        SE type of coverage and rejection for every method (default: each method's
+        default type, named in the legend).
     alpha : float
         Nominal level (reference lines: 1 - alpha for coverage; alpha and .80 for
         rejection, which is a Type I error where the true value is 0 and power elsewhere).
@@ -136,8 +142,8 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
     keys = [k for k in cell_order(summary) if k in set(perf["scenario"])]
     scen = summary.scenarios
     levels = factor_levels(scen[scen["scenario"].isin(keys)]) if scen is not None else []
-    cols = [(m, NESTED_MEASURES[m][0].format(t=se_type), NESTED_MEASURES[m][1].format(t=se_type))
-            for m in measures]
+    cols = [(m, measure_column(m, se_type) if m in _USES_SE else NESTED_MEASURES[m][0],
+             NESTED_MEASURES[m][1].format(t=se_type or "default SE")) for m in measures]
     cols = [c for c in cols if c[1] in perf.columns]
     heights = [1.6] * len(cols) + ([0.3 + 0.32 * len(levels)] if levels else [])
     fig, axes = plt.subplots(len(heights), 1, sharex=True, squeeze=False,
@@ -163,7 +169,9 @@ def plot_nested_loop(summary: Any, path: str | Path, *, term: str,
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel(f"cell (1 to {len(keys)}), sorted by the design factors below",
                         fontsize=8)
-    finish(fig, handles, methods,
+    uses_se = any(m in _USES_SE for m, _, _ in cols)
+    finish(fig, handles, legend_labels(methods, perf) if uses_se and se_type is None
+           else methods,
            f"Nested-loop plot of term {term} (Ruecker & Schwarzer 2014): every cell along the "
            "x axis; beneath, each design factor's level as a step (lowest to highest level, "
            "listed left). Reference lines: 0 (bias), nominal coverage, alpha and .80 "

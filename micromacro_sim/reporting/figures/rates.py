@@ -3,10 +3,13 @@
 Every cell of the grid is one row, named by the level of every design factor (rows
 sorted by the factors, the first varying slowest; a thin line separates the levels of
 the first factor), one column of panels per SE type, methods told apart by colour and
-marker. Points carry +/- 2 MCSE bars. Coverage and Type I error panels shade the Monte
-Carlo acceptance band ``nominal +/- 2 sqrt(nominal (1 - nominal) / K)`` (K: the median
-replications of the panel's cells); power panels draw the conventional .80 line. Type I
-error cells (true value 0) and power cells are in separate panels.
+marker. The first column (``default``) shows every method with its default SE type (the
+model SE of a one-step method, HC3 for the two-step methods, HC2 for croon; the legend
+says which), so that methods without robust SEs are compared too. Points carry +/- 2
+MCSE bars. Coverage and Type I error panels shade the Monte Carlo acceptance band
+``nominal +/- 2 sqrt(nominal (1 - nominal) / K)`` (K: the median replications of the
+panel's cells); power panels draw the conventional .80 line. Type I error cells (true
+value 0) and power cells are in separate panels.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from micromacro_sim.core.errors import MicroMacroError
-from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.core.results import DEFAULT_SE, SE_TYPES
 from micromacro_sim.reporting.figures.common import (
     MAX_WIDTH,
     Z_MCSE,
@@ -32,7 +35,9 @@ from micromacro_sim.reporting.figures.common import (
     require_matplotlib,
     rows_for,
     save,
+    tag,
 )
+from micromacro_sim.reporting.se_types import legend_labels, measure_column
 from micromacro_sim.summaries.factors import factor_levels
 
 __all__ = ["plot_coverage", "plot_rejection"]
@@ -70,9 +75,9 @@ def _panel(ax: Any, sub: pd.DataFrame, keys: list[str], col: str, methods: list[
         e = Z_MCSE * rows[f"{col}_mcse"].to_numpy(dtype=float) if f"{col}_mcse" in rows else 0
         e = np.where(np.isfinite(e), e, 0.0)
         err = np.vstack([np.minimum(e, x), np.minimum(e, 1 - x)])  # rates lie in [0, 1]
-        handles.append(ax.errorbar(x, y, xerr=err, fmt=style["markers"][j], ms=3.5,
-                                   color=style["colors"][j], elinewidth=1, capsize=0,
-                                   zorder=3, lw=0))
+        handles.append(tag(ax.errorbar(x, y, xerr=err, fmt=style["markers"][j], ms=3.5,
+                                       color=style["colors"][j], elinewidth=1, capsize=0,
+                                       zorder=3, lw=0), m))
     for b in style["breaks"]:
         ax.axhline(b, color="0.75", lw=0.7, zorder=0)
     ax.set_ylim(len(keys) - 0.5, -0.5)
@@ -96,7 +101,8 @@ def _draw(summary: Any, path: str | Path, *, measure: str, term: str, alpha: flo
           se_types: Sequence[str] | None, methods: Sequence[str] | None) -> Path:
     plt = require_matplotlib()
     perf = rows_for(summary.performance, term, list(methods) if methods else None)
-    se_types = [t for t in (se_types or SE_TYPES) if f"{measure}_{t}" in perf.columns]
+    se_types = [t for t in (se_types or (DEFAULT_SE, *SE_TYPES))
+                if _column(measure, t) in perf.columns]
     if not se_types:
         raise MicroMacroError(f"plots: the summary has no {measure} rates (no standard errors)")
     methods = list(dict.fromkeys(perf["method"]))
@@ -124,13 +130,15 @@ def _draw(summary: Any, path: str | Path, *, measure: str, term: str, alpha: flo
         for c, se in enumerate(se_types):
             ax = axes[r, c]
             _reference(ax, "power" if kind == "power" else "band", nominal, k_med)
-            handles = _panel(ax, perf, keys, f"{measure}_{se}", methods, style)
+            col = _column(measure, se)
+            handles = _panel(ax, perf, keys, col, methods, style)
             if kind == "Type I error":
-                top = np.nanmax(perf.loc[perf["scenario"].isin(keys), f"{measure}_{se}"])
-                ax.set_xlim(0, max(0.15, 1.15 * float(top)))
+                top = np.nanmax(perf.loc[perf["scenario"].isin(keys), col])
+                ax.set_xlim(0, max(0.15, 1.15 * float(top) if np.isfinite(top) else 0.15))
             elif kind == "power":
                 ax.set_xlim(0, 1.02)
-            ax.set_title(f"{kind}, {se} SE" if c == 0 or len(groups) > 1 else f"{se} SE",
+            name = "default SE" if se == DEFAULT_SE else f"{se} SE"
+            ax.set_title(f"{kind}, {name}" if c == 0 or len(groups) > 1 else name,
                          fontsize=9)
             if c == 0:
                 ax.set_yticklabels([names[k] for k in keys], fontsize=7.5)
@@ -142,8 +150,17 @@ def _draw(summary: Any, path: str | Path, *, measure: str, term: str, alpha: flo
             "+/- 2 sqrt(p(1-p)/K) acceptance band (median K)")
     if any(kind == "power" for kind, _, _ in groups):
         note += f"; dashed: power {POWER:.2f}"
-    finish(fig, handles, methods, note)
+    labels = methods
+    if DEFAULT_SE in se_types:
+        note += "; default SE: each method's own, named in the legend"
+        labels = legend_labels(methods, perf)
+    finish(fig, handles, labels, note)
     return save(fig, plt, path)
+
+
+def _column(measure: str, se: str) -> str:
+    """The column of ``measure`` for an SE type, or the bare one for ``default``."""
+    return measure_column(measure, None if se == DEFAULT_SE else se)
 
 
 def plot_coverage(summary: Any, path: str | Path, *, term: str, alpha: float = 0.05,
@@ -160,7 +177,8 @@ def plot_coverage(summary: Any, path: str | Path, *, term: str, alpha: float = 0
     term : str
     alpha : float
     se_types, methods : sequence of str, optional
-        Subsets to draw (default: all).
+        Subsets to draw (default: all). SE types are columns of panels; ``default`` is
+        each method's default SE type (default: ``default``, then every SE type).
 
     Returns
     -------

@@ -5,6 +5,8 @@ by the fractional centile of ``|z| = |estimate - theta| / SE``; intervals that m
 true value (vertical line) are drawn in a second colour. The horizontal line at
 ``100 (1 - alpha)`` is where the non-covering intervals should start for a method with
 nominal coverage; the grey band around it is that centile's Monte Carlo 95% interval.
+By default each method's intervals use its default SE type (the model SE of a one-step
+method, HC3 for the two-step methods, HC2 for croon), named in its panels' titles.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from micromacro_sim.reporting.figures.common import (
     cell_order,
     require_matplotlib,
     save,
+    tag,
     wrap,
+)
+from micromacro_sim.reporting.se_types import (
+    measure_column,
+    method_se_labels,
+    method_se_types,
 )
 
 __all__ = ["plot_zip", "zip_cells"]
@@ -32,11 +40,12 @@ __all__ = ["plot_zip", "zip_cells"]
 COVER, MISS = "#3b75af", "#d1495b"
 
 
-def zip_cells(summary: Any, term: str, se_type: str = "classical", n: int = 4) -> list[str]:
+def zip_cells(summary: Any, term: str, se_type: str | None = None, n: int = 4) -> list[str]:
     """The ``n`` cells (keys) with the lowest coverage of ``term`` over methods, in cell
-    order; every cell when there are at most ``n``."""
+    order; every cell when there are at most ``n`` (``se_type`` None: each method's
+    default SE type)."""
     perf = summary.performance
-    col = f"cover_{se_type}"
+    col = measure_column("cover", se_type)
     sub = perf[perf["term"] == term]
     order = [k for k in cell_order(summary) if k in set(sub["scenario"])]
     if len(order) <= n or col not in sub.columns:
@@ -65,8 +74,35 @@ def _intervals(rows: pd.DataFrame, theta: float, se_col: str, alpha: float):
     return lo, hi, centile, covers
 
 
+def _panel(ax: Any, rows: pd.DataFrame, method: str, head: str, theta: float, se_col: str,
+           alpha: float) -> None:
+    """One method's intervals in one cell, titled ``head`` (also when there are none)."""
+    from matplotlib.collections import LineCollection
+
+    lo, hi, cent, covers = _intervals(rows, theta, se_col, alpha)
+    k = len(cent)
+    target = 100 * (1 - alpha)
+    if k:
+        half = 100 * 1.96 * np.sqrt(alpha * (1 - alpha) / k)
+        ax.axhspan(target - half, min(100, target + half), color="0.88", lw=0)
+        segs = np.stack([np.column_stack([lo, cent]), np.column_stack([hi, cent])], 1)
+        ax.add_collection(tag(LineCollection(segs, colors=np.where(covers, COVER, MISS),
+                                             linewidths=0.6 if k > 300 else 1.0), method))
+        ax.set_xlim(np.nanmin(lo), np.nanmax(hi))
+        ax.set_title(f"{head}: coverage {covers.mean():.3f} (K={k})", fontsize=8)
+    else:
+        ax.set_title(head, fontsize=8)
+        finite = np.isfinite(rows["estimate"].to_numpy(dtype=float)).any()
+        ax.text(0.5, 0.5, "no standard errors" if finite else "no estimates", ha="center",
+                transform=ax.transAxes)
+    ax.axvline(theta, color="0.1", lw=1)
+    ax.axhline(target, color="0.3", lw=0.8, ls="--")
+    ax.set_ylim(0, 100)
+    ax.tick_params(labelsize=7)
+
+
 def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: str,
-             se_type: str = "classical", cells: Sequence[str] | None = None,
+             se_type: str | None = None, cells: Sequence[str] | None = None,
              methods: Sequence[str] | None = None, alpha: float = 0.05,
              include_flagged: bool = False) -> Path:
     """Zip plots of ``term``'s intervals: rows of panels per method, columns per cell.
@@ -80,8 +116,9 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
     path : path
         PNG file to write.
     term : str
-    se_type : str
-        SE type of the intervals.
+    se_type : str, optional
+        SE type of the intervals of every method (default: each method's default type,
+        named in the panel titles).
     cells : sequence of str, optional
         Scenario keys (default :func:`zip_cells`: the four with the lowest coverage).
     methods : sequence of str, optional
@@ -93,10 +130,7 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
     -------
     Path
     """
-    from matplotlib.collections import LineCollection
-
     plt = require_matplotlib()
-    se_col = SE_COLUMNS[se_type]
     est = estimates[estimates["term"] == term]
     if not include_flagged and "status" in est.columns:
         est = est[est["status"] == "ok"]
@@ -106,6 +140,8 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
     methods = list(methods) if methods is not None else list(dict.fromkeys(est["method"]))
     theta = (summary.performance[summary.performance["term"] == term]
              .drop_duplicates("scenario").set_index("scenario")["theta"])
+    types = method_se_types(summary.performance)
+    labels = method_se_labels(summary.performance, se_type)
     names = cell_names(summary)
     ncols = len(cells)
     fig, axes = plt.subplots(len(methods), ncols, squeeze=False, sharey=True,
@@ -114,29 +150,16 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
     for c, key in enumerate(cells):
         for r, m in enumerate(methods):
             ax = axes[r, c]
-            rows = est[(est["scenario"] == key) & (est["method"] == m)]
-            lo, hi, cent, covers = _intervals(rows, float(theta[key]), se_col, alpha)
-            k = len(cent)
-            if k:
-                half = 100 * 1.96 * np.sqrt(alpha * (1 - alpha) / k)
-                ax.axhspan(target - half, min(100, target + half), color="0.88", lw=0)
-                segs = np.stack([np.column_stack([lo, cent]), np.column_stack([hi, cent])], 1)
-                ax.add_collection(LineCollection(segs, colors=np.where(covers, COVER, MISS),
-                                                 linewidths=0.6 if k > 300 else 1.0))
-                ax.set_xlim(np.nanmin(lo), np.nanmax(hi))
-                ax.set_title(f"{m}: coverage {covers.mean():.3f} (K={k})", fontsize=8)
-            else:
-                ax.text(0.5, 0.5, "no estimates", ha="center", transform=ax.transAxes)
-            ax.axvline(float(theta[key]), color="0.1", lw=1)
-            ax.axhline(target, color="0.3", lw=0.8, ls="--")
-            ax.set_ylim(0, 100)
-            ax.tick_params(labelsize=7)
+            se = se_type or types.get(m, "classical")
+            _panel(ax, est[(est["scenario"] == key) & (est["method"] == m)], m,
+                   f"{m} ({labels.get(m, se)} SE)", float(theta[key]), SE_COLUMNS[se], alpha)
             if c == 0:
                 ax.set_ylabel("centile of |z|", fontsize=8)
         axes[0, c].annotate(wrap(names.get(key, key), MAX_WIDTH / ncols * 0.9),
                             (0.5, 1.22), xycoords="axes fraction",
                             ha="center", va="bottom", fontsize=8, fontweight="bold")
-    note = wrap(f"Zip plot of term {term}, {se_type} SE intervals, ranked by |z|; red: "
+    which = f"{se_type} SE" if se_type else "each method's default SE (in the panel titles)"
+    note = wrap(f"Zip plot of term {term}, {which} intervals, ranked by |z|; red: "
                 f"intervals missing the true value (vertical line); dashed: the "
                 f"{target:g}th centile, grey: its Monte Carlo 95% interval.", MAX_WIDTH)
     strip = 0.1 + 0.15 * (note.count("\n") + 1)
