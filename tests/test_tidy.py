@@ -150,7 +150,9 @@ def test_selection_and_formats(run_dir, summarized):
     proc = _cli("summarize", str(run_dir), "--measures", "cover,k", "--terms", "xi")
     assert proc.returncode == 0, proc.stderr
     perf = proc.stdout.split("Reliability")[0]
-    assert "cover HC3" in perf and "%bias" not in perf and " z " not in perf
+    assert "cover HC3" not in perf and "%bias" not in perf and " z " not in perf
+    extra = _cli("summarize", str(run_dir), "--measures", "cover", "--se-type", "HC0")
+    assert extra.returncode == 0 and "cover HC0" in extra.stdout  # beside the default
     s = summarize_run(run_dir)
     r = s.performance[s.performance["term"] == "xi"].iloc[0]
     assert f"{r['cover']:.3f}" in perf  # the bare name: the method's default SE type

@@ -211,8 +211,11 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", default="0.05", help="nominal level (default .05)")
     p.add_argument("--include-flagged", action="store_true",
                    help="also use flagged fits that have estimates")
-    p.add_argument("--se-type", default="HC3", choices=["HC0", "HC1", "HC2", "HC3"],
-                   help="robust SE type shown beside the classical one in the printed table")
+    p.add_argument("--se-type", default=None,
+                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   help="SE type shown beside each method's default one in the printed table "
+                   "(default: only each method's default: its model SE for one-step "
+                   "methods, HC3 for two-step ones, HC2 for croon)")
     p.add_argument("--measures", help="measures to print, comma-separated (default k, theta, "
                    "mean, pct_bias, empse, modse, cover, reject, rmse)")
     p.add_argument("--methods", help="methods to print, comma-separated (default all)")
@@ -224,9 +227,9 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
                    help="no Monte Carlo SEs")
     p.add_argument("--style", choices=["table", "mplus"], default="table",
                    help="mplus: Mplus MONTECARLO table with Muthen & Muthen (2002) checks")
-    p.add_argument("--mplus-se", default="classical",
-                   choices=["classical", "HC0", "HC1", "HC2", "HC3"],
-                   help="SE type of the mplus table (default classical)")
+    p.add_argument("--mplus-se", default=None,
+                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   help="SE type of the mplus table (default: each method's default)")
     p.add_argument("--focal", help="focal term of the mplus checks (default the last term)")
 
 

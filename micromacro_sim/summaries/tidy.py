@@ -97,7 +97,8 @@ def _write(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def write_summary_tables(summary, folder: str | Path) -> list[Path]:
-    """Write ``summary``, ``summary_long``, ``flags`` and ``reliability`` as CSV and Parquet,
+    """Write ``summary``, ``summary_long``, ``flags``, ``reliability`` and ``estimands`` as
+    CSV and Parquet,
     and ``summary.json``: what was summarized (the run's ledger digest, replications per
     scenario); a run that later changes the folder marks it stale.
 
@@ -122,6 +123,8 @@ def write_summary_tables(summary, folder: str | Path) -> list[Path]:
         "flags": summary.flags,
         "reliability": summary.datasets,
     }
+    if getattr(summary, "estimands", None) is not None:
+        tables["estimands"] = summary.estimands
     written = [_write(out / f"{name}.{ext}", frame)
                for name, frame in tables.items() for ext in ("csv", "parquet")]
     if summary.provenance:  # what was summarized, so that a later run can mark it stale

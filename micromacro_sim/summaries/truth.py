@@ -78,6 +78,22 @@ class RunTruth:
             theta = float("nan")
         return Estimand(theta, "latent", shown_origin, self.fallback)
 
+    def table(self, keys: list[str], methods: list[str]) -> pd.DataFrame:
+        """Every estimand of the scenarios ``keys``: one row per scenario, term, scale and
+        (for the intercept) origin, with the methods scored against it."""
+        rows = []
+        for key in keys:
+            sc = self.scenarios.get(key)
+            if sc is None:
+                continue
+            for row in estimands(sc).rows():
+                users = [m for m in methods if self.method_estimand(m)[0] == row["scale"]
+                         and (row["term"] != "intercept"
+                              or self.method_estimand(m)[1] == row["origin"])]
+                rows.append({"scenario": key, **row, "methods": ", ".join(users)})
+        columns = ["scenario", "term", "scale", "origin", "theta", "source", "methods"]
+        return pd.DataFrame(rows, columns=columns)
+
     def theta(self, key: str, method: str, term: str) -> float:
         """The true value alone."""
         return self.estimand(key, method, term).theta
