@@ -92,3 +92,48 @@ def test_export_carries_each_methods_estimand(study, tmp_path):
     by_method = sub.groupby("method")["true_value"].unique()
     assert np.allclose(by_method["true"], [0.4])
     assert np.allclose(by_method["unadjusted"], [estimands(sc).value("xi", "x")])
+
+
+def _crimson_levels(fig) -> set[float]:
+    """The y values of the dashed true-value lines and segments of a figure."""
+    from matplotlib.colors import to_rgba
+
+    red = to_rgba("crimson")
+    out = set()
+    for ax in fig.axes:
+        for line in ax.lines:
+            if to_rgba(line.get_color()) == red:
+                out.update(round(float(v), 9) for v in line.get_ydata())
+        for coll in ax.collections:
+            if coll.get_segments() if hasattr(coll, "get_segments") else False:
+                if tuple(coll.get_colors()[0]) == red:
+                    out.update(round(float(seg[0][1]), 9) for seg in coll.get_segments())
+    return out
+
+
+def test_figures_draw_each_methods_own_true_value(study, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from micromacro_sim.reporting.figures.estimates import plot_estimate_strips
+    from micromacro_sim.reporting.figures.spread import plot_estimates
+
+    summary = study.summary_tables()
+    est = study.estimates
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    sc = _scenarios()[0]
+    e = estimands(sc)
+    want = {round(0.4, 9), round(e.value("xi", "x"), 9)}
+    plot_estimate_strips(est, summary, tmp_path / "strips.png", term="xi", cells=[sc.key])
+    assert want <= _crimson_levels(figs[-1])
+    truth = {(k, m): t for k, m, t in summary.performance.loc[
+        summary.performance["term"] == "xi", ["scenario", "method", "theta"]].itertuples(
+            index=False)}
+    scen = study.scenarios[study.scenarios["scenario"] == sc.key]
+    plot_estimates(est, scen, tmp_path / "box.png", term="xi", truth=truth)
+    assert want <= _crimson_levels(figs[-1])
+    plot_estimates(est, scen, tmp_path / "latent.png", term="xi")  # no truth: latent only
+    assert _crimson_levels(figs[-1]) == {0.4}

@@ -241,7 +241,7 @@ def rate_table(perf: pd.DataFrame, measure: str, alpha: float,
     labels = method_se_labels(perf) if default else {}
     rows = []
     for _, r in perf.iterrows():
-        target = measure == "cover" or r["theta"] == 0
+        target = measure == "cover" or bool(r.get("null", r["theta"] == 0))
         k = int(r["k"])
         half = 2 * np.sqrt(nominal * (1 - nominal) / k) if k > 0 else np.nan
         row = {"scenario": r["cell"], "method": r["method"], "term": r["term"],

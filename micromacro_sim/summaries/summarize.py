@@ -228,6 +228,7 @@ def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, truth: RunTruth, a
             "scale": target.scale,
             "origin": target.origin,
             "theta_source": target.source,
+            "null": truth.is_null(key, method, term),
             "n_reps": len(g),
             "n_flagged": int((~g["ok"]).sum()),
             "n_no_estimate": int((~np.isfinite(g["estimate"])).sum()),

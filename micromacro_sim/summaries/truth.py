@@ -78,6 +78,18 @@ class RunTruth:
             theta = float("nan")
         return Estimand(theta, "latent", shown_origin, self.fallback)
 
+    def is_null(self, key: str, method: str, term: str) -> bool:
+        """Whether rejections of ``term`` are Type I errors: its slope is 0 on the latent
+        scale (the generator gives the term no effect; on the scale of x a slope of Z can
+        then still differ from 0 by a rounding-sized amount, see docs/estimands.md), or,
+        for the intercept, the method's own estimand is 0."""
+        if term == "intercept":
+            return self.estimand(key, method, term).theta == 0
+        sc = self.scenarios.get(key)
+        if sc is not None and term in sc.terms:
+            return estimands(sc).value(term, "latent") == 0
+        return self.estimand(key, method, term).theta == 0
+
     def table(self, keys: list[str], methods: list[str]) -> pd.DataFrame:
         """Every estimand of the scenarios ``keys``: one row per scenario, term, scale and
         (for the intercept) origin, with the methods scored against it."""

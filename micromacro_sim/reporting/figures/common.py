@@ -160,3 +160,15 @@ def tag(artist: Any, method: str) -> Any:
         if child is not None:
             child.set_gid(f"method:{method}")
     return artist
+
+
+def truth_lines(ax: Any, values: list[float]) -> None:
+    """One dashed line when every method has the same true value, else a dashed segment
+    per method at its own (methods on different scales: docs/estimands.md)."""
+    finite = [v for v in values if np.isfinite(v)]
+    if finite and max(finite) == min(finite):
+        ax.axhline(finite[0], color="crimson", lw=1, ls="--", zorder=1)
+        return
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            ax.hlines(v, i - 0.42, i + 0.42, color="crimson", lw=1, ls="--", zorder=1)

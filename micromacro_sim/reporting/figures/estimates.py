@@ -27,6 +27,7 @@ from micromacro_sim.reporting.figures.common import (
     require_matplotlib,
     save,
     tag,
+    truth_lines,
     wrap,
 )
 from micromacro_sim.reporting.figures.offscale import typical_extent
@@ -81,10 +82,12 @@ def _symlog_ticks(ax: Any, lin: float) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _errors(est: pd.DataFrame, key: str, methods: list[str], theta: float) -> list[np.ndarray]:
+def _errors(est: pd.DataFrame, key: str, methods: list[str],
+            theta: dict[str, float]) -> list[np.ndarray]:
+    """Each method's estimation errors in cell ``key`` (against its own estimand)."""
     sub = est[est["scenario"] == key]
-    return [sub.loc[sub["method"] == m, "estimate"].to_numpy(dtype=float) - theta
-            for m in methods]
+    return [sub.loc[sub["method"] == m, "estimate"].to_numpy(dtype=float)
+            - theta.get(m, np.nan) for m in methods]
 
 
 def estimate_cells(estimates: pd.DataFrame, summary: Any, term: str, n: int = 8, *,
@@ -106,17 +109,22 @@ def estimate_cells(estimates: pd.DataFrame, summary: Any, term: str, n: int = 8,
     return [k for k in order if k in chosen]
 
 
-def _theta(summary: Any, term: str) -> dict[str, float]:
+def _theta(summary: Any, term: str) -> dict[str, dict[str, float]]:
+    """Cell -> method -> the true value the method is scored against (its estimand)."""
     perf = summary.performance
-    rows = perf[perf["term"] == term].drop_duplicates("scenario")
-    return dict(zip(rows["scenario"], rows["theta"].astype(float), strict=True))
+    rows = perf[perf["term"] == term]
+    out: dict[str, dict[str, float]] = {}
+    for key, method, theta in zip(rows["scenario"], rows["method"], rows["theta"],
+                                  strict=True):
+        out.setdefault(key, {})[method] = float(theta)
+    return out
 
 
-def _strip(ax: Any, errs: list[np.ndarray], cmap: list[Any], theta: float, heavy: bool,
-           rng: np.random.Generator, methods: list[str]) -> None:
-    """Points and quartile boxes of one cell; the true value as a dashed line."""
-    shift = 0.0 if heavy else theta
-    data = [e + shift for e in errs]
+def _strip(ax: Any, errs: list[np.ndarray], cmap: list[Any], theta: dict[str, float],
+           heavy: bool, rng: np.random.Generator, methods: list[str]) -> None:
+    """Points and quartile boxes of one cell; the true values as dashed lines."""
+    shifts = [0.0 if heavy else theta.get(m, np.nan) for m in methods]
+    data = [e + s for e, s in zip(errs, shifts, strict=True)]
     pos = [i for i, d in enumerate(data) if d.size]
     if pos:
         art = ax.boxplot([data[i] for i in pos], positions=pos, widths=0.55, whis=(5, 95),
@@ -132,7 +140,7 @@ def _strip(ax: Any, errs: list[np.ndarray], cmap: list[Any], theta: float, heavy
         size = 6 if d.size <= 200 else 3
         tag(ax.scatter(i + rng.uniform(-0.22, 0.22, d.size), d, s=size, color=cmap[i],
                        alpha=0.45, lw=0, zorder=3, rasterized=d.size > 2000), methods[i])
-    ax.axhline(shift, color="crimson", lw=1, ls="--", zorder=1)
+    truth_lines(ax, shifts)
     if heavy:
         lin = _nice(bulk_scale(errs))
         ax.set_yscale("symlog", linthresh=lin, linscale=2.0)
@@ -209,7 +217,7 @@ def plot_estimate_strips(estimates: pd.DataFrame, summary: Any, path: str | Path
 
 def _note(fig: Any, term: str, heavy: bool, shown: int, total: int) -> None:
     note = (f"Term {term}: every replication's estimate (points, jittered), box: quartiles, "
-            "whiskers: 5% and 95%; dashed: the true value")
+            "whiskers: 5% and 95%; dashed: the true value (each method's estimand)")
     if heavy:
         note += ("; heavy tails: the axis is the estimation error on a symmetric-log scale, "
                  "linear within twice the methods' typical upper-quartile error, "

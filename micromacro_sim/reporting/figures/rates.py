@@ -107,13 +107,14 @@ def _draw(summary: Any, path: str | Path, *, measure: str, term: str, alpha: flo
         raise MicroMacroError(f"plots: the summary has no {measure} rates (no standard errors)")
     methods = list(dict.fromkeys(perf["method"]))
     order = [k for k in cell_order(summary) if k in set(perf["scenario"])]
-    theta = perf.drop_duplicates("scenario").set_index("scenario")["theta"]
+    null = (perf["null"] if "null" in perf.columns else perf["theta"] == 0)
+    null = null.groupby(perf["scenario"]).all()  # the term has no effect in the generator
     if measure == "cover":
         groups = [("coverage", order, 1 - alpha)]
     else:
         groups = [(name, ks, alpha) for name, ks in (
-            ("Type I error", [k for k in order if theta[k] == 0]),
-            ("power", [k for k in order if theta[k] != 0])) if ks]
+            ("Type I error", [k for k in order if null[k]]),
+            ("power", [k for k in order if not null[k]])) if ks]
     names = cell_names(summary)
     label_w = _label_inches([names[k] for k in order])
     ncols = len(se_types)

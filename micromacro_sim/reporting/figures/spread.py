@@ -7,7 +7,7 @@ with the number of estimates beyond each edge written at it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,13 @@ import pandas as pd
 
 from micromacro_sim.core.errors import MicroMacroError
 from micromacro_sim.design.fields import true_value
-from micromacro_sim.reporting.figures.common import colors, require_matplotlib, save, wrap
+from micromacro_sim.reporting.figures.common import (
+    colors,
+    require_matplotlib,
+    save,
+    truth_lines,
+    wrap,
+)
 from micromacro_sim.summaries.factors import cell_labels
 
 __all__ = ["plot_estimates"]
@@ -25,14 +31,15 @@ __all__ = ["plot_estimates"]
 _LABEL_BOX = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
 
 
-def _clip_tails(ax: Any, data: list[np.ndarray], truth: float) -> bool:
+def _clip_tails(ax: Any, data: list[np.ndarray], truth: list[float]) -> bool:
     """Cut the y axis of a heavy-tailed panel and count what lies beyond; True if cut."""
     pooled = np.concatenate([d for d in data if d.size]) if any(d.size for d in data) else None
     if pooled is None or pooled.size < 20:
         return False
     q_lo, q_hi = np.quantile(pooled, [0.005, 0.995])
-    if np.isfinite(truth):
-        q_lo, q_hi = min(q_lo, truth), max(q_hi, truth)
+    shown = [t for t in truth if np.isfinite(t)]
+    if shown:
+        q_lo, q_hi = min(q_lo, *shown), max(q_hi, *shown)
     pad = 0.2 * (q_hi - q_lo) if q_hi > q_lo else 1.0
     lo, hi = q_lo - pad, q_hi + pad
     full = max(pooled.max(), hi) - min(pooled.min(), lo)
@@ -52,7 +59,8 @@ def _clip_tails(ax: Any, data: list[np.ndarray], truth: float) -> bool:
 
 def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str | Path, *,
                    term: str = "xi", methods: Sequence[str] | None = None,
-                   kind: str = "box", include_flagged: bool = False) -> Path:
+                   kind: str = "box", include_flagged: bool = False,
+                   truth: Mapping[tuple[str, str], float] | None = None) -> Path:
     """Distribution of one term's estimates per method, one panel per scenario.
 
     Parameters
@@ -71,6 +79,10 @@ def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str |
     include_flagged : bool
         Also draw flagged fits (default: only converged, admissible, finite estimates,
         as :func:`~micromacro_sim.summaries.summarize.summarize_run` uses).
+    truth : mapping, optional
+        (scenario, method) -> the value the method is scored against (a summary's
+        ``theta`` column: each method's estimand, docs/estimands.md). Default: the
+        scenarios table's latent-scale value for every method.
 
     Returns
     -------
@@ -118,13 +130,9 @@ def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str |
             if not d.size:
                 ax.text(i, 0.5, "no estimates", rotation=90, ha="center", va="center",
                         fontsize=7, color="0.4", transform=ax.get_xaxis_transform())
-        try:
-            truth = true_value(scen.loc[key], term)
-        except KeyError:  # no field holds this term's true value
-            truth = float("nan")
-        if np.isfinite(truth):
-            ax.axhline(truth, color="crimson", lw=1, ls="--", zorder=0)
-        cut |= _clip_tails(ax, data, truth)
+        values = [_truth(truth, scen, key, m, term) for m in methods]
+        truth_lines(ax, values)
+        cut |= _clip_tails(ax, data, values)
         ax.set_xticks(range(len(methods)))
         rotate = max(len(m) for m in methods) * 0.075 > 0.8 * w / len(methods)
         ax.set_xticklabels(methods, rotation=35 if rotate else 0,
@@ -148,3 +156,14 @@ def plot_estimates(estimates: pd.DataFrame, scenarios: pd.DataFrame, path: str |
     fig.tight_layout(rect=(0, (0.1 + 0.15 * (note.count("\n") + 1)) / h, 1, 1))
     fig.text(0.5, 0.004, note, ha="center", va="bottom", fontsize=8, color="0.3")
     return save(fig, plt, path)
+
+
+def _truth(truth: Mapping[tuple[str, str], float] | None, scen: pd.DataFrame, key: str,
+           method: str, term: str) -> float:
+    """The value drawn for ``method`` in cell ``key``."""
+    if truth is not None:
+        return float(truth.get((key, method), np.nan))
+    try:
+        return true_value(scen.loc[key], term)
+    except KeyError:  # no field holds this term's true value
+        return float("nan")

@@ -138,8 +138,9 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
         raise MicroMacroError(f"plots: no estimates of term {term!r}")
     cells = list(cells) if cells is not None else zip_cells(summary, term, se_type)
     methods = list(methods) if methods is not None else list(dict.fromkeys(est["method"]))
-    theta = (summary.performance[summary.performance["term"] == term]
-             .drop_duplicates("scenario").set_index("scenario")["theta"])
+    rows = summary.performance[summary.performance["term"] == term]
+    theta = {(k, m): float(t) for k, m, t in zip(rows["scenario"], rows["method"],
+                                                 rows["theta"], strict=True)}
     types = method_se_types(summary.performance)
     labels = method_se_labels(summary.performance, se_type)
     names = cell_names(summary)
@@ -152,7 +153,8 @@ def plot_zip(estimates: pd.DataFrame, summary: Any, path: str | Path, *, term: s
             ax = axes[r, c]
             se = se_type or types.get(m, "classical")
             _panel(ax, est[(est["scenario"] == key) & (est["method"] == m)], m,
-                   f"{m} ({labels.get(m, se)} SE)", float(theta[key]), SE_COLUMNS[se], alpha)
+                   f"{m} ({labels.get(m, se)} SE)", theta.get((key, m), np.nan), SE_COLUMNS[se],
+                   alpha)
             if c == 0:
                 ax.set_ylabel("centile of |z|", fontsize=8)
         axes[0, c].annotate(wrap(names.get(key, key), MAX_WIDTH / ncols * 0.9),
