@@ -137,3 +137,32 @@ def test_figures_draw_each_methods_own_true_value(study, tmp_path, monkeypatch):
     assert want <= _crimson_levels(figs[-1])
     plot_estimates(est, scen, tmp_path / "latent.png", term="xi")  # no truth: latent only
     assert _crimson_levels(figs[-1]) == {0.4}
+
+
+def test_plan_and_adaptive_targets_use_each_methods_estimand(study):
+    from micromacro_sim.design.adaptive import parse_adaptive
+    from micromacro_sim.design.measures import parse_measure
+    from micromacro_sim.estimators import method_estimands
+    from micromacro_sim.planning.plan import plan_table
+    from micromacro_sim.run.adaptive import assess
+
+    est = study.estimates
+    perf = study.summary_tables().performance
+    table = plan_table(study.config, est, {parse_measure("bias", "t"): 0.01}, terms=["xi"])
+    for method in ("true", "unadjusted", "factor_score"):
+        for sc in _scenarios():
+            plan_bias = table[(table["scenario"] == sc.key) & (table["method"] == method)]
+            summ = _row(perf, sc.key, method, "xi")
+            assert float(plan_bias["pilot_estimate"].iloc[0]) == pytest.approx(summ["bias"],
+                                                                               abs=1e-12)
+    # adaptive: the coverage target's MCSE depends on where the truth is
+    sc = _scenarios()[0]
+    adaptive = parse_adaptive({"target_mcse": {"cover": 0.01}, "min": 10, "max": 150})
+    cell = est[(est["scenario"] == sc.key) & (est["method"] == "unadjusted")
+               & (est["term"] == "xi")]
+    scored = method_estimands(study.config.methods)
+    right = assess(adaptive, sc, cell, 150, {}, scored)
+    latent = assess(adaptive, sc, cell, 150, {}, {"unadjusted": ("latent", "latent_mean")})
+    cover = _row(perf, sc.key, "unadjusted", "xi")["cover_classical"]
+    assert right.mcse == pytest.approx(np.sqrt(cover * (1 - cover) / 150), rel=1e-9)
+    assert right.needed != latent.needed

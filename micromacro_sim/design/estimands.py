@@ -35,7 +35,7 @@ from micromacro_sim.design.population import GRID_NODES_2D, MemberModel, grid, n
 
 __all__ = [
     "ORIGINS", "SCALES", "Estimands", "check_estimand", "default_measurement", "estimands",
-    "missing_probability", "reliability", "unadjusted_limit",
+    "missing_probability", "reliability", "true_value", "unadjusted_limit",
 ]
 
 #: Scales of a slope.
@@ -104,6 +104,15 @@ class Estimands:
                                 "theta": self.value(term, scale, origin or "latent_mean"),
                                 "source": self.source_of(scale)})
         return out
+
+
+def true_value(sc, term: str, estimand: tuple[str, str], *,  # noqa: ANN001
+               own_generator: bool = False) -> float:
+    """The value a method with ``estimand`` (scale, origin) is scored against in ``sc``;
+    with a generator of the user's own, the fields' (latent) value."""
+    if own_generator:
+        return float(sc.true_params[term])
+    return estimands(sc).value(term, *estimand)
 
 
 def default_measurement(sc) -> bool:  # noqa: ANN001

@@ -39,6 +39,7 @@ __all__ = [
     "get_estimator",
     "is_plugin",
     "method_class",
+    "method_estimands",
     "registry",
 ]
 
@@ -128,3 +129,22 @@ def get_estimator(name: str, **options: Any) -> Estimator:
 def build(spec: MethodSpec) -> Estimator:
     """Instantiate the estimator a config's method entry names."""
     return method_class(spec.method)(label=spec.label, **dict(spec.options))
+
+
+#: Scale and origin of a method whose class cannot be loaded (docs/estimands.md).
+FALLBACK_ESTIMAND = ("x", "x_zero")
+
+
+def method_estimands(specs: Any) -> dict[str, tuple[str, str]]:
+    """Method label -> (scale, origin) of its estimand, for config method specs; a method
+    whose class cannot be loaded (an absent plug-in) gets :data:`FALLBACK_ESTIMAND`."""
+    out = {}
+    for spec in specs:
+        try:
+            cls = method_class(spec.method)
+        except ConfigError:
+            out[spec.label] = FALLBACK_ESTIMAND
+            continue
+        out[spec.label] = (getattr(cls, "scale", FALLBACK_ESTIMAND[0]),
+                           getattr(cls, "origin", FALLBACK_ESTIMAND[1]))
+    return out

@@ -23,6 +23,7 @@ import pandas as pd
 
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.design.config import RunConfig
+from micromacro_sim.design.estimands import true_value
 from micromacro_sim.design.measures import (
     Measure,
     check_target,
@@ -30,6 +31,7 @@ from micromacro_sim.design.measures import (
     replications_needed,
     se_column,
 )
+from micromacro_sim.estimators import FALLBACK_ESTIMAND, method_estimands
 from micromacro_sim.run.adaptive import default_se_types
 
 __all__ = ["PLAN_COLUMNS", "PlanResult", "parse_targets", "plan"]
@@ -159,13 +161,15 @@ def plan_table(config: RunConfig, estimates: pd.DataFrame, targets: dict[Measure
     """The plan rows from a pilot's estimates table (proper fits only, as summaries)."""
     scen = {sc.key: sc for sc in config.scenarios}
     defaults = default_se_types(config.methods)
+    scored = method_estimands(config.methods)
+    own = config.generator is not None
     rows = []
     est = estimates[estimates["status"] == "ok"] if "status" in estimates else estimates
     if terms:
         est = est[est["term"].isin(terms)]
     for (key, method, term), g in est.groupby(["scenario", "method", "term"], sort=False):
         sc = scen[key]
-        theta = sc.true_params[term]
+        theta = true_value(sc, term, scored.get(method, FALLBACK_ESTIMAND), own_generator=own)
         for m, target in targets.items():
             se = m.se_for(defaults.get(method, "classical"))
             need = replications_needed(

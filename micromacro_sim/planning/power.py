@@ -32,9 +32,10 @@ import pandas as pd
 from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.core.results import DEFAULT_SE
 from micromacro_sim.design.config import MethodSpec, RunConfig
+from micromacro_sim.design.estimands import true_value
 from micromacro_sim.design.measures import check_se_type, indicators, se_column
 from micromacro_sim.design.scenario import Scenario
-from micromacro_sim.estimators import registry
+from micromacro_sim.estimators import method_estimands, registry
 from micromacro_sim.planning.curve import CurveFit, fit_curve
 from micromacro_sim.run.adaptive import default_se_types
 
@@ -176,7 +177,8 @@ class _Evaluator:
                                 self.config.policy, self.config.engine)
         g = est.to_pandas()
         g = g[(g["term"] == self.term) & (g["status"] == "ok")]
-        theta = sc.true_params[self.term]
+        theta = true_value(sc, self.term, method_estimands([self.spec])[self.spec.label],
+                           own_generator=self.config.generator is not None)
         e = g["estimate"].to_numpy()
         if self.target.measure == "bias":
             return (e - theta)[np.isfinite(e)]

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.design.adaptive import ALPHA, SLACK, Adaptive
 from micromacro_sim.design.config import MethodSpec, RunConfig
+from micromacro_sim.design.estimands import true_value
 from micromacro_sim.design.measures import method_se_type, replications_needed, se_column
 from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators import FALLBACK_ESTIMAND, method_estimands
 from micromacro_sim.run.storage import load_manifest, read_table
 
 if TYPE_CHECKING:
@@ -113,16 +115,22 @@ class CellOutcome:
 
 
 def assess(adaptive: Adaptive, scenario: Scenario, est: pd.DataFrame, n: int,
-           se_types: Mapping[str, Mapping[str, str]]) -> CellOutcome:
+           se_types: Mapping[str, Mapping[str, str]],
+           scored: Mapping[str, tuple[str, str]] | None = None, *,
+           own_generator: bool = False) -> CellOutcome:
     """The MCSE of every target measure, method and term over the cell's first ``n``
     replications (proper fits only); a measure with fewer than four usable fits fails.
-    ``se_types`` (:func:`target_se_types`) gives the SE type of each target per method."""
+    ``se_types`` (:func:`target_se_types`) gives the SE type of each target per method,
+    ``scored`` the (scale, origin) of each method's estimand (docs/estimands.md; default
+    the x scale), ``own_generator`` that the fields' values are the truth."""
+    scored = scored or {}
     rows = est[(est["replication"] < n) & (est["status"] == "ok")]
     worst = (-1.0, "", math.inf, math.nan)
     needed = float(n)
     met = True
     for (method, term), g in rows.groupby(["method", "term"], sort=False):
-        theta = scenario.true_params[term]
+        theta = true_value(scenario, term, scored.get(method, FALLBACK_ESTIMAND),
+                           own_generator=own_generator)
         for m, target in adaptive.targets:
             se = se_types.get(m.label, {}).get(method) or m.se_for("classical")
             need = replications_needed(m, g["estimate"].to_numpy(),
@@ -201,6 +209,7 @@ def run_rounds(config: RunConfig, run_dir: Path,
     adaptive = config.adaptive
     assert adaptive is not None
     scen = {sc.key: sc for sc in config.scenarios}
+    scored = method_estimands(config.methods)
     # the manifest this run wrote carries the SE record of an earlier run of the folder
     previous = (load_manifest(run_dir) or {}).get("adaptive")
     state = Rounds(outcomes={}, counts={k: adaptive.min for k in scen},
@@ -227,7 +236,8 @@ def run_rounds(config: RunConfig, run_dir: Path,
         for key in pending:
             if key not in groups:  # nothing finished (cannot happen after a full round)
                 raise RuntimeError(f"adaptive: no estimates for scenario {key}")
-            o = assess(adaptive, scen[key], groups[key], state.counts[key], state.se_types)
+            o = assess(adaptive, scen[key], groups[key], state.counts[key], state.se_types,
+                       scored, own_generator=config.generator is not None)
             if o.met or o.replications >= adaptive.max:
                 state.outcomes[key] = o
             else:

@@ -23,11 +23,10 @@ from micromacro_sim.design.config import parse_config
 from micromacro_sim.design.estimands import estimands
 from micromacro_sim.design.fields import true_value
 from micromacro_sim.design.scenario import Scenario
+from micromacro_sim.estimators import FALLBACK_ESTIMAND, method_estimands
 
 __all__ = ["Estimand", "RunTruth", "run_truth"]
 
-#: Scale and origin of a method whose class cannot be loaded.
-FALLBACK = ("x", "x_zero")
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class RunTruth:
 
     def method_estimand(self, method: str) -> tuple[str, str]:
         """(scale, origin) of a method label."""
-        return self.methods.get(method, FALLBACK)
+        return self.methods.get(method, FALLBACK_ESTIMAND)
 
     def estimand(self, key: str, method: str, term: str) -> Estimand:
         """The true value of ``term`` for ``method`` in scenario ``key``."""
@@ -111,20 +110,6 @@ class RunTruth:
         return self.estimand(key, method, term).theta
 
 
-def _method_estimands(specs: Any) -> dict[str, tuple[str, str]]:
-    from micromacro_sim.estimators import method_class
-
-    out = {}
-    for spec in specs:
-        try:
-            cls = method_class(spec.method)
-        except ConfigError:
-            continue
-        out[spec.label] = (getattr(cls, "scale", FALLBACK[0]),
-                           getattr(cls, "origin", FALLBACK[1]))
-    return out
-
-
 def run_truth(manifest: Mapping[str, Any], scenarios: pd.DataFrame) -> RunTruth:
     """The :class:`RunTruth` of a run folder (its manifest and scenarios table)."""
     rows = scenarios.set_index("scenario") if "scenario" in scenarios.columns else scenarios
@@ -132,7 +117,7 @@ def run_truth(manifest: Mapping[str, Any], scenarios: pd.DataFrame) -> RunTruth:
         cfg = parse_config(manifest.get("config"), source="manifest", force=True)
     except (ConfigError, TypeError, ValueError, AttributeError):
         return RunTruth({}, rows, {})
-    methods = _method_estimands(cfg.methods)
+    methods = method_estimands(cfg.methods)
     if cfg.generator is not None:  # the estimands follow this package's generator only
         return RunTruth({}, rows, methods, "the fields' values (a generator of your own)")
     return RunTruth({sc.key: sc for sc in cfg.scenarios}, rows, methods)
