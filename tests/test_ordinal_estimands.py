@@ -166,3 +166,25 @@ def test_plan_and_adaptive_targets_use_each_methods_estimand(study):
     cover = _row(perf, sc.key, "unadjusted", "xi")["cover_classical"]
     assert right.mcse == pytest.approx(np.sqrt(cover * (1 - cover) / 150), rel=1e-9)
     assert right.needed != latent.needed
+
+
+def test_consistent_methods_recover_the_x_scale_estimands_at_large_G():
+    """croon and sem are consistent for the x-scale regression (the group mean's error is
+    uncorrelated with T, whatever the categories): at G = 2000 they land on the
+    quadrature's estimands, with each intercept at its own origin; the latent values
+    they would be scored against before are many MCSEs away."""
+    cfg = {"name": "ordinal_large_g", "seed": 91, "replications": 120,
+           "methods": ["croon", "sem"], "admissibility": {"policy": "flag", "gate": "none"},
+           "fixed": {"n_groups": 2000, "group_size": 6, "icc": 0.2, "r_zxi": 0.3,
+                     "categories": 5},
+           "grid": {"thresholds": ["symmetric", "skewed"]}}
+    sim = mm.simulate(cfg)
+    try:
+        perf = sim.summary_tables().performance
+    finally:
+        sim.close()
+    assert len(perf) == 12
+    for _, r in perf.iterrows():
+        assert abs(r["bias"]) < 3.5 * r["bias_mcse"], (r["method"], r["term"], r["bias"])
+    xi = perf[perf["term"] == "xi"]
+    assert (np.abs(xi["mean"] - 0.3) > 20 * xi["bias_mcse"]).all()
