@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CONFIG ?= configs/clark2020.yaml
 
-.PHONY: install install-dev run test test-slow lint fixtures bench clean
+.PHONY: install install-dev run test test-slow lint fixtures bench docs-examples clean
 
 install:
 	$(PIP) install -q -e .
@@ -37,6 +37,13 @@ fixtures: install
 ## R pipeline; the run's figures go into BENCHMARKS.md between its bench markers.
 bench: install
 	$(PYTHON) -m micromacro_sim bench --markdown BENCHMARKS.md
+
+## The committed example report of docs/examples/ordinal (an ordinal study: each method scored
+## against its own estimand).
+docs-examples: install
+	$(PYTHON) -m micromacro_sim run configs/examples/ordinal.yaml --output results/example_ordinal --overwrite
+	rm -rf docs/examples/ordinal
+	$(PYTHON) -m micromacro_sim report results/example_ordinal --format md --output docs/examples/ordinal
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

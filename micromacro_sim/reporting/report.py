@@ -110,6 +110,7 @@ def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
     flags = rt.flags_table(summary, order, methods)
     bad = int((flags["not ok"] != "0").sum())
     ds = rt.datasets_table(summary, order)
+    estimands = rt.estimands_table(summary, order)
     cover = rt.rate_table(perf, "cover", alpha, se_type)
     reject = rt.rate_table(perf, "reject", alpha, se_type)
     default = (f" default SE: each method's own ({se_list(perf)}; model: a one-step "
@@ -121,6 +122,14 @@ def _sections(summary: RunSummary, scen_all: pd.DataFrame, figs: list[str], *,
           "One row per cell of the grid with its derived values; finished: replications "
           "done; key: the folder name of its shards.", question=Q_DESIGN,
           summary=f"{len(scen_all)} cells of the grid"),
+        *([S("Estimands", estimands, "What each method is scored against "
+             "(docs/estimands.md): slopes on the latent scale (per unit of xi: the oracle), "
+             "the scale of x (per unit of the group's true mean of x) or the marker's (the "
+             "first member position's); intercepts where x is 0, at a latent mean of 0 or "
+             "at the scores' mean. With continuous parallel members all coincide.",
+             question=Q_DESIGN, collapsed=True,
+             summary=f"{len(estimands)} estimands of {len(scen_all)} cells")]
+          if estimands is not None else []),
         S("Fit status counts", flags,
           "Every scenario and method, zero counts included. Statuses are exclusive: not ok = "
           "flagged (not converged, or converged and inadmissible) + not applicable + error.",
@@ -169,9 +178,15 @@ def _bias_note(stat: str) -> str:
     if stat == "median":
         return ("100 (median estimate / true value - 1), mcse in parentheses (from the order "
                 "statistics of the estimates); where the true value is 0 the median bias is "
-                "shown instead. K: smallest number of estimates over terms.")
+                "shown instead. K: smallest number of estimates over terms." + _TRUE_NOTE)
     return ("100 (mean estimate / true value - 1), mcse in parentheses; where the true value is "
-            "0 the bias is shown instead. K: smallest number of estimates over terms.")
+            "0 the bias is shown instead. K: smallest number of estimates over terms."
+            + _TRUE_NOTE)
+
+
+#: Which true value the bias uses.
+_TRUE_NOTE = (" True value: each method's own estimand (the Estimands table: on the scale of x "
+              "for methods working from x, per unit of xi for the oracle).")
 
 
 def _write_atomic(path: Path, text: str) -> None:

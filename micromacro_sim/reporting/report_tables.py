@@ -169,6 +169,30 @@ def scenario_table(scen: pd.DataFrame, done: pd.Series) -> pd.DataFrame:
     return out.rename(columns={"scenario": "key"})
 
 
+#: How the report names the intercept origins.
+_ORIGIN_TEXT = {"x_zero": "x = 0", "latent_mean": "latent mean", "score_mean": "score mean"}
+
+
+def estimands_table(summary: RunSummary, order: list[str]) -> pd.DataFrame | None:
+    """Every term's estimand per scenario and scale (and origin, for the intercept) with
+    the methods scored against it and how it was obtained; only the rows a method uses."""
+    est = getattr(summary, "estimands", None)
+    if est is None or est.empty:
+        return None
+    cells = dict(zip(summary.performance["scenario"], summary.performance["cell"],
+                     strict=False))
+    used = est[est["methods"] != ""].copy()
+    used["_s"] = used["scenario"].map({k: i for i, k in enumerate(order)})
+    used = used.sort_values("_s", kind="stable")
+    return pd.DataFrame({
+        "scenario": used["scenario"].map(cells).fillna(used["scenario"]),
+        "term": used["term"], "scale": used["scale"],
+        "origin": used["origin"].map(lambda o: _ORIGIN_TEXT.get(o, o)),
+        "true value": used["theta"].map(lambda v: f"{v:.6g}"),
+        "obtained by": used["source"], "methods": used["methods"],
+    }).reset_index(drop=True)
+
+
 def bias_table(perf: pd.DataFrame, stat: str = "mean", estimates: pd.DataFrame | None = None,
                *, include_flagged: bool = False) -> pd.DataFrame:
     """Percent bias (or bias where the true value is 0) of every term, per scenario and
