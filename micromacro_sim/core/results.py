@@ -108,6 +108,11 @@ class FitResult:
         Scores estimated first, then treated as known: SEs ignore first-step uncertainty.
     extras : mapping
         Method-specific details (group scores, variance components, ...).
+    ci : ndarray (k, 2) or None
+        An interval the method reports itself (a Bayesian method's equal-tailed credible
+        interval), at level ``ci_level``; summaries use it for coverage and rejection.
+    ci_level : float or None
+        Level of ``ci`` (0.95 for a 95% interval).
     """
 
     method: str
@@ -120,8 +125,14 @@ class FitResult:
     flags: tuple[Flag, ...] = ()
     two_step: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
+    ci: np.ndarray | None = None
+    ci_level: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ci is not None:
+            object.__setattr__(self, "ci", _frozen_array(self.ci))
+            if self.ci.shape != (len(self.terms), 2) or self.ci_level is None:
+                raise ValueError("ci must be (k, 2) with its ci_level")
         object.__setattr__(self, "params", _frozen_array(self.params))
         object.__setattr__(
             self, "bse", MappingProxyType({k: _frozen_array(v) for k, v in self.bse.items()})
@@ -170,7 +181,11 @@ class FitResult:
         return float(stats.t.ppf(1 - alpha / 2, self.df_resid))
 
     def conf_int(self, alpha: float = 0.05, cov_type: str = "classical") -> np.ndarray:
-        """(k, 2) confidence limits."""
+        """(k, 2) confidence limits (the method's own interval when it reports one at
+        level 1 - ``alpha``)."""
+        if self.ci is not None and self.ci_level is not None \
+                and abs(1 - alpha - self.ci_level) < 1e-12:
+            return self.ci.copy()
         half = self.critical_value(alpha) * self.se(cov_type)
         return np.column_stack([self.params - half, self.params + half])
 
@@ -237,6 +252,9 @@ class BatchResult:
     fallback : ndarray of bool (R,) or None
         Replications the batch path leaves to the reference path (resolved by
         :meth:`~micromacro_sim.estimators.base.Estimator.fit_batch`).
+    ci : ndarray (R, k, 2) or None
+        The method's own intervals (see :class:`FitResult`), at level ``ci_level``.
+    ci_level : float or None
     """
 
     method: str
@@ -250,6 +268,8 @@ class BatchResult:
     two_step: bool
     engine: str
     fallback: np.ndarray | None = None
+    ci: np.ndarray | None = None
+    ci_level: float | None = None
 
     def __post_init__(self) -> None:
         adm, flags = _normalise_batch(self.params, self.converged, self.admissible, self.flags,
@@ -284,6 +304,11 @@ class BatchResult:
         flags = no_flags(len(results))
         for i, r in enumerate(results):
             flags[i] = r.flags
+        levels = {r.ci_level for r in results if r.ci is not None}
+        ci = None
+        if levels:
+            ci = np.stack([r.ci if r.ci is not None else np.full((k, 2), np.nan)
+                           for r in results])
         return cls(
             method=method, terms=terms, params=np.stack([r.params for r in results]),
             bse={t: np.stack([r.bse.get(t, nan) for r in results]) for t in SE_TYPES},
@@ -291,6 +316,7 @@ class BatchResult:
             converged=np.array([r.converged for r in results]),
             admissible=np.array([r.admissible for r in results]),
             flags=flags, two_step=two_step, engine=engine,
+            ci=ci, ci_level=max(levels) if levels else None,
         )
 
     def result(self, r: int) -> FitResult:
@@ -302,6 +328,7 @@ class BatchResult:
             df_resid=None if np.isnan(df) else float(df), converged=bool(self.converged[r]),
             admissible=bool(self.admissible[r]), flags=tuple(self.flags[r]),
             two_step=self.two_step,
+            ci=None if self.ci is None else self.ci[r], ci_level=self.ci_level,
         )
 
 

@@ -75,6 +75,7 @@ class Reason(str, Enum):
     MEMBERS_MISALIGNED = "members_misaligned"
     METHOD_RAISED = "method_raised"
     SPARSE_POSITION = "sparse_position"
+    MCMC_NOT_CONVERGED = "mcmc_not_converged"
 
 
 #: Default human text of each reason (a flag may carry a more specific text).
@@ -108,6 +109,8 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.SPARSE_POSITION: "a member position is observed in fewer than 2 groups (or "
                             "without variance): its parameters are not identified (lavaan "
                             "refuses such data)",
+    Reason.MCMC_NOT_CONVERGED: "the Markov chains did not converge: split R-hat above 1.01 or "
+                               "bulk effective sample size below 400 on a reported parameter",
     Reason.METHOD_RAISED: "the method's code raised an exception that is not a numerical "
                           "error, or called sys.exit (a bug in the method)",
 }

@@ -38,9 +38,11 @@ __all__ = [
     "MIN_TARGET_MCSE",
     "Measure",
     "RATE_MEASURES",
+    "check_interval_level",
     "check_target",
     "check_se_type",
     "indicators",
+    "interval_limits",
     "method_se_type",
     "parse_measure",
     "replications_needed",
@@ -173,15 +175,46 @@ def _crit(df: np.ndarray, alpha: float) -> np.ndarray:
                     stats.norm.ppf(1 - alpha / 2))
 
 
+def check_interval_level(level: float, alpha: float, method: str) -> None:
+    """Refuse an ``alpha`` other than 1 - ``level`` for a method whose coverage and
+    rejection come from its own intervals (one-line ConfigError naming both)."""
+    if abs(1 - alpha - level) > 1e-9:
+        raise ConfigError(f"alpha: {alpha:g} does not match the {level:g} intervals of "
+                          f"{method} (its coverage and rejection come from them; use alpha "
+                          f"{1 - level:g}, or refit it with level {1 - alpha:g})")
+
+
+def interval_limits(rows: Any, measure: Measure, alpha: float,
+                    method: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The method's own interval limits in the estimate ``rows`` (a DataFrame) when a
+    bare rate measure should use them (None otherwise); refuses a mismatched ``alpha``."""
+    if measure.se_type != DEFAULT_SE or not measure.is_rate or "ci_level" not in rows:
+        return None
+    levels = np.asarray(rows["ci_level"], dtype=float)
+    levels = levels[np.isfinite(levels)]
+    if not levels.size:
+        return None
+    check_interval_level(float(levels[0]), alpha, method)
+    return np.asarray(rows["ci_low"], dtype=float), np.asarray(rows["ci_high"], dtype=float)
+
+
 def indicators(est: np.ndarray, se: np.ndarray, df: np.ndarray, theta: float,
-               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+               alpha: float, ci: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Per-replication coverage and rejection indicators (replications with an estimate
-    and a finite SE), as the summary computes them.
+    and a finite SE), as the summary computes them; with ``ci`` (the method's own
+    interval limits), those with finite limits: covered when theta lies inside, rejected
+    when 0 does not.
 
     Returns
     -------
     cover, reject : ndarray of bool
     """
+    if ci is not None:
+        e, lo, hi = (np.asarray(a, dtype=float) for a in (est, *ci))
+        ok = np.isfinite(e) & np.isfinite(lo) & np.isfinite(hi)
+        lo, hi = lo[ok], hi[ok]
+        return (lo <= theta) & (theta <= hi), (lo > 0) | (hi < 0)
     est, se, df = (np.asarray(a, dtype=float) for a in (est, se, df))
     ok = np.isfinite(est) & np.isfinite(se)
     e, s = est[ok], se[ok]
@@ -258,7 +291,8 @@ def _rate_need(x: np.ndarray, target: float, level: float, worst_case: bool) -> 
 
 def replications_needed(measure: Measure, est: np.ndarray, se: np.ndarray, df: np.ndarray,
                         theta: float, target: float, *, alpha: float = 0.05,
-                        level: float = 0.95, worst_case: bool = False) -> Need | None:
+                        level: float = 0.95, worst_case: bool = False,
+                        ci: tuple[np.ndarray, np.ndarray] | None = None) -> Need | None:
     """Replications for ``measure`` to reach MCSE ``target``, from a pilot's replications
     of one cell x method x term (None when fewer than 4 replications are usable).
 
@@ -277,6 +311,8 @@ def replications_needed(measure: Measure, est: np.ndarray, se: np.ndarray, df: n
         Confidence level of the interval for ``n``.
     worst_case : bool
         Rates: plan for p = .5 (the largest p (1 - p)) whatever the pilot shows.
+    ci : (ndarray, ndarray), optional
+        The method's own interval limits (:func:`interval_limits`) for a bare rate.
     """
     est = np.asarray(est, dtype=float)
     se = np.asarray(se, dtype=float)
@@ -310,7 +346,7 @@ def replications_needed(measure: Measure, est: np.ndarray, se: np.ndarray, df: n
         scale = 4 * modse**2 * target**2
         return Need(modse, math.sqrt(var / (4 * s.size * modse**2)), int(s.size),
                     var / scale, lo / scale, hi / scale)
-    cover, reject = indicators(est, se, df, theta, alpha)
+    cover, reject = indicators(est, se, df, theta, alpha, ci)
     ind = cover if measure.name == "cover" else reject
     if ind.size < 4:
         return None

@@ -94,16 +94,21 @@ def refit(res: BatchResult, datasets: tuple[Dataset, ...],
     bse = {t: v.copy() for t, v in res.bse.items()}
     df = res.df_resid.copy()
     conv, adm, flags = res.converged.copy(), res.admissible.copy(), res.flags.copy()
+    ci, level = (None if res.ci is None else res.ci.copy()), res.ci_level
     for r in np.flatnonzero(res.fallback):
         one = fit(datasets[r])
         params[r] = one.params
+        if one.ci is not None:
+            if ci is None:
+                ci = np.full((*params.shape, 2), np.nan)
+            ci[r], level = one.ci, one.ci_level
         for t in SE_TYPES:
             bse[t][r] = one.se(t)
         df[r] = np.nan if one.df_resid is None else one.df_resid
         conv[r], adm[r], flags[r] = one.converged, one.admissible, one.flags
     return BatchResult(method=res.method, terms=res.terms, params=params, bse=bse,
                        df_resid=df, converged=conv, admissible=adm, flags=flags,
-                       two_step=res.two_step, engine=res.engine)
+                       two_step=res.two_step, engine=res.engine, ci=ci, ci_level=level)
 
 
 def without_fallback(res: BatchResult) -> BatchResult:
@@ -111,4 +116,4 @@ def without_fallback(res: BatchResult) -> BatchResult:
     return BatchResult(method=res.method, terms=res.terms, params=res.params, bse=res.bse,
                        df_resid=res.df_resid, converged=res.converged,
                        admissible=res.admissible, flags=res.flags, two_step=res.two_step,
-                       engine=res.engine)
+                       engine=res.engine, ci=res.ci, ci_level=res.ci_level)

@@ -27,6 +27,7 @@ from micromacro_sim.design.estimands import true_value
 from micromacro_sim.design.measures import (
     Measure,
     check_target,
+    interval_limits,
     parse_measure,
     replications_needed,
     se_column,
@@ -175,7 +176,7 @@ def plan_table(config: RunConfig, estimates: pd.DataFrame, targets: dict[Measure
             need = replications_needed(
                 m, g["estimate"].to_numpy(), g[se_column(se)].to_numpy(),
                 g["df_resid"].to_numpy(), theta, target, alpha=alpha, level=level,
-                worst_case=worst_case)
+                worst_case=worst_case, ci=interval_limits(g, m, alpha, method))
             if need is None:
                 continue
             rows.append({

@@ -33,7 +33,13 @@ from micromacro_sim.core.errors import ConfigError, did_you_mean
 from micromacro_sim.core.results import DEFAULT_SE
 from micromacro_sim.design.config import MethodSpec, RunConfig
 from micromacro_sim.design.estimands import true_value
-from micromacro_sim.design.measures import check_se_type, indicators, se_column
+from micromacro_sim.design.measures import (
+    Measure,
+    check_se_type,
+    indicators,
+    interval_limits,
+    se_column,
+)
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import method_estimands, registry
 from micromacro_sim.planning.curve import CurveFit, fit_curve
@@ -59,6 +65,11 @@ class PowerTarget:
     @property
     def kind(self) -> str:
         return "bias" if self.measure == "bias" else "rate"
+
+    @property
+    def measure_spec(self) -> Measure:
+        """The target as a :class:`~micromacro_sim.design.measures.Measure`."""
+        return Measure("reject" if self.measure == "power" else self.measure, self.se_type)
 
     def se_for(self, spec: MethodSpec) -> str:
         """The SE type of the tests and intervals of method ``spec``."""
@@ -183,7 +194,9 @@ class _Evaluator:
         if self.target.measure == "bias":
             return (e - theta)[np.isfinite(e)]
         cover, reject = indicators(e, g[se_column(self.se_type)].to_numpy(),
-                                   g["df_resid"].to_numpy(), theta, self.alpha)
+                                   g["df_resid"].to_numpy(), theta, self.alpha,
+                                   interval_limits(g, self.target.measure_spec, self.alpha,
+                                                   self.spec.label))
         return (cover if self.target.measure == "cover" else reject).astype(float)
 
     def margin(self, stats: np.ndarray) -> tuple[float, float]:

@@ -20,7 +20,12 @@ from micromacro_sim.core.results import SE_TYPES
 from micromacro_sim.design.adaptive import ALPHA, SLACK, Adaptive
 from micromacro_sim.design.config import MethodSpec, RunConfig
 from micromacro_sim.design.estimands import true_value
-from micromacro_sim.design.measures import method_se_type, replications_needed, se_column
+from micromacro_sim.design.measures import (
+    interval_limits,
+    method_se_type,
+    replications_needed,
+    se_column,
+)
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators import FALLBACK_ESTIMAND, method_estimands
 from micromacro_sim.run.storage import load_manifest, read_table
@@ -135,7 +140,8 @@ def assess(adaptive: Adaptive, scenario: Scenario, est: pd.DataFrame, n: int,
             se = se_types.get(m.label, {}).get(method) or m.se_for("classical")
             need = replications_needed(m, g["estimate"].to_numpy(),
                                        g[se_column(se)].to_numpy(),
-                                       g["df_resid"].to_numpy(), theta, target, alpha=ALPHA)
+                                       g["df_resid"].to_numpy(), theta, target, alpha=ALPHA,
+                                       ci=interval_limits(g, m, ALPHA, method))
             if need is None:
                 mcse, want = math.inf, float(n + adaptive.block)
             else:

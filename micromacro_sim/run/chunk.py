@@ -30,8 +30,8 @@ __all__ = ["simulate_chunk"]
 
 _EST_COLUMNS = [
     "scenario", "replication", "method", "method_index", "term", "term_index", "estimate",
-    *SE_COLUMNS.values(), "df_resid", "converged", "admissible", "status", "reason_code",
-    "reason", "two_step", "engine",
+    *SE_COLUMNS.values(), "df_resid", "ci_low", "ci_high", "ci_level", "converged",
+    "admissible", "status", "reason_code", "reason", "two_step", "engine",
 ]
 
 
@@ -57,6 +57,7 @@ def _estimate_columns(results: list[BatchResult], key: str,
             "estimate": res.params.reshape(-1),
             **{col: res.bse[t].reshape(-1) for t, col in SE_COLUMNS.items()},
             "df_resid": np.repeat(res.df_resid, k).astype(float),
+            **_interval_columns(res, R * k),
             "converged": np.repeat(res.converged, k).astype(bool),
             "admissible": np.repeat(res.admissible, k).astype(bool),
             "status": np.repeat(res.status, k).astype(object),
@@ -70,6 +71,17 @@ def _estimate_columns(results: list[BatchResult], key: str,
     columns = {c: np.concatenate(v) for c, v in parts.items()}
     order = np.lexsort((columns["term_index"], columns["method_index"], columns["replication"]))
     return {c: v[order] for c, v in columns.items()}
+
+
+def _interval_columns(res: BatchResult, n: int) -> dict[str, np.ndarray]:
+    """``ci_low``, ``ci_high`` and ``ci_level``: the method's own intervals (NaN when it
+    reports none)."""
+    if res.ci is None or res.ci_level is None:
+        nan = np.full(n, np.nan)
+        return {"ci_low": nan, "ci_high": nan.copy(), "ci_level": nan.copy()}
+    return {"ci_low": res.ci[..., 0].reshape(-1).astype(float),
+            "ci_high": res.ci[..., 1].reshape(-1).astype(float),
+            "ci_level": np.full(n, float(res.ci_level))}
 
 
 def _simulate_batch(scenario: Scenario, replications: range, estimators: list[Any], seed: int,

@@ -3,7 +3,9 @@
 A bare ``cover``, ``reject``, ``modse`` ... of the performance table is the measure for
 the method's default SE type (:attr:`~micromacro_sim.estimators.base.Estimator.default_se`),
 named in the column ``se_type``: ``classical`` (the model SE) for a one-step method, ``HC3``
-for the two-step methods, ``HC2`` for croon.
+for the two-step methods, ``HC2`` for croon. A method that reports its own intervals (a
+Bayesian method's credible intervals: ``ci_level`` in the estimates) takes the bare
+``cover``, ``becover`` and ``reject`` from them (``ci_level`` names their level).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = ["DEFAULT_SE_MEASURES", "default_se_types", "with_default_se"]
 #: Measures with one value per SE type ``T`` (``<measure>_T``) that also appear under
 #: their bare name for the method's default SE type (with ``_mcse`` where they have one).
 DEFAULT_SE_MEASURES = ("modse", "meanse", "relerr", "cover", "becover", "reject")
+#: The bare measures a method's own intervals give, when it reports them.
+INTERVAL_MEASURES = ("cover", "becover", "reject")
 
 
 def _method_specs(manifest: dict) -> list[MethodSpec]:
@@ -67,15 +71,21 @@ def default_se_types(manifest: dict, est: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def with_default_se(perf: dict[str, float], se_type: str) -> dict[str, float | str]:
+def with_default_se(perf: dict[str, float], se_type: str,
+                    ci_level: float | None = None) -> dict[str, float | str]:
     """``perf`` with ``se_type`` and the bare SE-based measures of that type inserted
-    after the point measures."""
-    typed = tuple(f"_{t}" for t in SE_COLUMNS)
+    after the point measures. A method with its own intervals (``ci_level`` given, and
+    ``cover_ci`` in ``perf``) takes the bare ``cover``, ``becover`` and ``reject`` from
+    them instead."""
+    typed = (*(f"_{t}" for t in SE_COLUMNS), "_ci")
     point = {k: v for k, v in perf.items() if not any(t in k for t in typed)}
-    bare: dict[str, float | str] = {"se_type": se_type}
+    bare: dict[str, float | str] = {"se_type": se_type,
+                                    "ci_level": float("nan") if ci_level is None else ci_level}
+    own = ci_level is not None and "cover_ci" in perf
     for m in DEFAULT_SE_MEASURES:
+        source = "ci" if own and m in INTERVAL_MEASURES else se_type
         for tail in ("", "_mcse"):
-            col = f"{m}_{se_type}{tail}"
+            col = f"{m}_{source}{tail}"
             if col in perf:
                 bare[f"{m}{tail}"] = perf[col]
     return {**point, **bare, **{k: v for k, v in perf.items() if k not in point}}

@@ -17,6 +17,7 @@ def performance(
     *,
     alpha: float = 0.05,
     trim: float = 0.1,
+    ci: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Every SPEC section 4 measure for K estimates of one parameter.
 
@@ -34,6 +35,10 @@ def performance(
         Nominal level of intervals and tests.
     trim : float
         Proportion cut from each tail for the trimmed mean.
+    ci : (ndarray (K,), ndarray (K,)), optional
+        The method's own interval limits per replication (a credible interval): adds
+        ``cover_ci``, ``cover_ci_mcse``, ``becover_ci``, ``reject_ci`` (the interval
+        excludes 0) and ``reject_ci_mcse`` over the replications with finite limits.
 
     Returns
     -------
@@ -54,6 +59,9 @@ def performance(
     if k == 0:
         return out
     out.update(_point_measures(x, theta, trim))
+    if ci is not None:
+        out.update(_interval_measures(np.asarray(ci[0], float)[keep],
+                                      np.asarray(ci[1], float)[keep], theta, out["mean"]))
     if not ses:
         return out
     dfk = np.full(k, np.nan) if df is None else np.asarray(df, dtype=float)[keep]
@@ -132,4 +140,21 @@ def _se_measures(name: str, xe: np.ndarray, s: np.ndarray, c: np.ndarray, theta:
         f"becover_{name}": becover,
         f"reject_{name}": reject,
         f"reject_{name}_mcse": float(np.sqrt(reject * (1 - reject) / m)),
+    }
+
+
+def _interval_measures(lo: np.ndarray, hi: np.ndarray, theta: float,
+                       mean: float) -> dict[str, float]:
+    """Coverage and rejection of the method's own intervals (finite limits only)."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    m = int(ok.sum())
+    if m == 0:
+        return {}
+    lo, hi = lo[ok], hi[ok]
+    cover = float(np.mean((lo <= theta) & (theta <= hi)))
+    reject = float(np.mean((lo > 0) | (hi < 0)))
+    return {
+        "cover_ci": cover, "cover_ci_mcse": float(np.sqrt(cover * (1 - cover) / m)),
+        "becover_ci": float(np.mean((lo <= mean) & (mean <= hi))),
+        "reject_ci": reject, "reject_ci_mcse": float(np.sqrt(reject * (1 - reject) / m)),
     }

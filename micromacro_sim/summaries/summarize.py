@@ -23,6 +23,7 @@ import pandas as pd
 from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import SE_COLUMNS
 from micromacro_sim.core.status import REASON_TEXT, Reason
+from micromacro_sim.design.measures import check_interval_level
 from micromacro_sim.run.manifest import ledger_digest
 from micromacro_sim.run.reading import open_run_folder
 from micromacro_sim.run.storage import read_table
@@ -148,6 +149,7 @@ def summarize_run(run_dir: str | Path, *, alpha: float = 0.05,
     outcome = (manifest.get("adaptive") or {}).get("cells")
     if outcome:  # adaptive: each cell's first replications, as many as its rule used
         est, ds = (_first(t, outcome) for t in (est, ds))
+    check_alpha_intervals(est, alpha)
     est = _status_counts(est)
     est["ok"] = est["status"] == "ok"
     rank = {k: i for i, k in enumerate(keys)}
@@ -217,8 +219,11 @@ def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, truth: RunTruth, a
         target = truth.estimand(key, method, term)
         theta = target.theta
         ses = {t: used[c].to_numpy() for t, c in SE_COLUMNS.items() if used[c].notna().any()}
+        level = _interval_level(used)
+        ci = ((used["ci_low"].to_numpy(), used["ci_high"].to_numpy())
+              if level is not None else None)
         perf = performance(used["estimate"].to_numpy(), theta, ses,
-                           used["df_resid"].to_numpy(), alpha=alpha)
+                           used["df_resid"].to_numpy(), alpha=alpha, ci=ci)
         rows.append({
             "scenario": key,
             "label": scen.loc[key, "label"],
@@ -232,12 +237,32 @@ def _performance_table(est: pd.DataFrame, scen: pd.DataFrame, truth: RunTruth, a
             "n_reps": len(g),
             "n_flagged": int((~g["ok"]).sum()),
             "n_no_estimate": int((~np.isfinite(g["estimate"])).sum()),
-            **with_default_se(perf, se_types.get(method, "classical")),
+            **with_default_se(perf, se_types.get(method, "classical"), level),
         })
     perf_df = pd.DataFrame(rows)
     perf_df["_m"] = perf_df["method"].map(mrank)
     perf_df["_s"] = perf_df["scenario"].map(rank)
     return perf_df.sort_values(["_s", "_m"], kind="stable").drop(columns=["_m", "_s"])
+
+
+def _interval_level(rows: pd.DataFrame) -> float | None:
+    """Level of the method's own intervals in ``rows`` (None when it reports none, or
+    the folder predates the interval columns)."""
+    if "ci_level" not in rows.columns:
+        return None
+    levels = rows["ci_level"].to_numpy(dtype=float)
+    levels = levels[np.isfinite(levels)]
+    return float(levels[0]) if levels.size else None
+
+
+def check_alpha_intervals(est: pd.DataFrame, alpha: float) -> None:
+    """Refuse an ``alpha`` that is not 1 - the level of a method's own intervals (its
+    coverage and rejection come from them)."""
+    if "ci_level" not in est.columns:
+        return
+    rows = est[np.isfinite(est["ci_level"].to_numpy(dtype=float))]
+    for method, level in rows.groupby("method", sort=False)["ci_level"].first().items():
+        check_interval_level(float(level), alpha, str(method))
 
 
 def _flag_table(est: pd.DataFrame, rank: dict, mrank: dict) -> pd.DataFrame:

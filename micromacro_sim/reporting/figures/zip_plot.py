@@ -65,13 +65,24 @@ def _intervals(rows: pd.DataFrame, theta: float, se_col: str, alpha: float):
     est, se, df = est[ok], se[ok], df[ok]
     crit = np.where(np.isfinite(df), stats.t.ppf(1 - alpha / 2, np.where(np.isfinite(df), df, 1)),
                     stats.norm.ppf(1 - alpha / 2))
+    lo, hi = est - crit * se, est + crit * se
+    own = _own_intervals(rows, ok)
+    if own is not None:  # the method's own (credible) intervals
+        lo, hi = own
     z = np.abs(est - theta) / se
     order = np.argsort(z, kind="stable")
     k = len(z)
     centile = 100 * (np.arange(1, k + 1) - 0.5) / max(k, 1)
-    lo, hi = (est - crit * se)[order], (est + crit * se)[order]
+    lo, hi = lo[order], hi[order]
     covers = (lo <= theta) & (theta <= hi)
     return lo, hi, centile, covers
+
+
+def _own_intervals(rows: pd.DataFrame, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The method's own interval limits of the rows kept (None when it reports none)."""
+    if "ci_level" not in rows or not np.isfinite(rows["ci_level"].to_numpy(float)).any():
+        return None
+    return (rows["ci_low"].to_numpy(dtype=float)[ok], rows["ci_high"].to_numpy(dtype=float)[ok])
 
 
 def _panel(ax: Any, rows: pd.DataFrame, method: str, head: str, theta: float, se_col: str,
