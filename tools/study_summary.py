@@ -1,15 +1,17 @@
-"""Summarise the unbalanced studies' runs into the committed tables of docs/studies/.
+"""Summarise a study's runs into the committed tables of docs/studies/.
 
-Usage (after ``micromacro run configs/unbalanced_mcar.yaml`` and
-``configs/unbalanced_poisson.yaml``; the runs may be split by group size, each part a
-folder, since scenario keys leave the grid out)::
+Usage (after ``micromacro run configs/unbalanced_mcar.yaml``, ``configs/unbalanced_poisson.yaml``
+or ``configs/bayes_few_groups.yaml``; the runs may be split into parts, each part a folder,
+since scenario keys leave the grid out)::
 
-    python tools/unbalanced_study_summary.py NAME RUN_DIR [RUN_DIR ...]
+    python tools/study_summary.py NAME RUN_DIR [RUN_DIR ...]
 
 writes ``docs/studies/NAME_summary.csv``: per cell, method and slope (z, xi) the
 replications with estimates (``k`` of ``n_reps``; flagged fits excluded, as in default
 summaries), bias, percent bias, empirical SE, RMSE and the 95% coverage of the classical
-(model) and HC3 intervals, each with its Monte Carlo SE; and ``NAME_flags.csv``: per cell and
+(model) and HC3 intervals, each with its Monte Carlo SE, and coverage and rejection on each
+method's default SE type (``se_type``; a method's own credible interval where it has one,
+``ci_level``); and ``NAME_flags.csv``: per cell and
 method the counts of flagged, not converged, inadmissible and not applicable fits, by reason.
 """
 
@@ -26,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["label", "n_groups", "group_size_label", "icc", "r_zxi", "method", "term",
            "theta", "n_reps", "k", "bias", "bias_mcse", "pct_bias", "pct_bias_mcse", "empse",
            "empse_mcse", "rmse", "rmse_mcse", "cover_classical", "cover_classical_mcse",
-           "cover_HC3", "cover_HC3_mcse", "reject_classical", "reject_classical_mcse"]
+           "cover_HC3", "cover_HC3_mcse", "reject_classical", "reject_classical_mcse",
+           "beta_xi", "se_type", "ci_level", "cover", "cover_mcse", "reject", "reject_mcse"]
 
 
 def summarise(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
