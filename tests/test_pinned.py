@@ -30,6 +30,32 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
 
 # config name -> every scenario in grid order: (key, SHA-256 of replication 0's arrays)
 PINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "bayes_few_groups": (
+        ("00700631cbdc6bfb", "9933044afe3069a39c4d7ad1efee07ff88188b8b0b653f0bacb758f0afcf269a"),
+        ("eea8adf2fa544e2d", "9fada9d77b6384b2b456ff52eb67edec311a3f7267844550c6ec64ea443663e9"),
+        ("683e08dba0d7f3ab", "45aa411761129df0be26fe3406d856bea44bccc81b955d2825e5062eaebb2558"),
+        ("74e14507b86536ea", "95287fababa08ff39f14fa1b0b50ea7b93e458f49c933cd5a189fb0326a01e96"),
+        ("d5587386eb3a9388", "3d724168228cdd3bb21fb55625519a68e2b2b93a9f558d39483528826f6a4dc2"),
+        ("fc132ca4bac19219", "9d7586366f0524a35384afa502cf51c25773d23af12019b712cc40491e71329d"),
+        ("c66e0b7025bad87f", "c45dff0f0eb373767304023221aa7e83636c8a5a0b2c77e57b85417bedc1e414"),
+        ("2912fead4bdfac46", "82983b7d26c460e0259371781a8a8407f0da6a10c216c0486acf4b33facf460b"),
+        ("f1565d95e90a9e6d", "48494afab410a812f305bfd4e5ec09ec1a02c1b0badea6191d27ae200341539d"),
+        ("0f61ec26fc44962b", "4045643facf93a83eece7b1309a3314c475598d54f69553912dc62dd80741307"),
+        ("f3d0933a59f37fbb", "b72ba239017f0c3f4c54086855e4457ef644d359bd8487f5d44cfb6b6d0c6488"),
+        ("1ac5d9dba62b41c9", "22e29b0b9bd9959ed5329e89d7fdabe27ed2b1be67d49b9e2e49a1e2826d4058"),
+        ("f70b39afe747347d", "ea33a101313ce9734b7a7bd2328bde67638f054a143a801daa19e454fb21d4d0"),
+        ("c9e5ea995a5ab4c4", "09f429f85186c63b0266fcef6627f3844ab535101eda9f97c449fbfa242cc2c0"),
+        ("286c42e9591ce65b", "db0e6c1e2885af86e89909463187aa38641bdda8f5417b0ef567f2dd694e796f"),
+        ("2b0a1cb74b110413", "c287647258e809dda780ea1ccb11ec98d25cb73a635f363d0b9bcf929ff05f8f"),
+        ("df4a283d85ebfe4e", "4518648f839881422509c789711d14d0de733f8cfaafbdc6dbf4dc9939e82c05"),
+        ("f924bb5a7f9e16da", "f5a1d584311588cfa8da2a1e0481cfe13d3dfee360a5f7c7e0537c300e266fe5"),
+        ("465c01d31df67cc0", "de97e11285df8feee79e45d40d4ce456d7a466940b9c71d542ccec69561df99b"),
+        ("6ddf02c9e70121f4", "029767dd83714f33f7126fa806807b20439c5114a6f4e02f3caa1bca2d7a85b1"),
+        ("4fbcbb35a53871c6", "52f4e5f1a02164a8ff7df813ecc19dd81e328b1927c18478a7e16631583f1e18"),
+        ("cc4db56da2bd37ad", "ac97e135a6b2645807d68a87a314e101efe4fb23bd25dda5295268ea592eb6c5"),
+        ("4706a75753999ba9", "0b31b752927b48ba0b5c0594ab6efc7f071539d8037060808f5a365b07db69eb"),
+        ("c0e0737ebdc71105", "17e67a68fc4ae1f9da900627a7942d0c729c52ba390f56da9e863741c4dc1704"),
+    ),
     "clark2020": (
         ("63bad86f67f97894", "68a29dedd9f79f6704a0b37d9ac88c09c07d4e32b24909ae31dae7365de89147"),
         ("e6a1bd7f7fe1a218", "8f507cfbee26d492f13e1f91dd885cbf7a306facaeeb745c5a3d7082b5a3c312"),
@@ -199,7 +225,7 @@ def _data_digest(sc: Scenario, seed: int, replication: int = 0) -> str:
 
 
 def test_every_shipped_config_is_pinned():
-    assert len(SHIPPED) == 8
+    assert len(SHIPPED) == 9
     assert {p.stem for p in SHIPPED} == set(PINS)
 
 

@@ -40,7 +40,7 @@ from micromacro_sim.cli.bench_timing import (
     machine_info,
     parallel_ceiling,
 )
-from micromacro_sim.estimators import available
+from micromacro_sim.estimators import available, registry
 
 __all__ = ["TARGETS", "add_parser", "print_targets", "run_bench", "target_rows"]
 
@@ -52,6 +52,7 @@ TARGETS = (
     ("cv2007_all_seconds", "<=", 10.0, "cv2007 with every method wall, s"),
     ("cv2007_all_peak_mib", "<=", 600.0, "cv2007 with every method peak RSS, MiB"),
     ("r_ratio", ">=", 500.0, "R pipeline / seed study (measured, R extrapolated)"),
+    ("bayes_row16_seconds", "<=", 60.0, "bayes, row 16, 1000 replications, n_jobs 2, wall, s"),
 )
 
 KINDS = ("cold", "warm")
@@ -219,6 +220,7 @@ def _bench_cli(out: dict[str, Any], work: Path, quick: bool, r_datasets: int) ->
     _record(out, "clark", f"clark2020, both scenarios (2 x {reps} replications)", None, both)
     _bench_r_ratio(out, work, 5 if quick else r_datasets, reps)
     _bench_cv(out, work, quick)
+    _bench_bayes(out, work, row16, quick)
     _bench_parallel(out, work, row16, quick)
 
 
@@ -253,14 +255,27 @@ def _bench_cv(out: dict[str, Any], work: Path, quick: bool) -> None:
     five = cli_run(cv, work)
     _record(out, "cv2007", f"cv2007, 16 cells x {cv['replications']} replications, "
             f"{len(cv['methods'])} methods", None, five)
-    every = {**cv, "methods": available()}
+    every = {**cv, "methods": [m for m in available() if not registry()[m].mcmc]}
     fig = cold_and_warm(every, work, warm_runs=1)
     _record(out, "cv2007_all", f"cv2007, 16 cells x {cv['replications']} replications, every "
-            f"method ({len(every['methods'])}), n_jobs {cv.get('n_jobs', 1)}, default memory "
-            "budget", fig["cold"], fig["warm"])
+            f"method but the samplers ({len(every['methods'])}), n_jobs {cv.get('n_jobs', 1)}, "
+            "default memory budget", fig["cold"], fig["warm"])
     for kind in KINDS:
         out[f"cv2007_all_seconds_{kind}"] = fig[kind]["wall"]
         out[f"cv2007_all_peak_mib_{kind}"] = fig[kind]["peak_mib"]
+
+
+def _bench_bayes(out: dict[str, Any], work: Path, row16: dict[str, Any], quick: bool) -> None:
+    """``bayes`` alone on row 16, on 2 cores: the Gibbs sampler's wall time."""
+    reps = 100 if quick else 1000
+    cfg = {**row16, "methods": ["bayes"], "replications": reps, "n_jobs": 2,
+           "admissibility": {"policy": "flag", "gate": "none"}}
+    print()
+    fig = cold_and_warm(cfg, work, warm_runs=1)
+    _record(out, "bayes_row16", f"bayes alone, row 16, {reps} replications, n_jobs 2",
+            fig["cold"], fig["warm"])
+    for kind in KINDS:
+        out[f"bayes_row16_seconds_{kind}"] = fig[kind]["wall"]
 
 
 def _bench_parallel(out: dict[str, Any], work: Path, row16: dict[str, Any], quick: bool) -> None:

@@ -98,6 +98,12 @@ class Estimator(ABC):  # noqa: B024 - completeness: missing_methods(), not abstr
     #: Origin of its intercept: ``"x_zero"`` (where x is 0), ``"latent_mean"`` (a latent
     #: variable with mean 0) or ``"score_mean"`` (scores that are deviations from the mean).
     origin: ClassVar[str] = "x_zero"
+    #: Posterior draws by Markov chain Monte Carlo: seconds per replication rather than
+    #: milliseconds (``micromacro bench`` times such a method on its own).
+    mcmc: ClassVar[bool] = False
+    #: Options the contract's batch checks build the method with (cheaper settings that
+    #: take the same code paths, such as shorter Markov chains); default none.
+    contract_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     #: SE type behind the bare measures (``cover``, ``reject``, ``modse``) of summaries,
     #: reports, ``plan``, ``power`` and adaptive targets: one of
     #: :data:`~micromacro_sim.core.results.SE_TYPES`. A one-step method keeps

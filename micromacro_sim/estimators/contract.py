@@ -30,6 +30,9 @@ fast_equals_reference (per declared batch design)
     estimates within :data:`EST_TOL` and SEs within :data:`SE_TOL`.
 bits_stable (per declared batch design)
     A replication's bits do not depend on the other replications of its batch.
+
+The two batch checks build the method with its ``contract_options`` (a sampler's shorter
+chains, say): the same code paths at a test's cost.
 """
 
 from __future__ import annotations
@@ -261,7 +264,7 @@ def batch_cases(cls: type[Estimator]) -> list[str]:
 def check_fast_equals_reference(cls: type[Estimator], design: str) -> None:
     """The batch path agrees with the reference path on ``design``."""
     batch = _batch(design)
-    est = cls()
+    est = cls(**dict(cls.contract_options))
     fast, ref = est.fit_batch(batch, "fast"), est.fit_batch(batch, "reference")
     for res in (fast, ref):
         _require_no_raise(zip(res.reason_code, res.reason, strict=True))
@@ -273,7 +276,7 @@ def check_fast_equals_reference(cls: type[Estimator], design: str) -> None:
 def check_bits_stable(cls: type[Estimator], design: str) -> None:
     """Fitting replications in batches of 1 and 5 gives the bits of the whole batch."""
     batch = _batch(design)
-    est = cls()
+    est = cls(**dict(cls.contract_options))
     whole = est.fit_batch(batch, "fast")
     R = batch.n_reps
     for size in (1, 5):
