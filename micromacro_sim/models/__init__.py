@@ -24,6 +24,9 @@ Families
 :mod:`.twolevel_solve`
     Two-level ML with a latent group mean (one and several x), joint-ML information, and
     lavaan's ``fixed.x = TRUE`` variant (``sem_2level``).
+:mod:`.bayes_model`, :mod:`.bayes_gibbs`, :mod:`.mcmc_diagnostics`
+    The latent covariate model's data, priors and batched Gibbs sampler (``bayes``), and
+    split R-hat, bulk and tail ESS and MCSEs as Vehtari et al. (2021) define them.
 :mod:`.linalg`
     Batched solves, positive definiteness, padding-free member sums, fixed-order quadratic
     forms.
