@@ -9,6 +9,7 @@ FIGURES = {
     "cv2007_all_seconds_cold": 9.0, "cv2007_all_seconds_warm": 10.01,
     "cv2007_all_peak_mib_cold": 507.0, "cv2007_all_peak_mib_warm": 601.0,
     "r_ratio_cold": 499.0, "r_ratio_warm": 500.0,
+    "bayes_row16_seconds_cold": 61.0, "bayes_row16_seconds_warm": 30.0,
 }
 
 
@@ -23,9 +24,10 @@ def test_verdicts_follow_the_figures(capsys):
         "cv2007_all_seconds": {"cold": True, "warm": False},
         "cv2007_all_peak_mib": {"cold": True, "warm": False},
         "r_ratio": {"cold": False, "warm": True},
+        "bayes_row16_seconds": {"cold": False, "warm": True},
     }
     text = capsys.readouterr().out
-    assert text.count("NOT MET") == 4 and text.count(": met") == 4
+    assert text.count("NOT MET") == 5 and text.count(": met") == 5
     assert "cold 1.3: NOT MET; warm 1.2: met" in text
 
 
@@ -33,8 +35,8 @@ def test_a_missing_figure_is_not_a_verdict(capsys):
     verdicts = print_targets({"r_ratio_cold": 600.0, "r_ratio_warm": 400.0})
     assert verdicts["r_ratio"] == {"cold": True, "warm": False}
     others = [verdicts[k] for k, *_ in TARGETS if k != "r_ratio"]
-    assert others == [{"cold": None, "warm": None}] * 3
-    assert capsys.readouterr().out.count("not measured") == 6
+    assert others == [{"cold": None, "warm": None}] * 4
+    assert capsys.readouterr().out.count("not measured") == 8
 
 
 def test_a_missing_cold_figure_is_not_measured(capsys):
