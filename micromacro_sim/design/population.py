@@ -104,9 +104,11 @@ class MemberModel:
         (positions 0 .. largest size - 1)."""
         load, mvar = self.sc.loadings, self.sc.member_variances
         n_max = int(self.sizes[0].max())
-        pairs = [(load[i % len(load)], mvar[i % len(mvar)]) for i in range(n_max)]
+        period = len(load) * len(mvar) // math.gcd(len(load), len(mvar))
+        pairs = [(load[i % len(load)], mvar[i % len(mvar)]) for i in range(min(period, n_max))]
         uniq = sorted(set(pairs), key=pairs.index)
-        cls = np.array([uniq.index(p) for p in pairs])
+        one = np.array([uniq.index(p) for p in pairs])
+        cls = one[np.arange(n_max) % len(one)]  # the classes repeat with the period
         return (np.array([p[0] for p in uniq]), np.array([p[1] for p in uniq]), cls)
 
     @property
@@ -114,13 +116,17 @@ class MemberModel:
         """Every position has the same loading and member variance."""
         return len(self.classes[0]) == 1
 
+    def counts(self, n: int) -> np.ndarray:
+        """How many of positions 0..n-1 fall in each position class."""
+        return np.bincount(self.classes[2][:n], minlength=len(self.classes[0])).astype(float)
+
     @cached_property
     def weights(self) -> np.ndarray:
-        """Design weight of each position class in the group's true score."""
+        """Design weight of each position class in the group's true score:
+        ``sum_n p_n (positions of the class among the first n) / n``."""
         sizes, prob = self.sizes
-        _, _, cls = self.classes
-        w_pos = np.array([prob[sizes > i] @ (1.0 / sizes[sizes > i]) for i in range(cls.size)])
-        return np.bincount(cls, weights=w_pos, minlength=len(self.classes[0]))
+        return sum((p * self.counts(int(n)) / n for n, p in zip(sizes, prob, strict=True)),
+                   np.zeros(len(self.classes[0])))
 
     @property
     def linear(self) -> bool:
@@ -174,17 +180,16 @@ class MemberModel:
         """
         f, var = self.moments(v)
         sizes, prob = self.sizes
-        _, _, cls = self.classes
         T = np.tensordot(self.weights, f, axes=1)
         m = np.asarray(m, dtype=float)
         out = np.zeros(np.broadcast_shapes(T.shape, m.shape))
         for n, p in zip(sizes.astype(int), prob, strict=True):
-            fn, vn = f[cls[:n]], var[cls[:n]]
-            t_n = fn.mean(axis=0)
+            share = self.counts(n) / n  # each class's share of positions 0..n-1
+            t_n = np.tensordot(share, f, axes=1)
             inv_k = _mean_inverse_observed(n, m)
-            out = out + p * (vn.mean(axis=0) * inv_k + (t_n - T) ** 2)
+            out = out + p * (np.tensordot(share, var, axes=1) * inv_k + (t_n - T) ** 2)
             if n > 1 and not self.parallel:
-                s2 = ((fn - t_n) ** 2).sum(axis=0) / (n - 1)
+                s2 = np.tensordot(share, (f - t_n) ** 2, axes=1) * n / (n - 1)
                 out = out + p * (inv_k - 1.0 / n) * s2
         return out
 
