@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from micromacro_sim.core.errors import ConfigError
 from micromacro_sim.core.results import DEFAULT_SE, SE_TYPES, se_label
+from micromacro_sim.design import measures
 
 __all__ = ["check_se_type", "legend_labels", "measure_column", "method_se_labels",
            "method_se_types", "se_list", "se_note"]
@@ -29,12 +29,8 @@ def check_se_type(se_type: str | None, field: str = "se_type") -> str | None:
     ConfigError
         One line naming ``field`` for anything else.
     """
-    if se_type is None or se_type == DEFAULT_SE:
-        return None
-    if se_type not in SE_TYPES:
-        raise ConfigError(f"{field}: expected {DEFAULT_SE} or one of {', '.join(SE_TYPES)}, "
-                          f"got {se_type!r}")
-    return se_type
+    checked = measures.check_se_type(se_type, field)
+    return None if checked == DEFAULT_SE else checked
 
 
 def measure_column(measure: str, se_type: str | None) -> str:
