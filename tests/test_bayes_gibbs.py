@@ -22,6 +22,7 @@ from micromacro_sim.models.bayes_gibbs import (
     param_names,
     posterior_summary,
 )
+from micromacro_sim.models.linalg import cholesky_small
 from micromacro_sim.models.mcmc_diagnostics import rhat
 
 
@@ -111,7 +112,7 @@ def test_regression_conditional() -> None:
     F = np.stack([bm.draw_regression(xtx, xtv, s2a, V, np.eye(3)[[j]])[0] - m
                   for j in range(3)], axis=1)
     np.testing.assert_allclose(F @ F.T, cov, rtol=1e-10)
-    L = bm.cholesky_small(prec[None])[0]
+    L = cholesky_small(prec[None])[0]
     np.testing.assert_allclose(L, np.linalg.cholesky(prec), rtol=1e-12)
 
 

@@ -299,9 +299,7 @@ class Derived:
 DERIVED: tuple[Derived, ...] = (
     Derived("balanced", "group_size", "every group has the same size in every replication"),
     Derived("reliability", "icc", "reliability of the observed group mean, Var(T) / "
-            "Var(xbar) (T the group's true mean of x): var_xi / (var_xi + sigma2_nu E[1/n]) "
-            "for continuous parallel members, with categories, loadings and missing "
-            "members accounted for"),
+            "Var(xbar) (T the group's true mean of x; docs/estimands.md)"),
 )
 
 

@@ -57,7 +57,6 @@ import numpy as np
 from micromacro_sim.models.bayes_model import (
     GibbsData,
     GibbsPriors,
-    cholesky_small,
     collapsed_coef,
     collapsed_gamma,
     draw_inverse_gamma,
@@ -66,6 +65,7 @@ from micromacro_sim.models.bayes_model import (
     param_names,
     ridge_log_target,
 )
+from micromacro_sim.models.linalg import cholesky_small
 from micromacro_sim.models.mcmc_diagnostics import posterior_summary
 
 __all__ = [

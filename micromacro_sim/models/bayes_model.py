@@ -60,11 +60,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from micromacro_sim.generate.dataset import Dataset
+from micromacro_sim.models.linalg import backward_small, cholesky_small, forward_small
 
 __all__ = [
     "GibbsData",
     "GibbsPriors",
-    "cholesky_small",
     "draw_inverse_gamma",
     "draw_regression",
     "draw_xi",
@@ -266,50 +266,6 @@ def draw_xi(n: np.ndarray, xsum: np.ndarray, m: np.ndarray, r: np.ndarray,
     return mean + u / np.sqrt(prec)
 
 
-def cholesky_small(a: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack (..., k, k) of small positive definite matrices,
-    written out elementwise: each factor comes from its own matrix only, in a fixed order
-    of operations (and for k <= 6 faster than LAPACK per matrix). Not PD: NaN entries."""
-    k = a.shape[-1]
-    L = np.zeros_like(a)
-    with np.errstate(invalid="ignore"):
-        for j in range(k):
-            d = a[..., j, j].copy()
-            for p in range(j):
-                d -= L[..., j, p] * L[..., j, p]
-            L[..., j, j] = np.sqrt(d)
-            for i in range(j + 1, k):
-                s = a[..., i, j].copy()
-                for p in range(j):
-                    s -= L[..., i, p] * L[..., j, p]
-                L[..., i, j] = s / L[..., j, j]
-    return L
-
-
-def _forward(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``L w = b`` (L lower triangular, stacks (..., k, k) and (..., k))."""
-    k = b.shape[-1]
-    w = np.empty_like(b)
-    for i in range(k):
-        s = b[..., i].copy()
-        for p in range(i):
-            s -= L[..., i, p] * w[..., p]
-        w[..., i] = s / L[..., i, i]
-    return w
-
-
-def _backward(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``L' w = b`` (L lower triangular)."""
-    k = b.shape[-1]
-    w = np.empty_like(b)
-    for i in range(k - 1, -1, -1):
-        s = b[..., i].copy()
-        for p in range(i + 1, k):
-            s -= L[..., p, i] * w[..., p]
-        w[..., i] = s / L[..., i, i]
-    return w
-
-
 def draw_regression(xtx: np.ndarray, xtv: np.ndarray, s2: np.ndarray, prior_var: float,
                     u: np.ndarray) -> np.ndarray:
     """A draw of regression coefficients from their normal conditional.
@@ -325,7 +281,7 @@ def draw_regression(xtx: np.ndarray, xtv: np.ndarray, s2: np.ndarray, prior_var:
     for j in range(k):
         a[..., j, j] += ridge
     L = cholesky_small(a)
-    return _backward(L, _forward(L, xtv) + np.sqrt(s2)[..., None] * u)
+    return backward_small(L, forward_small(L, xtv) + np.sqrt(s2)[..., None] * u)
 
 
 def draw_inverse_gamma(prior_scale: float | np.ndarray, ss: np.ndarray,

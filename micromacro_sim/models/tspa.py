@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micromacro_sim.models.linalg import inv_stack, solve_stack
+from micromacro_sim.models.linalg import dot_last, inv_stack, solve_stack, sum_first
 
 __all__ = ["BOUND_TOL", "MAX_ITER", "TOL", "Stage1", "TSPAFit", "fit_tspa", "m2ll", "stage1"]
 
@@ -138,14 +138,6 @@ class TSPAFit:
         return self.theta[:, -1]
 
 
-def _gsum(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 (the groups) in a fixed order, whatever the number of replications."""
-    out = a[0].copy()
-    for g in range(1, a.shape[0]):
-        out += a[g]
-    return out
-
-
 @dataclass(frozen=True)
 class _Data:
     """Stage-2 inputs laid out groups first: s, y, ev (G, R); zt (G, R, m), zz (G, R, m, m)."""
@@ -181,19 +173,11 @@ def _split(theta: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
             theta[:, 2 * m + 2])
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sum over the last axis of ``a * b`` in a fixed order (broadcasting)."""
-    out = a[..., 0] * b[..., 0]
-    for j in range(1, a.shape[-1]):
-        out = out + a[..., j] * b[..., j]
-    return out
-
-
 def _moments(d: _Data, theta: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per group: residuals, inverse covariance entries, log det (G, R each)."""
     alpha, beta, psi, b, s2e = _split(theta, d.m)
-    r1 = d.s - _dot(d.zt, alpha[None])
-    r2 = d.y - _dot(d.zt, beta[None])
+    r1 = d.s - dot_last(d.zt, alpha[None])
+    r2 = d.y - dot_last(d.zt, beta[None])
     A = psi[None] + d.ev
     C = b * psi
     V = b * b * psi + s2e
@@ -208,7 +192,7 @@ def m2ll(d: _Data, theta: np.ndarray) -> np.ndarray:
     """-2 log L of every replication (inf where some group's covariance is not PD)."""
     r1, r2, p11, p12, p22, logdet = _moments(d, theta)
     f = logdet + p11 * r1 * r1 + 2 * p12 * r1 * r2 + p22 * r2 * r2 + 2 * _LOG2PI
-    out = _gsum(f)
+    out = sum_first(f)
     return np.where(np.isfinite(out), out, np.inf)
 
 
@@ -240,7 +224,7 @@ def _derivs(d: _Data, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
         zsum += vec[g][:, :, None] * d.zt[g][:, None, :]
         zzsum += mat[g][:, :, None, None] * d.zz[g][:, None]
     R = d.s.shape[1]
-    sums = np.concatenate([_gsum(scal), -zsum.reshape(R, -1), zzsum.reshape(R, -1)], axis=1)
+    sums = np.concatenate([sum_first(scal), -zsum.reshape(R, -1), zzsum.reshape(R, -1)], axis=1)
     return _assemble(sums, m, psi, b)
 
 
@@ -262,20 +246,20 @@ def _assemble(sums: np.ndarray, m: int, psi: np.ndarray, b: np.ndarray
     k = 2 * m + 3
     grad = np.empty((R, k))
     grad[:, :m], grad[:, m:2 * m] = zsum[:, 0], zsum[:, 1]
-    grad[:, 2 * m:] = _dot(Jc.transpose(0, 2, 1), fs[:, None, :])
+    grad[:, 2 * m:] = dot_last(Jc.transpose(0, 2, 1), fs[:, None, :])
     H, E = np.zeros((R, k, k)), np.zeros((R, k, k))
     for M in (H, E):
         M[:, :m, :m], M[:, m:2 * m, m:2 * m] = zz[:, 0], zz[:, 2]
         M[:, :m, m:2 * m] = M[:, m:2 * m, :m] = zz[:, 1]
     Jt = Jc.transpose(0, 2, 1)[:, None]  # (R, 1, 3 params, 3 sigma)
     for blk, rows in ((2, slice(0, m)), (5, slice(m, 2 * m))):
-        cross = _dot(zsum[:, blk:blk + 3].transpose(0, 2, 1)[:, :, None, :], Jt)  # (R, m, 3)
+        cross = dot_last(zsum[:, blk:blk + 3].transpose(0, 2, 1)[:, :, None, :], Jt)  # (R, m, 3)
         H[:, rows, 2 * m:] = cross
         H[:, 2 * m:, rows] = cross.transpose(0, 2, 1)
     cov = slice(2 * m, k)
     for M, h in ((H, hobs), (E, hexp)):
-        left = _dot(Jt[:, 0][:, :, None, :], h.transpose(0, 2, 1)[:, None])  # Jc' h
-        M[:, cov, cov] = _dot(left[:, :, None, :], Jt[:, 0][:, None])       # (Jc' h) Jc
+        left = dot_last(Jt[:, 0][:, :, None, :], h.transpose(0, 2, 1)[:, None])  # Jc' h
+        M[:, cov, cov] = dot_last(left[:, :, None, :], Jt[:, 0][:, None])       # (Jc' h) Jc
     H[:, 2 * m, 2 * m + 1] += fs[:, 1] + 2 * b * fs[:, 2]
     H[:, 2 * m + 1, 2 * m] += fs[:, 1] + 2 * b * fs[:, 2]
     H[:, 2 * m + 1, 2 * m + 1] += 2 * psi * fs[:, 2]
@@ -284,16 +268,16 @@ def _assemble(sums: np.ndarray, m: int, psi: np.ndarray, b: np.ndarray
 
 def _start(d: _Data) -> np.ndarray:
     """Closed-form start: OLS means, residual moments with the mean error variance."""
-    xtx = _gsum(d.zz)
-    xts = _gsum(d.zt * d.s[:, :, None])
-    xty = _gsum(d.zt * d.y[:, :, None])
+    xtx = sum_first(d.zz)
+    xts = sum_first(d.zt * d.s[:, :, None])
+    xty = sum_first(d.zt * d.y[:, :, None])
     coef, _ = solve_stack(xtx, np.stack([xts, xty], axis=2))
     alpha, beta = coef[:, :, 0], coef[:, :, 1]
-    e1 = d.s - _dot(d.zt, alpha[None])
-    e2 = d.y - _dot(d.zt, beta[None])
+    e1 = d.s - dot_last(d.zt, alpha[None])
+    e2 = d.y - dot_last(d.zt, beta[None])
     G = d.s.shape[0]
-    sss, ssy, syy = _gsum(e1 * e1) / G, _gsum(e1 * e2) / G, _gsum(e2 * e2) / G
-    evbar = _gsum(d.ev) / G
+    sss, ssy, syy = sum_first(e1 * e1) / G, sum_first(e1 * e2) / G, sum_first(e2 * e2) / G
+    evbar = sum_first(d.ev) / G
     psi = np.maximum(sss - evbar, 0.1 * sss)
     b = ssy / psi
     s2e = np.maximum(syy - b * b * psi, 0.1 * syy)
@@ -304,12 +288,12 @@ def _direction(grad: np.ndarray, H: np.ndarray, E: np.ndarray) -> tuple[np.ndarr
     """Newton step where it descends, else the Fisher-scoring step; and the decrement."""
     newton, _ = solve_stack(H, -grad[:, :, None])
     newton = newton[:, :, 0]
-    slope = _dot(grad, newton)
+    slope = dot_last(grad, newton)
     good = np.all(np.isfinite(newton), axis=1) & (slope < 0)
     if not np.all(good):
         fisher, _ = solve_stack(E, -grad[:, :, None])
         newton = np.where(good[:, None], newton, fisher[:, :, 0])
-        slope = _dot(grad, newton)
+        slope = dot_last(grad, newton)
     return newton, -slope
 
 
@@ -376,7 +360,7 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray) -> TSP
         stalled = go[~moved]
         conv[stalled] = dec[keep][~moved] < _STALL_TOL
         done[stalled] = True
-    evbar = _gsum(d.ev) / d.s.shape[0]
+    evbar = sum_first(d.ev) / d.s.shape[0]
     return _finish(theta, hess, conv, f, iters, m, evbar)
 
 
