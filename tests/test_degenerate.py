@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import micromacro_sim as mm
-from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.core.results import OLS_SE_TYPES as SE_TYPES
 from micromacro_sim.models.ols import ols, ols_batch
 from micromacro_sim.run.configure import parse_config
 from micromacro_sim.run.runner import run

@@ -152,6 +152,32 @@ PINS: dict[str, tuple[tuple[str, str], ...]] = {
         ("9963d302fe4bf232", "fa8942e6b9c43b1baafd56f840c8ed6f796718310a05b690c6bce03236ec99eb"),
         ("74a05d6cc9b566b9", "8f30091034375c87468f434f025fde1c0dde059ad751e909136cfce5ca833603"),
     ),
+    "small_sample_tools": (
+        ("f6a741d5730c610e", "ed487e91b96311b81f1e0f32a9b5e87c9d8f27d8594116fe684bdbc008773739"),
+        ("53376374070d8b9f", "369d4215a97e11c0f8cce3887161bb886100dd49aa667f16dfdd9226848da6ab"),
+        ("b18c3d706384b9ec", "b5e6e4d965a6eddebc57856f6f792cb1f9066424c23efba608e40c754e4590e7"),
+        ("30521825ea8e5a06", "34192435b2d22a85a7b570a5e241ba40a23905b41687c78bdca9d56910b31aae"),
+        ("bc0389dc7119981b", "8222bdd762c93863839675ef0c6314d849dac8b973319af1884c46fe8bfe7122"),
+        ("4829acccf6402e88", "ac45d9ca908b2896bfa62c8bacda265c7cd367cf8ce5e7a03d2433dc3083c979"),
+        ("e7c5cb94ad34c9aa", "b8a6c07819253852d743d79e7591785e1ab704448f250c48db71ee59319ec5f5"),
+        ("739c3a21aaaa2211", "5d455b74e4685a2f52998b0b302cbb602799e0dd9fba4616fdb2ca6404e6baa1"),
+        ("a410d59ca1af36ae", "f9b6df0c11f562576a12694b1693c6541e48d129f3e8b27fb9bd236acac0a681"),
+        ("2fa2a5694ccbf5e0", "94af89c836e79d9df76eea8b5271034abcafe912a9cf1e11af4f2e05d654b7a9"),
+        ("76ff061d87e4159b", "c6acc11d3c383e64b869c350799b156cbc6ebdb3ad31df050398510cbadaca2b"),
+        ("6578b63f48a26b40", "510bcefa2890c9b04420103c0cb3c18c32cf45a40072420d45173f334bc16867"),
+        ("68c37f77713e91d5", "c4e2910627898fb4b8d1dc7503a329b7e73675e654de9db54a80ac2dcf2ebb7b"),
+        ("43ffa242cea9cd75", "6a1a33c6c31e2d2b2e210f1f62654e2ad1fec2391a96f8a096f17a9283d7507a"),
+        ("bbf28e10ee8b3d5f", "ad1b2e4295ca1e89f8ea2912e9bf6297968f26ca6f8185cb5345fcbb61a0f320"),
+        ("4506dfe0ca531c1e", "18d12a161aa4d6ae39edc86eabb18d82c0b9472c6f459e78adc4b957b591d363"),
+        ("00602e74c4e8ce04", "2332e6d69b68391571da69c50393e72ba35515ce084c693c0d5be4f31cad032b"),
+        ("dbd55dbf6fad8cf4", "842e949262e731f6f27668a3e41331452a7845176feec9d1f5fabf1922e83f55"),
+        ("224c1ff320eb133a", "43bde651a3cfc3213afa4eecea7106075bb85219700116c2fd51ffc23ecb7dd6"),
+        ("f6b7d6494bc9df05", "8b0bb260fe5b6264e07cb1687af3447f2d49ad411236efb7add84d6cf1b60c9c"),
+        ("db3e31e4fa70896e", "84ce37f444493727ab40b79b1e5705acc8713c3bc3b8fe0889fbf8c6907e92ff"),
+        ("6eefc698b7facfd4", "f28c92a1784a5382bad5b898488eebb3d2c684e17a4c19e99a9df5632169b41e"),
+        ("220b4f1f766ad9ac", "930e127c8b97d6e257628c6e04d705f087238af920ca0603ce9be31dc0b20f78"),
+        ("d24b4d13024a3027", "531c7409dc5c301d99d3806cd0ebc90291b5a64246e380400b20c0d1a01ddb1a"),
+    ),
     "unbalanced_mcar": (
         ("51bfc9edc3d6b05a", "8731acac948562dd464ecbc672e0ddcd357e6ed6b5d803c73bc08cfb95854fa9"),
         ("b28c979a9c6939f6", "b948e69dbef932e007b2bde6b5a892c30119a975e62373527e4ad6ed906ad776"),
@@ -225,7 +251,7 @@ def _data_digest(sc: Scenario, seed: int, replication: int = 0) -> str:
 
 
 def test_every_shipped_config_is_pinned():
-    assert len(SHIPPED) == 9
+    assert len(SHIPPED) == 10
     assert {p.stem for p in SHIPPED} == set(PINS)
 
 

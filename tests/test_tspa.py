@@ -108,3 +108,28 @@ def test_singletons_are_not_applicable():
     data = draw({"n_groups": 30, "group_size": 1, "icc": 0.3, "r_zxi": 0.3}, 0)
     res = get_estimator("tspa").fit(data)
     assert res.status.value == "not_applicable"
+
+
+@pytest.mark.parametrize("params", [
+    {"n_groups": 100, "group_size": 10, "icc": 0.1},
+    {"n_groups": 20, "group_size": 5, "icc": 0.1, "n_z": 2, "r_zxi": [0.3, 0.1], "r_zz": 0.2},
+])
+def test_closed_form_is_the_newton_optimum_with_its_information(params):
+    """Equal error variances (complete balanced data): the closed form is the exact ML,
+    never a worse optimum than Newton's, and its covariance equals 2 inv(H) at it."""
+    s, ev, z, y = stacked([draw({**params, "r_zxi": params.get("r_zxi", 0.3)}, seed)
+                           for seed in range(60)])
+    closed = T.fit_tspa(s, ev, z, y)
+    newton = T.fit_tspa(s, ev, z, y, closed_form=False)
+    assert np.array_equal(closed.proper, newton.proper)
+    assert np.array_equal(closed.converged, newton.converged)
+    both = closed.proper & closed.converged
+    assert both.sum() >= 25 and np.all(closed.iterations[both] == 0)
+    assert np.all(closed.m2ll[both] <= newton.m2ll[both] + 1e-10)
+    # Newton stops at a decrement of 1e-11: its estimates are within 1e-5 SE of the ML
+    np.testing.assert_array_less(np.abs(closed.params - newton.params)[both] / newton.se[both],
+                                 1e-5)
+    # where Newton starts at the ML (iteration 0) the two agree to rounding
+    exact = both & (newton.iterations == 0)
+    np.testing.assert_allclose(closed.params[exact], newton.params[exact], rtol=1e-10)
+    np.testing.assert_allclose(closed.se[exact], newton.se[exact], rtol=1e-8)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from micromacro_sim.core.results import SE_COLUMNS, SE_TYPES, FitResult
 from micromacro_sim.core.status import Status
+from micromacro_sim.models.jackknife import jackknife_cov
 
 __all__ = [
     "LOW_RELIABILITY",
@@ -222,15 +223,19 @@ class MethodResult:
 
         Two-step methods: the full covariance of the second-step OLS of the requested
         type (default :attr:`cov_type`; classical or HC0-HC3, treating the scores as
-        known), whose diagonal is ``bse**2``. One-step models report standard errors
-        only: the diagonal holds their model-based variances and the covariances are
-        NaN (unknown, not zero). A fit without estimates gives all NaN.
+        known), or with ``JK`` (a method with ``se: jackknife``) the jackknife covariance of
+        the delete-one-group refits; its diagonal is ``bse**2``. One-step models report
+        standard errors only: the diagonal holds their model-based variances and the
+        covariances are NaN (unknown, not zero). A fit without estimates gives all NaN.
         """
         ct = cov_type or self.cov_type
         if ct not in SE_TYPES:
             raise ValueError(f"cov_type: expected one of {', '.join(SE_TYPES)}, got {ct!r}")
         k = len(self.terms)
-        if self.design is not None and self.y is not None and np.all(
+        deletions = self.fit.extras.get("jackknife")
+        if ct == "JK" and deletions is not None:
+            cov = jackknife_cov(np.asarray(deletions))
+        elif ct != "JK" and self.design is not None and self.y is not None and np.all(
                 np.isfinite(self.fit.params)):
             cov = ols_cov(self.y, self.design, ct)
         else:

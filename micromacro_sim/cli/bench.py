@@ -33,6 +33,7 @@ from micromacro_sim.cli.bench_report import write_markdown
 from micromacro_sim.cli.bench_timing import (
     COLD_DEFINITION,
     ROW16,
+    bench_jackknife,
     bench_methods,
     bench_r,
     cli_run,
@@ -148,6 +149,19 @@ def _bench_method_tables(out: dict[str, Any], quick: bool) -> None:
                                            float_format=lambda v: f"{v:.3f}"))
 
 
+def _bench_jackknife(out: dict[str, Any], quick: bool) -> None:
+    """The cost of ``se: jackknife`` per two-step method: row 16 and a few-groups cell."""
+    cells = [("CV row 16", {}), ("G = 30, group sizes 2 + Poisson(8), ICC .1",
+                                 {"n_groups": 30, "group_size": {"poisson": 10, "min": 2}})]
+    n = 20 if quick else 100
+    for name, params in cells:
+        rows = bench_jackknife(params, n=n)
+        out["jackknife"].append({"title": name, "n": n, "rows": rows})
+        print(f"\nse: jackknife, {name}, milliseconds per replication (batch of {n}, median "
+              "of 3):")
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def run_bench(*, quick: bool = False, r_datasets: int = 20) -> dict[str, Any]:
     """Run every benchmark and print its figures.
 
@@ -167,13 +181,14 @@ def run_bench(*, quick: bool = False, r_datasets: int = 20) -> dict[str, Any]:
     info = machine_info()
     out: dict[str, Any] = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "quick": quick,
                            "machine": info, "cold_definition": COLD_DEFINITION,
-                           "method_tables": [], "cli": [], "targets": None}
+                           "method_tables": [], "jackknife": [], "cli": [], "targets": None}
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, "
           f"{info['platform']}, Python {info['python']}, numpy {info['numpy']}, "
           f"load average {info['load']}")
     if info["blas"]:
         print(f"BLAS: {info['blas']}")
     _bench_method_tables(out, quick)
+    _bench_jackknife(out, quick)
     work = Path(tempfile.mkdtemp(prefix="mm-bench-"))
     try:
         _bench_cli(out, work, quick, r_datasets)

@@ -67,6 +67,25 @@ def _methods(fig: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _jackknife(fig: dict[str, Any]) -> list[str]:
+    tables = fig.get("jackknife") or []
+    if not tables:
+        return []
+    lines = ["### The jackknife SE, milliseconds per replication", "",
+             "Every two-step method with `se: ols` (the default) and `se: jackknife` (the "
+             "delete-one-group refits), on the path a run takes (fast where the method has "
+             "one); median of 3 calls after a warm-up. *downdate*: scores that do not depend "
+             "on the other groups, so the OLS is downdated and nothing is refitted.", ""]
+    for table in tables:
+        lines += [f"**{table['title']}**: batch of {table['n']}.", "",
+                  "| method | se: ols | se: jackknife | ratio | refits |",
+                  "|---|---:|---:|---:|---|"]
+        lines += [f"| {r['method']} | {_num(r['plain_ms'], 3)} | {_num(r['jackknife_ms'], 3)} | "
+                  f"{_ratio(r['ratio'])} | {r['refits']} |" for r in table["rows"]]
+        lines.append("")
+    return lines
+
+
 def _cells(run: dict[str, Any] | None) -> str:
     """Wall, CPU and peak RSS cells of one run (empty cells for a run not measured)."""
     if run is None:
@@ -162,7 +181,7 @@ def render_markdown(figures: dict[str, Any]) -> str:
              f"Written by `micromacro bench --markdown` from {kind} on {figures['date']}. Every "
              "figure in this section comes from that one run; only the R pipeline's full-study "
              "time is extrapolated.", ""]
-    for part in (_machine, _methods, _cli, _r, _parallel, _targets):
+    for part in (_machine, _methods, _jackknife, _cli, _r, _parallel, _targets):
         lines += part(figures)
     return "\n".join(lines).rstrip("\n") + "\n"
 

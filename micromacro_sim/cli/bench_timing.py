@@ -35,7 +35,7 @@ from micromacro_sim.estimators.admissibility import draw
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.run.tasks import single_threaded_blas
 
-__all__ = ["COLD_DEFINITION", "ROW16", "bench_methods", "bench_r", "cli_run",
+__all__ = ["COLD_DEFINITION", "ROW16", "bench_jackknife", "bench_methods", "bench_r", "cli_run",
            "cold_and_warm", "datasets", "drop_package_bytecode", "machine_info",
            "parallel_ceiling"]
 
@@ -175,6 +175,44 @@ def bench_methods(params: dict[str, Any] | None = None, n_fast: int = 1000, n_re
     with single_threaded_blas():  # as a run's tasks are
         return [_time_method(name, data[0], fast_batch, ref_batch, repeats)
                 for name in available()]
+
+
+def bench_jackknife(params: dict[str, Any] | None = None, n: int = 100,
+                    repeats: int = 3) -> list[dict[str, Any]]:
+    """Milliseconds per replication of every two-step method with ``se: jackknife``.
+
+    Parameters
+    ----------
+    params : dict, optional
+        The cell's design parameters over row 16's.
+    n : int
+        Datasets of the batch (the fast engine where the method has one).
+    repeats : int
+        Timed calls whose median is the figure (after one warm-up call).
+
+    Returns
+    -------
+    list of dict
+        Per two-step method: ``plain_ms`` (the default ``se: ols``), ``jackknife_ms`` and
+        ``ratio`` (their quotient; a method that refits its first step pays about G of
+        its own fits, a method whose scores are local only the OLS downdate).
+    """
+    batch = Batch.from_datasets(datasets(n, **(params or {})))
+    rows = []
+    with single_threaded_blas():
+        for name, cls in registry().items():
+            if not cls.two_step or "se" not in cls.options:
+                continue
+            plain, jk = get_estimator(name), get_estimator(name, se="jackknife")
+            times = []
+            for est in (plain, jk):
+                est.fit_batch(batch, "auto")
+                times.append(1000 * _median_time(lambda e=est: e.fit_batch(batch, "auto"),
+                                                 repeats) / n)
+            rows.append({"method": name, "plain_ms": times[0], "jackknife_ms": times[1],
+                         "ratio": times[1] / times[0],
+                         "refits": "downdate" if cls.scores_local else "G refits"})
+    return rows
 
 
 def _time_method(name: str, one: Any, fast_batch: Batch, ref_batch: Batch,

@@ -30,6 +30,7 @@ from micromacro_sim.core.status import (
 __all__ = [
     "DEFAULT_SE",
     "MODEL_SE",
+    "OLS_SE_TYPES",
     "SE_COLUMNS",
     "SE_TYPES",
     "BatchResult",
@@ -39,8 +40,14 @@ __all__ = [
     "se_label",
 ]
 
-#: Standard-error types every two-step method reports ("classical" is the OLS one).
-SE_TYPES: tuple[str, ...] = ("classical", "HC0", "HC1", "HC2", "HC3")
+#: Standard-error types of the second step's OLS, which every two-step method reports
+#: ("classical" is the OLS one).
+OLS_SE_TYPES: tuple[str, ...] = ("classical", "HC0", "HC1", "HC2", "HC3")
+
+#: Every standard-error type (the closed set): the OLS ones and ``JK``, the delete-one-group
+#: jackknife of the whole two-step estimator, both steps (a two-step method's option
+#: ``se: jackknife``; NaN when not requested).
+SE_TYPES: tuple[str, ...] = (*OLS_SE_TYPES, "JK")
 
 #: Column of the estimates table holding each SE type.
 SE_COLUMNS: dict[str, str] = {"classical": "se", **{t: f"se_{t}" for t in SE_TYPES[1:]}}

@@ -76,6 +76,7 @@ class Reason(str, Enum):
     METHOD_RAISED = "method_raised"
     SPARSE_POSITION = "sparse_position"
     MCMC_NOT_CONVERGED = "mcmc_not_converged"
+    JACKKNIFE_INCOMPLETE = "jackknife_incomplete"
 
 
 #: Default human text of each reason (a flag may carry a more specific text).
@@ -111,6 +112,8 @@ REASON_TEXT: dict[Reason, str] = {
                             "refuses such data)",
     Reason.MCMC_NOT_CONVERGED: "the Markov chains did not converge: split R-hat above 1.01 or "
                                "bulk effective sample size below 400 on a reported parameter",
+    Reason.JACKKNIFE_INCOMPLETE: "the jackknife SE asked for (se: jackknife) is missing: a "
+                                 "delete-one-group refit gave no estimates",
     Reason.METHOD_RAISED: "the method's code raised an exception that is not a numerical "
                           "error, or called sys.exit (a bug in the method)",
 }

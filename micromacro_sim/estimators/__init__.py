@@ -15,17 +15,26 @@ import pkgutil
 from typing import Any
 
 from micromacro_sim.core.errors import ConfigError, NotApplicable, did_you_mean
-from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
+from micromacro_sim.core.results import (
+    OLS_SE_TYPES,
+    SE_TYPES,
+    BatchResult,
+    BatchScores,
+    FitResult,
+    Scores,
+)
 from micromacro_sim.design.config import MethodSpec
-from micromacro_sim.estimators.base import Estimator, TwoStepEstimator
+from micromacro_sim.estimators.base import Estimator
 from micromacro_sim.estimators.plugins import (
     ESTIMATOR_GROUP,
     entry_points,
     is_reference,
     load_estimator,
 )
+from micromacro_sim.estimators.two_step import TwoStepEstimator
 
 __all__ = [
+    "OLS_SE_TYPES",
     "SE_TYPES",
     "BatchResult",
     "BatchScores",

@@ -2,8 +2,9 @@
 
 An estimator's constructor only validates and stores options; ``fit(data)`` returns a
 :class:`~micromacro_sim.core.results.FitResult`. Two-step methods subclass
-:class:`TwoStepEstimator` and only compute group scores; the second step (checks, then
-OLS with every SE type) is shared.
+:class:`~micromacro_sim.estimators.two_step.TwoStepEstimator` and only compute group
+scores; the second step (checks, then OLS with every SE type, and the jackknife when
+asked) is shared.
 
 Batch paths are declared one way, by :attr:`Estimator.batch_designs`. A batch path may
 leave replications to the reference path by marking them in ``fallback``
@@ -23,7 +24,7 @@ an ``error`` result and the other methods and replications carry on.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -32,8 +33,8 @@ import numpy as np
 
 from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.options import Option, validate_options
-from micromacro_sim.core.results import SE_TYPES, BatchResult, BatchScores, FitResult, Scores
-from micromacro_sim.core.status import Flag, Reason, add_flags, no_flags
+from micromacro_sim.core.results import SE_TYPES, BatchResult, FitResult
+from micromacro_sim.core.status import Flag, Reason
 from micromacro_sim.design.config import ENGINES
 from micromacro_sim.estimators.recording import (
     NUMERIC_ERRORS,
@@ -46,17 +47,9 @@ from micromacro_sim.estimators.recording import (
 )
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
-from micromacro_sim.models.ols import (
-    design_problems,
-    ols,
-    ols_batch,
-    perfect_fit,
-    perfect_fit_flag,
-    se_problems,
-)
 
 __all__ = ["ENGINES", "NUMERIC_ERRORS", "RECORDED", "Estimator", "NotApplicable",
-           "TwoStepEstimator", "error_flag", "failed_batch", "fit_recorded", "recorded"]
+           "error_flag", "failed_batch", "fit_recorded", "recorded"]
 
 #: Engines: ``fast`` (batch implementations over all replications at once),
 #: ``reference`` (one dataset at a time through the library path) or ``auto`` (fast
@@ -264,101 +257,3 @@ def failed_batch(est: Estimator, batch: Batch, why: Flag, engine: str) -> BatchR
     results = [FitResult.failed(est.label, batch.terms, why, two_step=est.two_step)
                for _ in batch.datasets]
     return BatchResult.from_results(results, batch.terms, est.label, est.two_step, engine)
-
-
-class TwoStepEstimator(Estimator):
-    """A method that scores each group, then runs OLS of y on [1, Z, scores].
-
-    When the first step is inadmissible the second step still runs on its scores (so
-    the estimate is recorded) but the result is flagged; when there are no usable
-    scores (NaN) the result has no estimates.
-    """
-
-    two_step = True
-    #: The second step's OLS reports classical and HC0-HC3 SEs; HC3 is the default.
-    default_se = "HC3"
-
-    @abstractmethod
-    def scores(self, data: Dataset) -> Scores:
-        """Group scores of ``data`` (may raise; see :meth:`Estimator.fit`)."""
-
-    def scores_batch(self, batch: Batch) -> BatchScores:
-        """Group scores of every replication (batch implementation; optional)."""
-        raise NotImplementedError
-
-    def _fit(self, data: Dataset) -> FitResult:
-        sc = self.scores(data)
-        values = np.asarray(sc.values, dtype=float)
-        finite = bool(np.all(np.isfinite(values)))
-        X = data.design(values if finite else np.zeros_like(values))
-        problems = design_problems(X[None], np.array([finite]),
-                                   np.array([bool(sc.flags)]))[0]
-        if not finite or problems:
-            return FitResult(
-                method=self.label, terms=data.terms, params=np.full(len(data.terms), np.nan),
-                bse={}, converged=sc.converged, admissible=False,
-                flags=(*sc.flags, *problems), two_step=True, extras=sc.extras,
-            )
-        params, bse, df, s2 = ols(data.y, X)
-        bad = se_problems(bse)
-        exact = bool(perfect_fit(data.y[None], np.array([s2]))[0])
-        late = (*((bad,) if bad else ()), *((perfect_fit_flag(),) if exact else ()))
-        return FitResult(
-            method=self.label, terms=data.terms, params=params, bse=bse, df_resid=df,
-            converged=sc.converged, admissible=sc.admissible and not late,
-            flags=(*sc.flags, *late), two_step=True,
-            extras={**sc.extras, "scores": values},
-        )
-
-    def _reference_scores(self, batch: BatchScores, datasets: tuple[Dataset, ...]
-                          ) -> BatchScores:
-        """Fill the replications marked in ``batch.fallback`` from :meth:`scores`."""
-        if batch.fallback is None or not np.any(batch.fallback):
-            return batch
-        values = batch.values.copy()
-        conv, adm, flags = batch.converged.copy(), batch.admissible.copy(), batch.flags.copy()
-        for r in np.flatnonzero(batch.fallback):
-            sc = recorded(lambda d=datasets[r]: self.scores(d), lambda f: f)
-            if isinstance(sc, Flag):
-                values[r], conv[r], adm[r], flags[r] = np.nan, False, False, (sc,)
-                continue
-            values[r] = np.asarray(sc.values, dtype=float).reshape(-1)
-            conv[r], adm[r], flags[r] = sc.converged, sc.admissible, tuple(sc.flags)
-        return BatchScores(values, conv, adm, flags)
-
-    def _fit_batch(self, batch: Batch) -> BatchResult:
-        sc = self._reference_scores(self.scores_batch(batch), batch.datasets)
-        R = batch.n_reps
-        values = np.asarray(sc.values, dtype=float)
-        finite = np.all(np.isfinite(values), axis=1)
-        X = batch.design(np.where(finite[:, None], values, 0.0))
-        k = X.shape[2]
-        has_reason = np.array([bool(f) for f in sc.flags], dtype=bool)
-        problems = design_problems(X, finite, has_reason)
-        usable = finite & np.array([not p for p in problems], dtype=bool)
-        params = np.full((R, k), np.nan)
-        bse = {t: np.full((R, k), np.nan) for t in SE_TYPES}
-        df = np.full(R, np.nan)
-        if usable.any():
-            p, b, d, s2 = ols_batch(batch.y[usable], X[usable])
-            params[usable], df[usable] = p, d
-            exact = np.zeros(R, dtype=bool)
-            exact[usable] = perfect_fit(batch.y[usable], s2)
-            for t in SE_TYPES:
-                bse[t][usable] = b[t]
-            finite_se = np.all(np.isfinite(np.concatenate([bse[t] for t in SE_TYPES], axis=1)),
-                               axis=1)
-            for r in np.flatnonzero(usable & ~finite_se):
-                bad = se_problems({t: bse[t][r] for t in SE_TYPES})
-                add_flags(problems, np.arange(R) == r, bad)
-            add_flags(problems, exact, perfect_fit_flag())
-        flags = no_flags(R)
-        for r in range(R):
-            flags[r] = (*sc.flags[r], *problems[r])
-        clean = np.array([not p for p in problems], dtype=bool)
-        return BatchResult(
-            method=self.label, terms=batch.terms, params=params, bse=bse, df_resid=df,
-            converged=np.asarray(sc.converged, bool),
-            admissible=np.asarray(sc.admissible, bool) & clean,
-            flags=flags, two_step=True, engine="fast",
-        )

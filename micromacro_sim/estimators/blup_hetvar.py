@@ -27,7 +27,7 @@ import numpy as np
 from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.results import BatchScores, Scores
 from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
-from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.estimators.two_step import TwoStepEstimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.models.hetvar import HetVarFit, hetvar_ml

@@ -21,6 +21,10 @@ unbalanced
 never_raises
     Edge datasets (tiny ICC, three groups, one member per group) never raise; every
     flagged fit carries a reason code; NaN estimates are never admissible.
+jackknife (two-step methods)
+    With ``se: jackknife`` the ``JK`` SEs equal a brute-force loop that refits the whole
+    method without each group (to :data:`JK_TOL`), on the reference path and, per
+    replication, on the batch path; a batch's ``JK`` bits do not depend on its companions.
 
 In a run, what a method's code raises becomes an ``error`` result (``method_raised`` when it
 is not a numerical error); here any such result fails the check that produced it, naming the
@@ -45,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from micromacro_sim.core.results import SE_TYPES, BatchResult, FitResult
+from micromacro_sim.core.results import OLS_SE_TYPES, SE_TYPES, BatchResult, FitResult
 from micromacro_sim.core.status import Reason
 from micromacro_sim.design.scenario import Scenario
 from micromacro_sim.estimators.base import Estimator
@@ -54,7 +58,7 @@ from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.generate.dgp import generate
 from micromacro_sim.generate.seeding import replication_rng
 
-__all__ = ["CHECKS", "DESIGNS", "EST_TOL", "SE_TOL", "CheckResult", "ContractFailure",
+__all__ = ["CHECKS", "DESIGNS", "EST_TOL", "JK_TOL", "SE_TOL", "CheckResult", "ContractFailure",
            "assert_same", "batch_cases", "check_bits_stable", "check_default_se",
            "check_fast_equals_reference", "make_batch", "make_data", "run_contract"]
 
@@ -154,7 +158,7 @@ def check_result(res: Any, data: Dataset, label: str) -> None:
                  f"{se[bad][0] if bad.any() else ''})")
         _require(res.reason == "" or res.admissible, "a proper fit carries a failure reason")
         if res.two_step:
-            _require(set(res.bse) == set(SE_TYPES) and res.df_resid is not None,
+            _require(set(OLS_SE_TYPES) <= set(res.bse) and res.df_resid is not None,
                      "a two-step fit lacks an SE type or df_resid")
         lo, hi = res.conf_int().T
         bad = ~((lo < res.params) & (res.params < hi))
@@ -238,12 +242,52 @@ def check_never_raises(cls: type[Estimator]) -> None:
                 raise ContractFailure(f"edge design {design} (seed {seed}): {exc}") from None
 
 
+#: Agreement of the jackknife SE with its brute-force loop of refits.
+JK_TOL = 1e-10
+
+
+def _brute_jackknife(deleted: list[FitResult]) -> np.ndarray:
+    """The jackknife SE from refits without each group, by its textbook formula."""
+    d = np.stack([r.params for r in deleted])
+    G = len(d)
+    return np.sqrt((G - 1) / G * ((d - d.mean(axis=0)) ** 2).sum(axis=0))
+
+
+def check_jackknife(cls: type[Estimator]) -> None:
+    """``se: jackknife`` equals the brute-force loop of refits (two-step methods only)."""
+    if not cls.two_step or "se" not in cls.options:
+        return
+    est, plain = cls(se="jackknife"), cls()
+    for seed, size in ((5, 6), (6, {"uniform": [3, 8]})):
+        data = make_data(seed=seed, n_groups=15, group_size=size, icc=0.3)
+        res = est.fit(data)
+        check_result(res, data, est.label)
+        brute = _brute_jackknife([plain.fit(data.without_group(g))
+                                  for g in range(data.n_groups)])
+        np.testing.assert_allclose(res.se("JK"), brute, rtol=0, atol=JK_TOL,
+                                   err_msg=f"reference JK, group sizes {size}")
+    balanced = cls.has_batch(True)
+    if not balanced:
+        return
+    batch = make_batch(dict(DESIGNS["balanced"], n_groups=15), reps=3, root=13)
+    whole = est.fit_batch(batch, "fast")
+    for r, data in enumerate(batch.datasets):
+        alone = est.fit_batch(Batch.from_datasets([data]), "fast")
+        _require(np.array_equal(alone.bse["JK"][0], whole.bse["JK"][r], equal_nan=True),
+                 f"JK SEs of replication {r} change with its batch companions")
+        deleted = [plain.fit_batch(Batch.from_datasets([data.without_group(g)]), "fast")
+                   .result(0) for g in range(data.n_groups)]
+        np.testing.assert_allclose(whole.bse["JK"][r], _brute_jackknife(deleted), rtol=0,
+                                   atol=JK_TOL, err_msg=f"batch JK, replication {r}")
+
+
 #: The per-class checks, by name.
 CHECKS: dict[str, Callable[[type[Estimator]], None]] = {
     "constructor": check_constructor,
     "fits_row16": check_fits_row16,
     "unbalanced": check_unbalanced,
     "never_raises": check_never_raises,
+    "jackknife": check_jackknife,
 }
 
 _BATCHES: dict[str, Batch] = {}

@@ -22,7 +22,7 @@ from micromacro_sim.core.errors import NotApplicable
 from micromacro_sim.core.options import Option
 from micromacro_sim.core.results import BatchScores, Scores
 from micromacro_sim.core.status import no_flags
-from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.estimators.two_step import TwoStepEstimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 from micromacro_sim.generate.padding import width_classes

@@ -16,7 +16,7 @@ from micromacro_sim.core.status import Reason, add_flags, flag, no_flags
 from micromacro_sim.estimators.base import Estimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
-from micromacro_sim.models.tspa import TSPAFit, fit_tspa, stage1
+from micromacro_sim.models.tspa import TSPAFit, fit_tspa, stage1, stage1_batch
 
 __all__ = ["TSPA"]
 
@@ -91,7 +91,7 @@ class TSPA(Estimator):
         )
 
     def _fit_batch(self, batch: Batch) -> BatchResult:
-        """Stage 1 per dataset, stacked; stage 2 on every replication at once. Datasets
+        """Stage 1 and stage 2 on every replication at once. Datasets
         without a group of two members go through :meth:`fit` (not applicable)."""
         R, k = batch.n_reps, len(batch.terms)
         params, se = np.full((R, k), np.nan), np.full((R, k), np.nan)
@@ -100,10 +100,8 @@ class TSPA(Estimator):
         fallback = np.array([d.n_persons <= d.n_groups for d in batch.datasets], dtype=bool)
         rows = np.flatnonzero(~fallback)
         if rows.size:
-            st = [stage1(batch.datasets[r].group, batch.datasets[r].x[:, 0], batch.n_groups)
-                  for r in rows]
-            fit = fit_tspa(np.stack([a.score for a in st]), np.stack([a.ev for a in st]),
-                           batch.z[rows], batch.y[rows])
+            score, ev, _ = stage1_batch(batch.x[rows], batch.sizes[rows])
+            fit = fit_tspa(score, ev, batch.z[rows], batch.y[rows])
             s, c, a, f = _verdicts(fit)
             params[rows], se[rows], conv[rows], adm[rows] = fit.params, s, c, a
             for i, r in enumerate(rows):

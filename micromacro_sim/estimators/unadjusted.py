@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from micromacro_sim.core.results import BatchScores, Scores
-from micromacro_sim.estimators.base import TwoStepEstimator
+from micromacro_sim.estimators.two_step import TwoStepEstimator
 from micromacro_sim.generate.batch import Batch
 from micromacro_sim.generate.dataset import Dataset
 
@@ -19,6 +19,7 @@ class Unadjusted(TwoStepEstimator):
     max_x = None
     batch_designs = ("balanced", "unbalanced")
     uses_member_positions = False  # group means and sums only
+    scores_local = True  # the jackknife downdates the OLS: nothing to refit
 
     def scores(self, data: Dataset) -> Scores:
         return Scores(values=data.xbar)

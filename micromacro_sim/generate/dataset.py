@@ -210,6 +210,28 @@ class Dataset:
             scores = scores[:, None]
         return np.column_stack([np.ones(self.n_groups), self.z, scores])
 
+    def without_group(self, g: int) -> Dataset:
+        """The dataset with group ``g`` deleted (the groups after it renumbered): one
+        replicate of a delete-one-group jackknife.
+
+        Parameters
+        ----------
+        g : int
+            Group code, 0..G-1.
+        """
+        if not 0 <= g < self.n_groups:
+            raise ValueError(f"group {g} is not one of 0..{self.n_groups - 1}")
+        keep = self.group != g
+        kept = np.arange(self.n_groups) != g
+        group = self.group[keep]
+        return Dataset(
+            group=group - (group > g), x=self.x[keep], y=self.y[kept], z=self.z[kept],
+            xi=None if self.xi is None else self.xi[kept], x_names=self.x_names,
+            z_names=self.z_names, y_name=self.y_name,
+            group_labels=None if self.group_labels is None else self.group_labels[kept],
+            member=None if self.member is None else self.member[keep],
+        )
+
     def to_frame(self):
         """Long pandas DataFrame: group, member, x columns, y, Z columns (and xi)."""
         import pandas as pd

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from micromacro_sim.core.results import SE_TYPES
+from micromacro_sim.core.results import OLS_SE_TYPES, SE_TYPES
 from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
 
 __all__ = ["PERFECT_FIT_SHARE", "centre", "design_problems", "ols", "ols_batch", "perfect_fit",
@@ -130,7 +130,7 @@ def ols_batch(
             bse[name] = np.sqrt(var)
     bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
     params[:, 0] = (t * params).sum(axis=1)
-    return params, {t_: bse[t_] for t_ in SE_TYPES}, np.full(R, float(df)), s2
+    return params, {t_: bse[t_] for t_ in OLS_SE_TYPES}, np.full(R, float(df)), s2
 
 
 def perfect_fit(y: np.ndarray, resid_var: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Two-stage path analysis (2S-PA) of micro-macro data: stage 1 and the batched stage 2.
 
-Stage 1 (:func:`stage1`) scores every group by the mean of its observed members,
-``s_g = xbar_g``, with its own error variance ``ev_g = sigma2_w / n_g`` (``sigma2_w`` the
-pooled within-group variance, within sums of squares over N - G). Stage 2
+Stage 1 (:mod:`~micromacro_sim.models.tspa_stage1`) scores every group by the mean of its
+observed members, ``s_g = xbar_g``, with its own error variance ``ev_g = sigma2_w / n_g``
+(``sigma2_w`` the pooled within-group variance, within sums of squares over N - G). Stage 2
 (:func:`fit_tspa`) is the ML fit of the structural model with ``ev_g`` a known per-group
 quantity (a definition variable)::
 
@@ -34,8 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from micromacro_sim.models.linalg import dot_last, inv_stack, solve_stack, sum_first
+from micromacro_sim.models.tspa_stage1 import Stage1, stage1, stage1_batch
 
-__all__ = ["BOUND_TOL", "MAX_ITER", "TOL", "Stage1", "TSPAFit", "fit_tspa", "m2ll", "stage1"]
+__all__ = ["BOUND_TOL", "MAX_ITER", "TOL", "Stage1", "TSPAFit", "fit_tspa", "m2ll", "stage1",
+           "stage1_batch"]
 
 #: Newton decrement (-2 log L units) below which an iterate is the optimum.
 TOL = 1e-11
@@ -48,55 +50,6 @@ _HALVINGS = 40
 #: A replication whose line search fails counts as converged below this decrement.
 _STALL_TOL = 1e-7
 _LOG2PI = float(np.log(2.0 * np.pi))
-
-
-@dataclass(frozen=True)
-class Stage1:
-    """Stage-1 scores of one dataset.
-
-    Attributes
-    ----------
-    score : ndarray (G,)
-        Mean of each group's observed members.
-    ev : ndarray (G,)
-        Error variance of each score, ``sigma2_w / n_g``.
-    sigma2_w : float
-        Pooled within-group variance (within sums of squares / (N - G)).
-    sizes : ndarray of int (G,)
-        Observed members per group.
-    """
-
-    score: np.ndarray
-    ev: np.ndarray
-    sigma2_w: float
-    sizes: np.ndarray
-
-
-def stage1(group: np.ndarray, x: np.ndarray, n_groups: int) -> Stage1:
-    """Group means and their error variances (pooled within-group variance / n_g).
-
-    Parameters
-    ----------
-    group : ndarray of int (N,)
-        Group code 0..G-1 of every member (every code present).
-    x : ndarray (N,)
-        Member values.
-    n_groups : int
-        G.
-
-    Returns
-    -------
-    Stage1
-        ``sigma2_w`` is NaN when no group has two members (N = G).
-    """
-    group = np.asarray(group, dtype=np.int64)
-    x = np.asarray(x, dtype=float)
-    sizes = np.bincount(group, minlength=n_groups)
-    score = np.bincount(group, weights=x, minlength=n_groups) / sizes
-    dev = x - score[group]
-    df = len(x) - n_groups
-    sigma2_w = float(np.sum(dev * dev) / df) if df > 0 else float("nan")
-    return Stage1(score=score, ev=sigma2_w / sizes, sigma2_w=sigma2_w, sizes=sizes)
 
 
 @dataclass(frozen=True)
@@ -218,12 +171,11 @@ def _derivs(d: _Data, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
                      *(trace[p] for p in pairs)], axis=2)
     vec = np.stack([2 * t1, 2 * t2, *h1, *h2], axis=2)  # d f / d r, d2 f / dr dsigma
     mat = np.stack([2 * p11, 2 * p12, 2 * p22], axis=2)
-    zsum = vec[0][:, :, None] * d.zt[0][:, None, :]
-    zzsum = mat[0][:, :, None, None] * d.zz[0][:, None]
-    for g in range(1, d.s.shape[0]):  # fixed order, whatever the number of replications
-        zsum += vec[g][:, :, None] * d.zt[g][:, None, :]
-        zzsum += mat[g][:, :, None, None] * d.zz[g][:, None]
-    R = d.s.shape[1]
+    G, R = d.s.shape
+    # sums over groups as stacked products, one per replication (the same bits in any
+    # batch): (R, 8, G) @ (R, G, m) and (R, 3, G) @ (R, G, m * m)
+    zsum = np.matmul(vec.transpose(1, 2, 0), d.zt.transpose(1, 0, 2))
+    zzsum = np.matmul(mat.transpose(1, 2, 0), d.zz.reshape(G, R, m * m).transpose(1, 0, 2))
     sums = np.concatenate([sum_first(scal), -zsum.reshape(R, -1), zzsum.reshape(R, -1)], axis=1)
     return _assemble(sums, m, psi, b)
 
@@ -266,8 +218,8 @@ def _assemble(sums: np.ndarray, m: int, psi: np.ndarray, b: np.ndarray
     return grad, H, E
 
 
-def _start(d: _Data) -> np.ndarray:
-    """Closed-form start: OLS means, residual moments with the mean error variance."""
+def _ols_moments(d: _Data) -> tuple[np.ndarray, ...]:
+    """OLS of s and y on (1, z): X'X, alpha, beta and the residual moments (over G)."""
     xtx = sum_first(d.zz)
     xts = sum_first(d.zt * d.s[:, :, None])
     xty = sum_first(d.zt * d.y[:, :, None])
@@ -277,11 +229,61 @@ def _start(d: _Data) -> np.ndarray:
     e2 = d.y - dot_last(d.zt, beta[None])
     G = d.s.shape[0]
     sss, ssy, syy = sum_first(e1 * e1) / G, sum_first(e1 * e2) / G, sum_first(e2 * e2) / G
-    evbar = sum_first(d.ev) / G
+    return xtx, alpha, beta, sss, ssy, syy
+
+
+def _start(d: _Data) -> np.ndarray:
+    """Closed-form start: OLS means, residual moments with the mean error variance."""
+    _, alpha, beta, sss, ssy, syy = _ols_moments(d)
+    evbar = sum_first(d.ev) / d.s.shape[0]
     psi = np.maximum(sss - evbar, 0.1 * sss)
     b = ssy / psi
     s2e = np.maximum(syy - b * b * psi, 0.1 * syy)
     return np.concatenate([alpha, beta, np.stack([psi, b, s2e], axis=1)], axis=1)
+
+
+def _closed_form(d: _Data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact ML and its observed-information covariance when every group of a
+    replication has the same error variance (complete balanced data).
+
+    The model is then a one-to-one reparameterisation of the saturated bivariate normal
+    regression of (s, y) on (1, z): the ML is the OLS coefficients with the residual
+    moments S (over G), ``psi = S11 - ev``, ``b = S12 / psi``, ``s2e = S22 - b^2 psi``.
+    At that optimum the observed information equals the expected one: the coefficients
+    have covariance ``S kron inv(X'X)``, the moments ``(2/G) D+ (S kron S) D+'``, and the
+    two blocks are uncorrelated; the delta method carries the moments to (psi, b, s2e).
+
+    Returns
+    -------
+    theta : ndarray (R, 2m + 3)
+    cov : ndarray (R, 2m + 3, 2m + 3)
+        Covariance of theta (``2 inv(H)`` of the iterative path).
+    interior : ndarray of bool (R,)
+        psi and s2e are positive: the closed form is the ML (else the iterative path
+        finds the boundary optimum).
+    """
+    xtx, alpha, beta, A, C, V = _ols_moments(d)
+    G, m = d.s.shape[0], d.m
+    psi = A - d.ev[0]
+    b = C / psi
+    s2e = V - b * b * psi
+    interior = ((psi > BOUND_TOL * (np.abs(psi) + d.ev[0]))
+                & (s2e > BOUND_TOL * (s2e + b * b * np.abs(psi))))
+    W, _ = inv_stack(xtx)
+    R, k = A.shape[0], 2 * m + 3
+    cov = np.zeros((R, k, k))
+    for (i, j), s_ij in (((0, 0), A), ((1, 1), V), ((0, 1), C), ((1, 0), C)):
+        cov[:, i * m:(i + 1) * m, j * m:(j + 1) * m] = s_ij[:, None, None] * W
+    vech = np.stack([np.stack([2 * A * A, 2 * A * C, 2 * C * C], 1),
+                     np.stack([2 * A * C, A * V + C * C, 2 * C * V], 1),
+                     np.stack([2 * C * C, 2 * C * V, 2 * V * V], 1)], 1) / G
+    one, zero = np.ones(R), np.zeros(R)
+    J = np.stack([np.stack([one, zero, zero], 1),
+                  np.stack([-b / psi, 1 / psi, zero], 1),
+                  np.stack([b * b, -2 * b, one], 1)], 1)  # d(psi, b, s2e) / d(A, C, V)
+    cov[:, 2 * m:, 2 * m:] = J @ vech @ J.transpose(0, 2, 1)
+    theta = np.concatenate([alpha, beta, np.stack([psi, b, s2e], axis=1)], axis=1)
+    return theta, cov, interior
 
 
 def _direction(grad: np.ndarray, H: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -316,7 +318,8 @@ def _line_search(d: _Data, theta: np.ndarray, step: np.ndarray, f0: np.ndarray
     return new, fnew, ~todo
 
 
-def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray) -> TSPAFit:
+def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray,
+             closed_form: bool = True) -> TSPAFit:
     """Stage-2 ML of R replications at once.
 
     Parameters
@@ -325,6 +328,10 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray) -> TSP
         Stage-1 scores, their error variances, the outcome.
     z : ndarray (R, G, q)
         Group covariates (q >= 0).
+    closed_form : bool
+        Replications whose groups all have the same error variance take the exact ML and
+        its information in closed form (:func:`_closed_form`) where it is interior; False
+        sends every replication through Newton's method (a check of the closed form).
 
     Returns
     -------
@@ -334,11 +341,18 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray) -> TSP
     d = _Data.build(np.asarray(s, float), np.asarray(ev, float), z, np.asarray(y, float))
     R, m = d.s.shape[1], d.m
     theta = _start(d)
+    cov = np.full((R, 2 * m + 3, 2 * m + 3), np.nan)
+    closed = np.flatnonzero(np.all(d.ev == d.ev[:1], axis=0) & closed_form)
+    if closed.size:  # every group's ev equal: the ML in closed form where it is interior
+        th, cv, interior = _closed_form(d.rows(closed))
+        closed = closed[interior]
+        theta[closed], cov[closed] = th[interior], cv[interior]
     f = m2ll(d, theta)
     conv = np.zeros(R, dtype=bool)
-    done = ~np.isfinite(f)
+    conv[closed] = True
+    done = ~np.isfinite(f) | conv
     iters = np.zeros(R, dtype=np.int64)
-    hess = np.full((R, 2 * m + 3, 2 * m + 3), np.nan)
+    hess = np.full(cov.shape, np.nan)
     for _ in range(MAX_ITER):
         rows = np.flatnonzero(~done)
         if not rows.size:
@@ -360,17 +374,21 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray) -> TSP
         stalled = go[~moved]
         conv[stalled] = dec[keep][~moved] < _STALL_TOL
         done[stalled] = True
+    newton = np.setdiff1d(np.arange(R), closed)
+    if newton.size:
+        inv, _ = inv_stack(hess[newton])
+        cov[newton] = 2 * inv
     evbar = sum_first(d.ev) / d.s.shape[0]
-    return _finish(theta, hess, conv, f, iters, m, evbar)
+    return _finish(theta, cov, conv, f, iters, m, evbar)
 
 
-def _finish(theta: np.ndarray, hess: np.ndarray, conv: np.ndarray, f: np.ndarray,
+def _finish(theta: np.ndarray, cov: np.ndarray, conv: np.ndarray, f: np.ndarray,
             iters: np.ndarray, m: int, evbar: np.ndarray) -> TSPAFit:
-    """Reported parameters (b0, b_z, b_xi) and their observed-information SEs."""
+    """Reported parameters (b0, b_z, b_xi) and their observed-information SEs (``cov``:
+    the covariance of theta, NaN where the information is not invertible)."""
     alpha, beta, psi, b, s2e = _split(theta, m)
     params = np.concatenate([beta - b[:, None] * alpha, b[:, None]], axis=1)
-    cov, ok = inv_stack(hess)
-    cov = 2 * cov
+    ok = np.all(np.isfinite(cov), axis=(1, 2))
     R = theta.shape[0]
     var = np.full((R, m + 1), np.nan)
     ib = 2 * m + 1

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from micromacro_sim.core.results import SE_TYPES
+
 __all__ = ["add_parser", "cmd_plan"]
 
 
@@ -52,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.95,
                    help="confidence level of the intervals (default .95)")
     p.add_argument("--se-type", default=None,
-                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   choices=["default", *SE_TYPES],
                    help="SE type of a bare modelse, cover and reject (default: each "
                         "method's own: the model SE of one-step methods, HC3 for two-step "
                         "methods, HC2 for croon)")

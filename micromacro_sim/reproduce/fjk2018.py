@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from micromacro_sim.estimators import SE_TYPES
+from micromacro_sim.estimators import OLS_SE_TYPES as SE_TYPES
 from micromacro_sim.reproduce import Reproduction
 from micromacro_sim.reproduce._common import SUMMARY_NOTES, cell_frame, run_study, summary_tables
 from micromacro_sim.reproduce._figures import rate_figure
