@@ -1,5 +1,6 @@
 """The Python API: :func:`fit` (one dataset, the methods side by side) and
-:func:`simulate` (a whole study).
+:func:`simulate` (a whole study); :func:`protocol` is a study's ADEMP-PreReg protocol
+(:func:`micromacro_sim.reporting.protocol.protocol`).
 
 ``micromacro_sim.fit`` and ``micromacro_sim.simulate`` are these functions; the result
 types are :class:`~micromacro_sim.api.fitresult.MicroMacroResult` and
@@ -14,6 +15,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "Advice",
     "LOW_RELIABILITY",
     "MethodResult",
     "MethodsArg",
@@ -26,16 +28,23 @@ __all__ = [
     "fit",
     "fit_dataset",
     "method_specs",
+    "protocol",
     "reliability",
     "results_table",
     "simulate",
 ]
 
 _SIMULATION = {"Simulation", "simulate"}
+#: ``micromacro advise``'s result; the function is ``micromacro_sim.advise`` (here the name
+#: ``advise`` is its module, :mod:`micromacro_sim.api.advise`).
+_ADVISE = {"Advice"}
 
 
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = "simulation" if name in _SIMULATION else "fitting"
+    if name == "protocol":  # the study protocol of a config (micromacro protocol)
+        return importlib.import_module("micromacro_sim.reporting.protocol").protocol
+    module = ("simulation" if name in _SIMULATION else "advise" if name in _ADVISE
+              else "fitting")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from micromacro_sim.cli.fitting import cmd_demo, cmd_fit
 from micromacro_sim.cli.messages import one_line_warnings, os_error_text
 from micromacro_sim.core.errors import ConfigError, MicroMacroError
+from micromacro_sim.core.results import SE_TYPES
 
 if TYPE_CHECKING:
     from micromacro_sim.design.config import RunConfig
@@ -212,7 +213,7 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-flagged", action="store_true",
                    help="also use flagged fits that have estimates")
     p.add_argument("--se-type", default=None,
-                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   choices=["default", *SE_TYPES],
                    help="SE type shown beside each method's default one in the printed table "
                    "(default: only each method's default: its model SE for one-step "
                    "methods, HC3 for two-step ones, HC2 for croon)")
@@ -228,7 +229,7 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", choices=["table", "mplus"], default="table",
                    help="mplus: Mplus MONTECARLO table with Muthen & Muthen (2002) checks")
     p.add_argument("--mplus-se", default=None,
-                   choices=["default", "classical", "HC0", "HC1", "HC2", "HC3"],
+                   choices=["default", *SE_TYPES],
                    help="SE type of the mplus table (default: each method's default)")
     p.add_argument("--focal", help="focal term of the mplus checks (default the last term)")
 
@@ -237,9 +238,11 @@ def _add_summary_options(p: argparse.ArgumentParser) -> None:
 #: when the command line asks for them (or for the full help), so that ``micromacro run``
 #: starts without those imports.
 _HEAVY = {
+    "advise": "micromacro_sim.cli.advise",
     "bench": "micromacro_sim.cli.bench",
     "plan": "micromacro_sim.planning.cli_plan",
     "power": "micromacro_sim.planning.cli_power",
+    "protocol": "micromacro_sim.reporting.cli_protocol",
     "report": "micromacro_sim.reporting.report",
     "reproduce": "micromacro_sim.reproduce.cli",
 }

@@ -14,6 +14,9 @@ Example
 Every list in ``grid`` is a factor whose levels expand into the full product; values
 in ``fixed`` are taken as they are (so ``fixed: {group_size: [5, 30]}`` is one
 unbalanced design, while ``grid: {group_size: [10, 40]}`` is two balanced cells).
+
+An optional ``meta:`` block holds the free text of a study protocol (:data:`META_KEYS`,
+read by ``micromacro protocol``); it enters neither a scenario key nor the result identity.
 """
 
 from __future__ import annotations
@@ -35,14 +38,37 @@ from micromacro_sim.design.kinds import integer_hint
 from micromacro_sim.design.policy import Policy
 from micromacro_sim.design.scenario import Scenario
 
-__all__ = ["ENGINES", "MethodSpec", "RunConfig", "parse_config", "parse_methods"]
+__all__ = ["ENGINES", "META_KEYS", "MethodSpec", "RunConfig", "parse_config", "parse_methods"]
 
 ENGINES: tuple[str, ...] = ("auto", "fast", "reference")
 
 _TOP_KEYS = {
     "name", "description", "seed", "replications", "methods", "n_jobs", "chunk_size",
     "output", "admissibility", "fixed", "grid", "backend", "address",
-    "engine", "generator", "memory_budget",
+    "engine", "generator", "memory_budget", "meta",
+}
+
+#: Keys of the optional ``meta:`` block (each a text or a list of texts): the answers of a
+#: study protocol that a design cannot give (``micromacro protocol``, docs/protocol.md).
+#: ``meta`` is stored on the config and in the manifest only: it enters neither a scenario
+#: key nor :meth:`RunConfig.result_identity`, so editing it changes no number and no hash.
+META_KEYS: dict[str, str] = {
+    "title": "title of the project",
+    "authors": "current and future contributors",
+    "description": "description of the project (default: the config's description)",
+    "previous_studies": "related simulation studies the contributors already ran",
+    "aims": "aim of the simulation study",
+    "dgm_rationale": "why these data-generating parameters and factor levels",
+    "estimand_priority": "primary and secondary estimands or targets",
+    "method_rationale": "why these methods and options",
+    "replications_rationale": "why this number of replications (without a plan)",
+    "failure_rule": "when a condition is left out for failed fits",
+    "interpretation": "how the performance measures will be interpreted and analysed",
+    "software": "software to analyse and present the results",
+    "environment": "computational environment (operating system, machines)",
+    "reproducibility": "other steps towards reproducibility (shared code and results)",
+    "registration": "where and when the protocol is registered",
+    "notes": "anything else",
 }
 
 
@@ -92,6 +118,9 @@ class RunConfig:
     adaptive : Adaptive or None
         Adaptive replications (``replications: {target_mcse: ..., min, max, block}``;
         see :mod:`micromacro_sim.design.adaptive`).
+    meta : dict
+        The ``meta:`` block, key of :data:`META_KEYS` -> text (lists joined by "; "):
+        protocol text only, never part of a scenario key or the result identity.
     raw : dict
         The config as read (stored in the manifest).
     plugins : dict
@@ -118,6 +147,7 @@ class RunConfig:
     generator: str | None = None
     factors: tuple[str, ...] = ()
     adaptive: Adaptive | None = None
+    meta: dict[str, str] = field(default_factory=dict, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     plugins: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -144,7 +174,8 @@ class RunConfig:
         (every estimates shard holds all of them): changing them needs another folder or
         ``--overwrite``. Plug-ins (methods from outside the package, a user's generator) add their
         :func:`~micromacro_sim.estimators.plugins.identity` under ``plugins``: editing one changes
-        the hash. Without plug-ins the identity is what it always was.
+        the hash. Without plug-ins the identity is what it always was. ``meta`` (protocol
+        text) never enters.
         """
         out: dict[str, Any] = {
             "seed": self.seed,
@@ -245,6 +276,26 @@ def _expand(fixed: dict[str, Any], grid: dict[str, Any]) -> tuple[Scenario, ...]
     return tuple(cells)
 
 
+def _parse_meta(value: Any) -> dict[str, str]:
+    """The ``meta:`` block: each key one of :data:`META_KEYS`, each value a non-empty
+    text or a list of them (joined by "; ")."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"meta: expected a mapping of texts (keys: {', '.join(META_KEYS)}), "
+                          f"got {value!r}")
+    out: dict[str, str] = {}
+    for key, text in value.items():
+        if key not in META_KEYS:
+            raise ConfigError(f"meta.{key}: unknown key (known: {', '.join(META_KEYS)})"
+                              + did_you_mean(str(key), META_KEYS))
+        items = text if isinstance(text, list) else [text]
+        if not items or not all(isinstance(t, str) and t.strip() for t in items):
+            raise ConfigError(f"meta.{key}: expected a text or a list of texts, got {text!r}")
+        out[key] = "; ".join(t.strip() for t in items)
+    return out
+
+
 def _check_name(name: Any) -> str:
     """A run name is one plain folder name: results/<name> stays inside results/."""
     if not isinstance(name, str) or not name.strip():
@@ -336,6 +387,7 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
                           f"{generator!r}")
     policy = Policy.from_config(raw.get("admissibility"))
     policy.check_scenarios(scenarios)
+    meta = _parse_meta(raw.get("meta"))
     return RunConfig(
         name=name,
         description=str(raw.get("description", "")),
@@ -354,5 +406,6 @@ def parse_config(raw: Any, *, source: str = "config", force: bool = False) -> Ru
         generator=generator,
         factors=tuple(grid),
         adaptive=adaptive,
+        meta=meta,
         raw=raw,
     )
