@@ -230,6 +230,6 @@ def test_run_quick_twice_on_this_tree_gives_no_exception(tmp_path, capsys):
     rule3 = summary[summary["rule"] == "3"].groupby("corpus")["checked"].sum()
     assert set(rule3.index) == set(tool.corpora.CORPORA) and (rule3 > 0).all()
     rule2 = summary[summary["rule"] == "2"]
-    assert {"factor_score", "gate:lavaan_cfa"} <= set(rule2["method"])
+    assert {"factor_score", "gate:lavaan_cfa", "tspa"} <= set(rule2["method"])
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert Path(meta["package_path"]) == ROOT / "micromacro_sim"

@@ -64,12 +64,15 @@ class RunCorpus:
     methods_from : str or None
         A shipped config whose method list replaces this one's (every method where it
         applies, not only those the study itself ran).
+    methods : tuple of str, optional
+        A method list that replaces the config's (a method outside the seed study).
     """
 
     config: str
     keep: dict[str, list[Any]] = field(default_factory=dict)
     replications: int = 1000
     methods_from: str | None = None
+    methods: tuple[str, ...] | None = None
 
 
 #: The seed study: its ten methods are the "every method" of the equivalence rule.
@@ -87,6 +90,9 @@ RUN_CORPORA: dict[str, RunCorpus] = {
                                  methods_from=SEED_STUDY),
     "group_sizes": RunCorpus("configs/examples/group_sizes.yaml", {}, 200,
                              methods_from=SEED_STUDY),
+    # tspa (since 0.6.0): balanced groups (its closed form) and unequal sizes (Newton)
+    "tspa": RunCorpus("configs/examples/group_sizes.yaml", {}, 500,
+                      methods=("tspa", "unadjusted")),
 }
 CROSSCHECK = "crosscheck"
 CORPORA = (*RUN_CORPORA, CROSSCHECK)
@@ -154,6 +160,8 @@ def derive_config(root: Path, name: str, *, quick: bool, n_jobs: int) -> dict[st
     if corpus.methods_from is not None:
         seed = yaml.safe_load((root / corpus.methods_from).read_text(encoding="utf-8"))
         raw["methods"] = list(seed["methods"])
+    if corpus.methods is not None:
+        raw["methods"] = list(corpus.methods)
     raw["replications"] = QUICK_REPLICATIONS if quick else corpus.replications
     raw["n_jobs"] = int(n_jobs)
     raw.pop("output", None)

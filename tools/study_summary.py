@@ -11,7 +11,8 @@ replications with estimates (``k`` of ``n_reps``; flagged fits excluded, as in d
 summaries), bias, percent bias, empirical SE, RMSE and the 95% coverage of the classical
 (model) and HC3 intervals, each with its Monte Carlo SE, and coverage and rejection on each
 method's default SE type (``se_type``; a method's own credible interval where it has one,
-``ci_level``); and ``NAME_flags.csv``: per cell and
+``ci_level``), and, for the methods with ``se: jackknife``, the mean jackknife SE and the
+coverage and rejection of its intervals beside HC3's (``*_JK``, ``*_HC3``); and ``NAME_flags.csv``: per cell and
 method the counts of flagged, not converged, inadmissible and not applicable fits, by reason.
 """
 
@@ -29,7 +30,9 @@ COLUMNS = ["label", "n_groups", "group_size_label", "icc", "r_zxi", "method", "t
            "theta", "n_reps", "k", "bias", "bias_mcse", "pct_bias", "pct_bias_mcse", "empse",
            "empse_mcse", "rmse", "rmse_mcse", "cover_classical", "cover_classical_mcse",
            "cover_HC3", "cover_HC3_mcse", "reject_classical", "reject_classical_mcse",
-           "beta_xi", "se_type", "ci_level", "cover", "cover_mcse", "reject", "reject_mcse"]
+           "beta_xi", "se_type", "ci_level", "cover", "cover_mcse", "reject", "reject_mcse",
+           "modse_HC3", "modse_JK", "cover_JK", "cover_JK_mcse", "reject_HC3",
+           "reject_HC3_mcse", "reject_JK", "reject_JK_mcse"]
 
 
 def summarise(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -82,6 +82,7 @@ class TSPA(Estimator):
         se, conv, adm, flags = _verdicts(fit)
         extras = {"psi": float(fit.psi[0]), "s2e": float(fit.s2e[0]),
                   "sigma2_w": st.sigma2_w, "m2ll": float(fit.m2ll[0]),
+                  "loglik": -0.5 * float(fit.m2ll[0]),
                   "iterations": int(fit.iterations[0]), "ev": st.ev}
         bse = {"classical": se[0]} if adm[0] else {}
         return FitResult(
