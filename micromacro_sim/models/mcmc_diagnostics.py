@@ -27,8 +27,6 @@ Constant or non-finite series give NaN (rstan: NA, except that its rank-based ``
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import rankdata
 
 __all__ = [
     "RANK_OFFSET",
@@ -75,6 +73,11 @@ def z_scale(x: np.ndarray, rank_offset: float = RANK_OFFSET) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     flat = x.reshape(*x.shape[:-2], -1)
     S = flat.shape[-1]
+    # scipy is imported here, not at module load: the registry imports this module, and
+    # scipy.stats would cost every command's start-up about half a second
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
     r = rankdata(flat, method="average", axis=-1)
     return ndtri((r - rank_offset) / (S - 2 * rank_offset + 1)).reshape(x.shape)
 
