@@ -19,6 +19,7 @@ import pandas as pd
 from micromacro_sim.core.results import SE_COLUMNS, SE_TYPES, FitResult
 from micromacro_sim.core.status import Status
 from micromacro_sim.models.jackknife import jackknife_cov
+from micromacro_sim.models.ols import ols_cov
 
 __all__ = [
     "LOW_RELIABILITY",
@@ -100,18 +101,6 @@ class Reliability:
                 "the group-mean coefficient is attenuated and Z's coefficient absorbs part of it "
                 "when Z correlates with the construct; prefer a latent method (croon, sem, "
                 "sem_2level) or report them side by side")
-
-
-def ols_cov(y: np.ndarray, X: np.ndarray, cov_type: str) -> np.ndarray:
-    """Full (k, k) covariance of OLS estimates: classical or HC0-HC3 (statsmodels)."""
-    import statsmodels.api as sm
-
-    if cov_type not in SE_TYPES:
-        raise ValueError(f"cov_type: expected one of {', '.join(SE_TYPES)}, got {cov_type!r}")
-    res = sm.OLS(np.asarray(y, dtype=float), np.asarray(X, dtype=float)).fit()
-    if cov_type == "classical":
-        return np.asarray(res.cov_params())
-    return np.asarray(getattr(res, f"cov_{cov_type}"))
 
 
 def results_table(results: Sequence[FitResult]) -> pd.DataFrame:

@@ -11,8 +11,8 @@ import numpy as np
 from micromacro_sim.core.results import OLS_SE_TYPES, SE_TYPES
 from micromacro_sim.core.status import Flag, Reason, add_flags, flag, no_flags
 
-__all__ = ["PERFECT_FIT_SHARE", "centre", "design_problems", "ols", "ols_batch", "perfect_fit",
-           "perfect_fit_flag", "se_problems"]
+__all__ = ["PERFECT_FIT_SHARE", "centre", "design_problems", "ols", "ols_batch", "ols_cov",
+           "perfect_fit", "perfect_fit_flag", "se_problems"]
 
 
 #: A second-step residual variance at or below this share of Var(y) is a perfect fit.
@@ -131,6 +131,19 @@ def ols_batch(
     bse["HC1"] = bse["HC0"] * np.sqrt(G / df)
     params[:, 0] = (t * params).sum(axis=1)
     return params, {t_: bse[t_] for t_ in OLS_SE_TYPES}, np.full(R, float(df)), s2
+
+
+def ols_cov(y: np.ndarray, X: np.ndarray, cov_type: str) -> np.ndarray:
+    """Full (k, k) covariance of OLS estimates: classical or HC0-HC3 (statsmodels)."""
+    import statsmodels.api as sm
+
+    if cov_type not in OLS_SE_TYPES:
+        raise ValueError(f"cov_type: expected one of {', '.join(OLS_SE_TYPES)}, got "
+                         f"{cov_type!r}")
+    res = sm.OLS(np.asarray(y, dtype=float), np.asarray(X, dtype=float)).fit()
+    if cov_type == "classical":
+        return np.asarray(res.cov_params())
+    return np.asarray(getattr(res, f"cov_{cov_type}"))
 
 
 def perfect_fit(y: np.ndarray, resid_var: np.ndarray) -> np.ndarray:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from micromacro_sim.models.linalg import dot_last, inv_stack, solve_stack, sum_first
+from micromacro_sim.models.tspa_closed import BOUND_TOL, ols_moments
+from micromacro_sim.models.tspa_closed import closed_form as exact_fit
 from micromacro_sim.models.tspa_stage1 import Stage1, stage1, stage1_batch
 
 __all__ = ["BOUND_TOL", "MAX_ITER", "TOL", "Stage1", "TSPAFit", "fit_tspa", "m2ll", "stage1",
@@ -41,8 +43,6 @@ __all__ = ["BOUND_TOL", "MAX_ITER", "TOL", "Stage1", "TSPAFit", "fit_tspa", "m2l
 
 #: Newton decrement (-2 log L units) below which an iterate is the optimum.
 TOL = 1e-11
-#: Relative size at or below which psi or s2e counts as on the zero bound.
-BOUND_TOL = 1e-6
 #: Iteration limit of the stage-2 Newton iterations.
 MAX_ITER = 200
 #: Step halvings tried before a replication's line search gives up.
@@ -218,72 +218,14 @@ def _assemble(sums: np.ndarray, m: int, psi: np.ndarray, b: np.ndarray
     return grad, H, E
 
 
-def _ols_moments(d: _Data) -> tuple[np.ndarray, ...]:
-    """OLS of s and y on (1, z): X'X, alpha, beta and the residual moments (over G)."""
-    xtx = sum_first(d.zz)
-    xts = sum_first(d.zt * d.s[:, :, None])
-    xty = sum_first(d.zt * d.y[:, :, None])
-    coef, _ = solve_stack(xtx, np.stack([xts, xty], axis=2))
-    alpha, beta = coef[:, :, 0], coef[:, :, 1]
-    e1 = d.s - dot_last(d.zt, alpha[None])
-    e2 = d.y - dot_last(d.zt, beta[None])
-    G = d.s.shape[0]
-    sss, ssy, syy = sum_first(e1 * e1) / G, sum_first(e1 * e2) / G, sum_first(e2 * e2) / G
-    return xtx, alpha, beta, sss, ssy, syy
-
-
 def _start(d: _Data) -> np.ndarray:
     """Closed-form start: OLS means, residual moments with the mean error variance."""
-    _, alpha, beta, sss, ssy, syy = _ols_moments(d)
+    _, alpha, beta, sss, ssy, syy = ols_moments(d)
     evbar = sum_first(d.ev) / d.s.shape[0]
     psi = np.maximum(sss - evbar, 0.1 * sss)
     b = ssy / psi
     s2e = np.maximum(syy - b * b * psi, 0.1 * syy)
     return np.concatenate([alpha, beta, np.stack([psi, b, s2e], axis=1)], axis=1)
-
-
-def _closed_form(d: _Data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The exact ML and its observed-information covariance when every group of a
-    replication has the same error variance (complete balanced data).
-
-    The model is then a one-to-one reparameterisation of the saturated bivariate normal
-    regression of (s, y) on (1, z): the ML is the OLS coefficients with the residual
-    moments S (over G), ``psi = S11 - ev``, ``b = S12 / psi``, ``s2e = S22 - b^2 psi``.
-    At that optimum the observed information equals the expected one: the coefficients
-    have covariance ``S kron inv(X'X)``, the moments ``(2/G) D+ (S kron S) D+'``, and the
-    two blocks are uncorrelated; the delta method carries the moments to (psi, b, s2e).
-
-    Returns
-    -------
-    theta : ndarray (R, 2m + 3)
-    cov : ndarray (R, 2m + 3, 2m + 3)
-        Covariance of theta (``2 inv(H)`` of the iterative path).
-    interior : ndarray of bool (R,)
-        psi and s2e are positive: the closed form is the ML (else the iterative path
-        finds the boundary optimum).
-    """
-    xtx, alpha, beta, A, C, V = _ols_moments(d)
-    G, m = d.s.shape[0], d.m
-    psi = A - d.ev[0]
-    b = C / psi
-    s2e = V - b * b * psi
-    interior = ((psi > BOUND_TOL * (np.abs(psi) + d.ev[0]))
-                & (s2e > BOUND_TOL * (s2e + b * b * np.abs(psi))))
-    W, _ = inv_stack(xtx)
-    R, k = A.shape[0], 2 * m + 3
-    cov = np.zeros((R, k, k))
-    for (i, j), s_ij in (((0, 0), A), ((1, 1), V), ((0, 1), C), ((1, 0), C)):
-        cov[:, i * m:(i + 1) * m, j * m:(j + 1) * m] = s_ij[:, None, None] * W
-    vech = np.stack([np.stack([2 * A * A, 2 * A * C, 2 * C * C], 1),
-                     np.stack([2 * A * C, A * V + C * C, 2 * C * V], 1),
-                     np.stack([2 * C * C, 2 * C * V, 2 * V * V], 1)], 1) / G
-    one, zero = np.ones(R), np.zeros(R)
-    J = np.stack([np.stack([one, zero, zero], 1),
-                  np.stack([-b / psi, 1 / psi, zero], 1),
-                  np.stack([b * b, -2 * b, one], 1)], 1)  # d(psi, b, s2e) / d(A, C, V)
-    cov[:, 2 * m:, 2 * m:] = J @ vech @ J.transpose(0, 2, 1)
-    theta = np.concatenate([alpha, beta, np.stack([psi, b, s2e], axis=1)], axis=1)
-    return theta, cov, interior
 
 
 def _direction(grad: np.ndarray, H: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,8 +272,9 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray,
         Group covariates (q >= 0).
     closed_form : bool
         Replications whose groups all have the same error variance take the exact ML and
-        its information in closed form (:func:`_closed_form`) where it is interior; False
-        sends every replication through Newton's method (a check of the closed form).
+        its information in closed form where it is interior
+        (:func:`~micromacro_sim.models.tspa_closed.closed_form`); False sends every
+        replication through Newton's method (a check of the closed form).
 
     Returns
     -------
@@ -344,7 +287,7 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray,
     cov = np.full((R, 2 * m + 3, 2 * m + 3), np.nan)
     closed = np.flatnonzero(np.all(d.ev == d.ev[:1], axis=0) & closed_form)
     if closed.size:  # every group's ev equal: the ML in closed form where it is interior
-        th, cv, interior = _closed_form(d.rows(closed))
+        th, cv, interior = exact_fit(d.rows(closed))
         closed = closed[interior]
         theta[closed], cov[closed] = th[interior], cv[interior]
     f = m2ll(d, theta)
