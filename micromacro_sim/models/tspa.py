@@ -218,9 +218,10 @@ def _assemble(sums: np.ndarray, m: int, psi: np.ndarray, b: np.ndarray
     return grad, H, E
 
 
-def _start(d: _Data) -> np.ndarray:
-    """Closed-form start: OLS means, residual moments with the mean error variance."""
-    _, alpha, beta, sss, ssy, syy = ols_moments(d)
+def _start(d: _Data, moments: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """Closed-form start: OLS means, residual moments (:func:`ols_moments` of ``d``, given
+    or computed) with the mean error variance."""
+    _, alpha, beta, sss, ssy, syy = ols_moments(d) if moments is None else moments
     evbar = sum_first(d.ev) / d.s.shape[0]
     psi = np.maximum(sss - evbar, 0.1 * sss)
     b = ssy / psi
@@ -283,11 +284,12 @@ def fit_tspa(s: np.ndarray, ev: np.ndarray, z: np.ndarray, y: np.ndarray,
     """
     d = _Data.build(np.asarray(s, float), np.asarray(ev, float), z, np.asarray(y, float))
     R, m = d.s.shape[1], d.m
-    theta = _start(d)
+    moments = ols_moments(d)  # once: the start and the closed form share them
+    theta = _start(d, moments)
     cov = np.full((R, 2 * m + 3, 2 * m + 3), np.nan)
     closed = np.flatnonzero(np.all(d.ev == d.ev[:1], axis=0) & closed_form)
     if closed.size:  # every group's ev equal: the ML in closed form where it is interior
-        th, cv, interior = exact_fit(d.rows(closed))
+        th, cv, interior = exact_fit(d.rows(closed), tuple(a[closed] for a in moments))
         closed = closed[interior]
         theta[closed], cov[closed] = th[interior], cv[interior]
     f = m2ll(d, theta)

@@ -36,7 +36,8 @@ def ols_moments(d: Any) -> tuple[np.ndarray, ...]:
     return xtx, alpha, beta, sss, ssy, syy
 
 
-def closed_form(d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def closed_form(d: Any, moments: tuple[np.ndarray, ...] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The exact ML and its observed-information covariance when every group of a
     replication has the same error variance (complete balanced data).
 
@@ -47,6 +48,12 @@ def closed_form(d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     have covariance ``S kron inv(X'X)``, the moments ``(2/G) D+ (S kron S) D+'``, and the
     two blocks are uncorrelated; the delta method carries the moments to (psi, b, s2e).
 
+    Parameters
+    ----------
+    d : stage-2 data (see the module docstring)
+    moments : tuple of ndarray, optional
+        :func:`ols_moments` of ``d`` when the caller has them (computed otherwise).
+
     Returns
     -------
     theta : ndarray (R, 2m + 3)
@@ -56,7 +63,7 @@ def closed_form(d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         psi and s2e are positive: the closed form is the ML (else the iterative path
         finds the boundary optimum).
     """
-    xtx, alpha, beta, A, C, V = ols_moments(d)
+    xtx, alpha, beta, A, C, V = ols_moments(d) if moments is None else moments
     G, m = d.s.shape[0], d.m
     psi = A - d.ev[0]
     b = C / psi
